@@ -103,13 +103,13 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     self._num_users = scenario.num_users
     self._num_items = scenario.items.num_items
     self._steps_taken = 0
-    self._state: NestedTensors | None = None
+    self._state: dict[str, dict[str, tf.Variable]] | None = None
     self._last = np.zeros(self._num_users, bool)
     self._mask = np.ones((self._num_users, self._num_items), bool)
     self._mask.setflags(write=False)
     self._metrics = metrics_lib.EpisodeMetricsRecorder()
     self._build_specs()
-    self._initial_fn = tf.function(self._initial, autograph=False)
+    self._reset_fn = tf.function(self._reset_graph, autograph=False)
     self._step_fn = tf.function(self._step_graph, autograph=False)
     self._oracle_fn = tf.function(self._expected_engagement, autograph=False)
 
@@ -186,25 +186,42 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     """
     if self._state is None:
       self.reset()
-    return self._oracle_fn(self._state).numpy()
+    return self._oracle_fn().numpy()
 
   # --- compiled graph --------------------------------------------------------
-
-  def _unpack(self, packed: NestedTensors) -> dict[str, Value]:
-    return {name: Value(**fields) for name, fields in packed.items()}
+  # The network value lives in tf.Variables so that a compiled step takes and
+  # returns only a few small tensors: passing the whole nested state in and
+  # out of a tf.function costs more Python time than the step itself.
 
   @staticmethod
   def _pack(network_value: Mapping[str, Value]) -> NestedTensors:
     return {name: dict(v.as_dict) for name, v in network_value.items()}
 
+  def _read_state(self) -> dict[str, Value]:
+    return {name: Value(**{field: variable.read_value()
+                           for field, variable in fields.items()})
+            for name, fields in self._state.items()}
+
+  def _assign_state(self, packed: NestedTensors) -> None:
+    tf.nest.map_structure(lambda variable, new: variable.assign(new),
+                          self._state, packed)
+
   def _initial(self, seed: tf.Tensor) -> NestedTensors:
     with seeding.stateless_sampling(seed):
       return self._pack(self._network.initial_step())
 
-  def _step_graph(self, packed: NestedTensors, actions: tf.Tensor,
-                  reset: tf.Tensor, seed: tf.Tensor
-                  ) -> tuple[NestedTensors, dict[str, tf.Tensor]]:
-    previous = self._unpack(packed)
+  def _reset_graph(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    self._assign_state(self._initial(seed))
+    return self._observed()
+
+  def _observed(self) -> dict[str, tf.Tensor]:
+    history = self._state[story.HISTORY]
+    return {name: history[name].read_value()
+            for name in session_history.OBSERVED_FIELDS}
+
+  def _step_graph(self, actions: tf.Tensor, reset: tf.Tensor,
+                  seed: tf.Tensor) -> dict[str, Any]:
+    previous = self._read_state()
     previous[story.SLATE_REQUEST] = Value(items=actions)
     with seeding.stateless_sampling(seed):
       stepped = self._network.step(previous)
@@ -218,62 +235,66 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     for name in story.PER_USER_VARIABLES:
       merged[name] = Value(**tf.nest.map_structure(
           select, dict(fresh[name].as_dict), dict(stepped[name].as_dict)))
+    self._assign_state(self._pack(merged))
     exit_state = merged[story.EXIT_STATE]
     ended = (exit_state.get("left") + exit_state.get("truncated")) > 0.0
     step_type = tf.where(
         reset, ts.StepType.FIRST,
         tf.where(ended, ts.StepType.LAST, ts.StepType.MID))
-    outputs = {
+    history = merged[story.HISTORY]
+    return {
         "step_type": tf.cast(step_type, tf.int32),
         "reward": merged[story.USER_RESPONSE].get("engagement"),
         "discount": 1.0 - exit_state.get("left"),
+        "observation": {name: history.get(name)
+                        for name in session_history.OBSERVED_FIELDS},
     }
-    return self._pack(merged), outputs
 
-  def _expected_engagement(self, packed: NestedTensors) -> tf.Tensor:
-    state = self._unpack(packed)
+  def _expected_engagement(self) -> tf.Tensor:
+    state = self._read_state()
     return self._scenario.user.expected_engagement(
         state[story.USER_STATE], state[story.CORPUS])
 
   # --- PyEnvironment -----------------------------------------------------
 
-  def _next_seed(self) -> np.ndarray:
+  def _next_seed(self) -> tf.Tensor:
     self._steps_taken += 1
-    return np.array([self._seed, self._steps_taken], np.int64)
+    return tf.constant([self._seed, self._steps_taken], tf.int64)
 
-  def _observation(self) -> dict[str, Any]:
-    history = self._state[story.HISTORY]
-    return {"observation": {name: history[name].numpy()
-                            for name in session_history.OBSERVED_FIELDS},
-            "mask": self._mask}
+  def _time_step(self, step_type: np.ndarray, reward: np.ndarray,
+                 discount: np.ndarray,
+                 observed: Mapping[str, tf.Tensor]) -> ts.TimeStep:
+    return ts.TimeStep(
+        step_type=step_type, reward=reward, discount=discount,
+        observation={"observation": {name: tensor.numpy()
+                                     for name, tensor in observed.items()},
+                     "mask": self._mask})
 
   def _reset(self) -> ts.TimeStep:
     self._steps_taken = 0
-    self._state = self._initial_fn(tf.constant(self._next_seed()))
+    seed = self._next_seed()
+    if self._state is None:
+      self._state = tf.nest.map_structure(tf.Variable, self._initial(seed))
+    observed = self._reset_fn(seed)
     self._last = np.zeros(self._num_users, bool)
-    return ts.TimeStep(
-        step_type=np.full(self._num_users, ts.StepType.FIRST, np.int32),
-        reward=np.zeros(self._num_users, np.float32),
-        discount=np.ones(self._num_users, np.float32),
-        observation=self._observation())
+    return self._time_step(
+        np.full(self._num_users, ts.StepType.FIRST, np.int32),
+        np.zeros(self._num_users, np.float32),
+        np.ones(self._num_users, np.float32), observed)
 
   def _step(self, action: types.NestedArray) -> ts.TimeStep:
     if self._state is None:
       return self.reset()
     slates = check_actions(action, self._mask, ~self._last, self._num_items,
                            self._scenario.slate_size)
-    self._state, outputs = self._step_fn(
-        self._state, tf.constant(slates), tf.constant(self._last),
-        tf.constant(self._next_seed()))
+    outputs = self._step_fn(tf.constant(slates), tf.constant(self._last),
+                            self._next_seed())
     step_type = outputs["step_type"].numpy()
     self._last = step_type == ts.StepType.LAST
     if self._last.any():
       self._record_finished_sessions(self._last)
-    return ts.TimeStep(
-        step_type=step_type,
-        reward=outputs["reward"].numpy(),
-        discount=outputs["discount"].numpy(),
-        observation=self._observation())
+    return self._time_step(step_type, outputs["reward"].numpy(),
+                           outputs["discount"].numpy(), outputs["observation"])
 
   def _record_finished_sessions(self, finished: np.ndarray) -> None:
     history = self._state[story.HISTORY]

@@ -1,0 +1,111 @@
+"""A LangChain chat model that runs a local GGUF file in-process via xllamacpp.
+
+xllamacpp ships prebuilt wheels of llama.cpp's server, so a fresh machine gets
+an offline LLM without compiling anything. langchain-community's ChatLlamaCpp
+is not used: it needs llama-cpp-python (a long compile) and overrides the
+model's rope frequency, which breaks small models.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (AIMessage, BaseMessage, HumanMessage,
+                                     SystemMessage)
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import PrivateAttr
+
+_ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+
+
+def _role(message: BaseMessage) -> str:
+  for kind, role in _ROLES.items():
+    if isinstance(message, kind):
+      return role
+  raise ValueError(
+      f"message type {type(message).__name__} is not supported; expected one "
+      "of SystemMessage, HumanMessage, AIMessage")
+
+
+class LlamaCppChatModel(BaseChatModel):
+  """Chat completions from a GGUF model, optionally constrained by a JSON schema.
+
+  Bind `json_schema=` (a JSON schema dict) to make every reply parse against
+  it; llama.cpp turns the schema into a sampling grammar. The server (and the
+  model weights) load on first use. Requests from several threads queue on
+  one slot, which keeps that slot's prompt cache: a shared prompt prefix is
+  evaluated once.
+  """
+
+  model_path: str
+  n_threads: int = 2
+  n_ctx: int = 4096
+  max_tokens: int = 128
+  temperature: float = 0.0
+  seed: int = 0
+
+  _server: Any = PrivateAttr(default=None)
+  _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+  @property
+  def _llm_type(self) -> str:
+    return "xllamacpp"
+
+  @property
+  def _identifying_params(self) -> dict[str, Any]:
+    return {"model_path": self.model_path, "n_ctx": self.n_ctx,
+            "max_tokens": self.max_tokens, "temperature": self.temperature,
+            "seed": self.seed}
+
+  def _get_server(self) -> Any:
+    with self._lock:
+      if self._server is None:
+        import xllamacpp  # Imported late: loading it costs time and memory.
+        params = xllamacpp.CommonParams()
+        params.model.path = self.model_path
+        params.n_ctx = self.n_ctx
+        params.n_parallel = 1
+        params.cpuparams.n_threads = self.n_threads
+        params.cpuparams_batch.n_threads = self.n_threads
+        params.cache_prompt = True
+        params.verbosity = -1
+        self._server = xllamacpp.Server(params)
+      return self._server
+
+  def _generate(self, messages: list[BaseMessage],
+                stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                json_schema: dict[str, Any] | None = None,
+                max_tokens: int | None = None,
+                **kwargs: Any) -> ChatResult:
+    if kwargs:
+      raise TypeError(
+          f"unsupported arguments {sorted(kwargs)}; LlamaCppChatModel accepts "
+          "json_schema, max_tokens and stop")
+    request: dict[str, Any] = {
+        "messages": [{"role": _role(m), "content": str(m.text)} for m in messages],
+        "max_tokens": self.max_tokens if max_tokens is None else max_tokens,
+        "temperature": self.temperature,
+        "seed": self.seed,
+    }
+    if stop:
+      request["stop"] = stop
+    if json_schema is not None:
+      request["response_format"] = {
+          "type": "json_schema", "json_schema": {"schema": json_schema}}
+    result = self._get_server().handle_chat_completions(request)
+    if not isinstance(result, dict) or "choices" not in result:
+      raise RuntimeError(f"xllamacpp returned no completion: {str(result)[:200]}")
+    usage = result.get("usage", {})
+    message = AIMessage(
+        content=result["choices"][0]["message"].get("content") or "",
+        usage_metadata={
+            "input_tokens": usage.get("prompt_tokens", 0),
+            "output_tokens": usage.get("completion_tokens", 0),
+            "total_tokens": usage.get("total_tokens", 0),
+        })
+    return ChatResult(generations=[ChatGeneration(message=message)],
+                      llm_output={"timings": result.get("timings", {})})

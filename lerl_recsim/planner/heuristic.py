@@ -1,0 +1,107 @@
+"""A planner without an LLM: the fallback, and the ablation for the LLM.
+
+Each category is scored by how the user responded to it (mean engagement,
+relative to the user's largest) minus how much of it, and of its semantic
+group, the user saw in the recent window. The plan takes the best category of
+as many different groups as it can, then fills up with the next best.
+Saturated categories are left out as in LLM plans. Ties are broken by a
+permutation drawn from the seed once, so a plan is a pure function of the
+history: same seed and history, same plan.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from lerl_recsim.planner.history import UserHistory
+from lerl_recsim.planner.validation import PlanRules, saturated
+from lerl_recsim.scenarios.catalogue import Catalogue
+
+
+class HeuristicPlanner:
+  """Diversify over groups not seen recently, weighted by engagement."""
+
+  def __init__(self, catalogue: Catalogue, rules: PlanRules = PlanRules(), *,
+               window: int = 5, size: int | None = None, seed: int = 0,
+               group_penalty: float = 1.0,
+               category_penalty: float = 1.0) -> None:
+    rules.check_catalogue(catalogue)
+    size = rules.max_categories if size is None else size
+    if not rules.min_categories <= size <= rules.max_categories:
+      raise ValueError(
+          f"size={size} lies outside [{rules.min_categories}, "
+          f"{rules.max_categories}] set by the rules")
+    if window < 1:
+      raise ValueError(f"window must be >= 1, got {window}")
+    self.catalogue = catalogue
+    self.rules = rules
+    self.window = window
+    self.size = size
+    self.group_penalty = group_penalty
+    self.category_penalty = category_penalty
+    self._priority = np.random.default_rng(seed).permutation(
+        catalogue.num_categories)
+
+  def scores(self, history: UserHistory) -> np.ndarray:
+    """float [num_categories]; higher is a better next category."""
+    num = self.catalogue.num_categories
+    groups = self.catalogue.category_group
+    recent = history.recent(self.window)
+    cat_seen = np.zeros(num)
+    group_seen = np.zeros(self.catalogue.num_groups)
+    for step in recent:
+      shown = np.unique(np.asarray(step.categories, dtype=np.int64))
+      cat_seen[shown] += 1
+      group_seen[np.unique(groups[shown])] += 1
+    if recent:
+      cat_seen /= len(recent)
+      group_seen /= len(recent)
+    total = np.zeros(num)
+    count = np.zeros(num)
+    for step in history.steps:
+      shown = np.unique(np.asarray(step.categories, dtype=np.int64))
+      total[shown] += step.engagement
+      count[shown] += 1
+    affinity = np.zeros(num)
+    if history.steps:
+      scale = max(abs(s.engagement) for s in history.steps) or 1.0
+      prior = np.mean([s.engagement for s in history.steps]) / scale
+      affinity = np.where(count > 0, total / np.maximum(count, 1) / scale, prior)
+    return (affinity - self.group_penalty * group_seen[groups]
+            - self.category_penalty * cat_seen)
+
+  def plan_one(self, history: UserHistory) -> tuple[int, ...]:
+    scores = self.scores(history)
+    order = sorted(range(self.catalogue.num_categories),
+                   key=lambda c: (-scores[c], self._priority[c]))
+    if self.rules.exclude_saturated:
+      blocked = saturated(history, self.rules)
+      allowed = [c for c in order if c not in blocked]
+      # Only when too few categories remain are saturated ones used, last.
+      if len(allowed) < self.size:
+        allowed += [c for c in order if c in blocked]
+      order = allowed
+    plan: list[int] = []
+    used_groups: set[int] = set()
+    for c in order:
+      group = int(self.catalogue.category_group[c])
+      if len(plan) < self.size and group not in used_groups:
+        plan.append(c)
+        used_groups.add(group)
+    for c in order:
+      if len(plan) < self.size and c not in plan:
+        plan.append(c)
+    return tuple(plan)
+
+  def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
+    """One plan (category ids, best first) per history."""
+    return [self.plan_one(h) for h in histories]
+
+  def end_sessions(self, histories: Sequence[UserHistory]) -> None:
+    """Nothing to learn from finished sessions; kept for the common interface."""
+    del histories
+
+  def metrics(self) -> dict[str, float]:
+    return {}

@@ -1,0 +1,257 @@
+"""The LLM planner: history -> prompt -> model -> validated plan, never failing.
+
+Many users are planned in one batch call. Whatever goes wrong with the model
+(unreadable or invalid reply, an exception, a timeout) the user gets the
+heuristic plan instead and the cause is counted, so training never stops
+because of the LLM.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from operator import itemgetter
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from langchain_core.caches import BaseCache
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import (Runnable, RunnableLambda,
+                                      RunnablePassthrough)
+
+from lerl_recsim.planner import backends
+from lerl_recsim.planner.caching import CountingCache, make_cache
+from lerl_recsim.planner.heuristic import HeuristicPlanner
+from lerl_recsim.planner.history import UserHistory
+from lerl_recsim.planner.prompt import (PromptConfig, plan_prompt, plan_schema,
+                                        reflections_text, situation)
+from lerl_recsim.planner.reflections import (ReflectionPool, reflection_chain,
+                                             sample_pool_for)
+from lerl_recsim.planner.validation import (InvalidPlan, PlanParseError,
+                                            PlanRules, parse_plan_output,
+                                            validate_plan)
+from lerl_recsim.scenarios.catalogue import Catalogue, default_catalogue
+
+_log = logging.getLogger(__name__)
+
+FALLBACK_CAUSES = ("parse_error", "invalid_plan", "exception", "timeout")
+
+
+def fallback_cause(error: BaseException) -> str:
+  """Which of FALLBACK_CAUSES an error from the chain counts as."""
+  if isinstance(error, PlanParseError):
+    return "parse_error"
+  if isinstance(error, InvalidPlan):
+    return "invalid_plan"
+  if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
+    return "timeout"
+  return "exception"
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
+  """fn() on a daemon thread; TimeoutError if it has not returned in time.
+
+  A thread cannot be stopped, so a timed-out call runs on in the background
+  and its result is dropped; the daemon flag keeps it from blocking exit.
+  """
+  box: dict[str, Any] = {}
+  done = threading.Event()
+
+  def target() -> None:
+    try:
+      box["value"] = fn()
+    except BaseException as e:  # Handed to the caller below.
+      box["error"] = e
+    finally:
+      done.set()
+
+  threading.Thread(target=target, daemon=True, name="lerl-planner").start()
+  if not done.wait(timeout_s):
+    raise TimeoutError(f"the LLM call took longer than {timeout_s} s")
+  if "error" in box:
+    raise box["error"]
+  return box["value"]
+
+
+def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
+               rules: PlanRules) -> Runnable:
+  """{"prompt": prompt variables, "history": UserHistory} -> category ids.
+
+  The model is bound to the plan schema where the backend supports it; the
+  reply is then parsed and validated in code.
+  """
+  reply = (itemgetter("prompt") | plan_prompt(catalogue, rules)
+           | backends.constrain(model, plan_schema(catalogue, rules))
+           | RunnableLambda(lambda m: parse_plan_output(m.content,
+                                                        rules.max_output_chars)))
+  return (RunnablePassthrough.assign(items=reply)
+          | RunnableLambda(lambda d: validate_plan(d["items"], catalogue,
+                                                   d["history"], rules)))
+
+
+class Planner:
+  """Plans categories for many users with an LLM, and learns reflections.
+
+  Args:
+    model: Any LangChain chat model (see backends.make_chat_model).
+    catalogue: The categories to choose from.
+    rules: What a valid plan is; also used by the fallback.
+    prompt_config: How histories are discretised into prompt text.
+    fallback: The plan used whenever the LLM fails; by default the heuristic.
+    reflections: The lesson pool; None switches reflections off.
+    reflection_k: Lessons sampled into each prompt.
+    cache: LangChain cache for planner replies; by default in memory, or
+      SQLite at `cache_path` (needs the `sqlite` extra) to survive restarts.
+    timeout_s: Limit for one batch call (plan or reflection).
+    max_concurrency: Requests of a batch in flight at once.
+    seed: Seeds the reflection sampling and the default fallback.
+  """
+
+  def __init__(self, model: BaseChatModel, catalogue: Catalogue, *,
+               rules: PlanRules = PlanRules(),
+               prompt_config: PromptConfig = PromptConfig(),
+               fallback: HeuristicPlanner | None = None,
+               reflections: ReflectionPool | None = None,
+               reflection_k: int = 2,
+               cache: BaseCache | None = None,
+               cache_path: str | None = None,
+               timeout_s: float = 60.0,
+               max_concurrency: int = 4,
+               seed: int = 0) -> None:
+    rules.check_catalogue(catalogue)
+    self.catalogue = catalogue
+    self.rules = rules
+    self.prompt_config = prompt_config
+    self.fallback = fallback or HeuristicPlanner(catalogue, rules, seed=seed)
+    self.reflections = reflections
+    self.reflection_k = reflection_k
+    self.timeout_s = timeout_s
+    self.max_concurrency = max_concurrency
+    self.seed = seed
+    self.cache = CountingCache(make_cache(cache, cache_path))
+    self._chain = plan_chain(model.model_copy(update={"cache": self.cache}),
+                             catalogue, rules)
+    self._reflect = reflection_chain(
+        backends.shorten(model.model_copy(update={"cache": False}), 80),
+        catalogue, prompt_config)
+    self._counts: collections.Counter[str] = collections.Counter()
+    self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
+
+  def _check(self, history: UserHistory) -> None:
+    for step in history.steps:
+      for c in step.categories:
+        if not 0 <= c < self.catalogue.num_categories:
+          raise ValueError(
+              f"category id {c} in a history; expected ids in "
+              f"[0, {self.catalogue.num_categories - 1}]")
+
+  def prompt_input(self, history: UserHistory) -> dict[str, Any]:
+    """The chain input for one user: discretised prompt variables + history."""
+    self._check(history)
+    variables = situation(history, self.catalogue, self.rules,
+                          self.prompt_config)
+    lessons: list[str] = []
+    if self.reflections is not None:
+      lessons = sample_pool_for(self.reflections, self.reflection_k, self.seed,
+                                (variables["recent"], variables["stats"]))
+    variables["reflections"] = reflections_text(lessons)
+    return {"prompt": variables, "history": history}
+
+  def _batch(self, chain: Runnable, inputs: list[Any]) -> list[Any]:
+    """Per input a result or an exception; never raises for model trouble."""
+    if not inputs:
+      return []
+    try:
+      return call_with_timeout(
+          lambda: chain.batch(inputs,
+                              config={"max_concurrency": self.max_concurrency},
+                              return_exceptions=True),
+          self.timeout_s)
+    except Exception as e:  # The whole batch failed (e.g. timed out).
+      return [e] * len(inputs)
+
+  def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
+    """One plan (category ids) per history, from one batch call."""
+    start = time.perf_counter()
+    inputs = [self.prompt_input(h) for h in histories]
+    plans = []
+    for history, result in zip(histories, self._batch(self._chain, inputs)):
+      if isinstance(result, BaseException):
+        cause = fallback_cause(result)
+        self._counts[f"fallback_{cause}"] += 1
+        _log.debug("planner fallback (%s): %s", cause, result)
+        plans.append(self.fallback.plan_one(history))
+      else:
+        plans.append(result)
+    self._counts["plan_calls"] += 1
+    self._counts["users_planned"] += len(histories)
+    self._latencies.append(time.perf_counter() - start)
+    return plans
+
+  def end_sessions(self, histories: Sequence[UserHistory]) -> None:
+    """Writes a lesson about each finished session into the pool.
+
+    `histories` must be the sessions that ended (not their successors'); each
+    lesson is stored with its own session's cumulative reward.
+    """
+    if self.reflections is None:
+      return
+    for h in histories:
+      self._check(h)
+    for history, lesson in zip(histories,
+                               self._batch(self._reflect, list(histories))):
+      if isinstance(lesson, BaseException):
+        self._counts["reflection_failures"] += 1
+        _log.debug("reflection failed: %s", lesson)
+      else:
+        self.reflections.add(lesson, history.cumulative_reward)
+        self._counts["reflections_written"] += 1
+
+  def metrics(self) -> dict[str, float]:
+    """Counters and latency; `llm_calls` are requests the cache did not answer."""
+    out: dict[str, float] = {
+        key: float(self._counts[key]) for key in
+        ("plan_calls", "users_planned", "reflections_written",
+         "reflection_failures")}
+    for cause in FALLBACK_CAUSES:
+      out[f"fallback_{cause}"] = float(self._counts[f"fallback_{cause}"])
+    out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
+    out["llm_calls"] = float(self.cache.misses)
+    out["cache_hits"] = float(self.cache.hits)
+    lookups = self.cache.hits + self.cache.misses
+    out["cache_hit_rate"] = self.cache.hits / lookups if lookups else 0.0
+    out["reflection_pool_size"] = float(len(self.reflections or ()))
+    if self._latencies:
+      lat = np.asarray(self._latencies)
+      out.update(latency_mean_s=float(lat.mean()),
+                 latency_p50_s=float(np.percentile(lat, 50)),
+                 latency_p95_s=float(np.percentile(lat, 95)),
+                 latency_max_s=float(lat.max()),
+                 latency_per_user_s=float(lat.sum()) / max(out["users_planned"], 1))
+    return out
+
+
+def make_planner(backend: str = "embedded",
+                 catalogue: Catalogue | None = None, *,
+                 model_options: Mapping[str, Any] | None = None,
+                 rules: PlanRules = PlanRules(),
+                 seed: int = 0,
+                 **planner_options: Any) -> Planner | HeuristicPlanner:
+  """A planner for `backend` (see backends.BACKENDS).
+
+  `model_options` go to backends.make_chat_model (e.g. responses for `fake`,
+  base_url for `openai:`); `planner_options` to Planner. With `heuristic`
+  there is no model, and the options must be empty.
+  """
+  catalogue = catalogue or default_catalogue()
+  if backend == "heuristic":
+    if model_options or planner_options:
+      raise ValueError(
+          f"backend 'heuristic' takes no model or planner options, got "
+          f"{sorted({**(model_options or {}), **planner_options})}")
+    return HeuristicPlanner(catalogue, rules, seed=seed)
+  model = backends.make_chat_model(backend, **dict(model_options or {}))
+  planner_options.setdefault("reflections", ReflectionPool())
+  return Planner(model, catalogue, rules=rules, seed=seed, **planner_options)

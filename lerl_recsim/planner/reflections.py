@@ -1,0 +1,172 @@
+"""Reflection memory: short lessons about finished sessions, reused in prompts.
+
+LERL writes a lesson when a session ends and samples stored lessons into later
+prompts with probability proportional to exp(beta * cumulative reward), so
+lessons from good sessions are seen more often. Unlike LERL's public code, the
+lesson is written from the session that ended, not from the history of the
+user who replaced it. A lesson is model output, so it is cleaned and capped
+before it can reach another prompt.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from typing import Sequence
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import SystemMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from lerl_recsim.planner.history import UserHistory
+from lerl_recsim.planner.prompt import PromptConfig, steps_text, totals_text
+from lerl_recsim.scenarios.catalogue import Catalogue
+
+_FORMAT = "lerl-recsim/reflections/1"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidReflection(ValueError):
+  """The reflection model's reply held no usable lesson."""
+
+
+def clean_lesson(text: str, max_chars: int = 300) -> str:
+  """One line of plain text, at most `max_chars` long, cut at a word boundary.
+
+  Line breaks and control characters go, so a lesson cannot pose as another
+  section of the prompt it is pasted into.
+  """
+  text = " ".join(_CONTROL.sub(" ", str(text)).split()).strip(" \"'`")
+  if len(text) > max_chars:
+    text = text[:max_chars].rsplit(" ", 1)[0].rstrip(",;:") or text[:max_chars]
+  if not text:
+    raise InvalidReflection("the reflection reply is empty")
+  return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Reflection:
+  lesson: str
+  cumulative_reward: float
+
+
+class ReflectionPool:
+  """A bounded pool of lessons; the oldest lesson leaves when it is full."""
+
+  def __init__(self, capacity: int = 100, beta: float = 0.1) -> None:
+    if capacity < 1:
+      raise ValueError(f"capacity must be >= 1, got {capacity}")
+    self.capacity = capacity
+    self.beta = beta
+    self._entries: collections.deque[Reflection] = collections.deque(
+        maxlen=capacity)
+    self.version = 0  # Changes whenever the contents change.
+
+  def __len__(self) -> int:
+    return len(self._entries)
+
+  @property
+  def entries(self) -> tuple[Reflection, ...]:
+    return tuple(self._entries)
+
+  def add(self, lesson: str, cumulative_reward: float) -> None:
+    self._entries.append(Reflection(clean_lesson(lesson), float(cumulative_reward)))
+    self.version += 1
+
+  def probabilities(self) -> np.ndarray:
+    """P(lesson i is drawn first) ∝ exp(beta * cumulative reward_i)."""
+    rewards = np.array([e.cumulative_reward for e in self._entries])
+    weights = np.exp(self.beta * (rewards - rewards.max()))
+    return weights / weights.sum()
+
+  def sample(self, k: int, rng: np.random.Generator) -> list[str]:
+    """`k` distinct lessons drawn in turn ∝ exp(beta * reward) (all if fewer)."""
+    if k <= 0 or not self._entries:
+      return []
+    if k >= len(self._entries):
+      return [e.lesson for e in self._entries]
+    chosen = rng.choice(len(self._entries), size=k, replace=False,
+                        p=self.probabilities())
+    return [self._entries[i].lesson for i in chosen]
+
+  def save(self, path: str | os.PathLike[str]) -> None:
+    """Writes JSON next to `path` first, then renames: no half-written pool."""
+    path = os.fspath(path)
+    data = {"format": _FORMAT, "capacity": self.capacity, "beta": self.beta,
+            "entries": [dataclasses.asdict(e) for e in self._entries]}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".reflections-",
+                               suffix=".tmp")
+    try:
+      with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except BaseException:
+      os.unlink(tmp)
+      raise
+
+  @classmethod
+  def load(cls, path: str | os.PathLike[str]) -> "ReflectionPool":
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+      raise ValueError(f"{os.fspath(path)!r} is not a reflection pool; expected "
+                       f"a JSON object with format {_FORMAT!r}")
+    pool = cls(capacity=int(data["capacity"]), beta=float(data["beta"]))
+    for entry in data["entries"]:
+      pool.add(entry["lesson"], entry["cumulative_reward"])
+    return pool
+
+
+def reflection_prompt() -> ChatPromptTemplate:
+  """Fixed instructions first; the finished session (`session`) last."""
+  return ChatPromptTemplate.from_messages([
+      SystemMessage(content=(
+          "You review finished sessions of a recommender system. Write one "
+          "short lesson (at most two sentences) about how the categories "
+          "shown, and how often they were repeated, affected this user's "
+          "engagement and how long the user stayed. The lesson will guide "
+          "the planning of future sessions. Plain text only.")),
+      ("human", "Finished session, oldest step first:\n{session}"),
+  ])
+
+
+def session_text(history: UserHistory, catalogue: Catalogue,
+                 config: PromptConfig, window: int) -> str:
+  """The finished session as prompt text: its last `window` steps and totals."""
+  return (steps_text(history.recent(window), catalogue, config) + "\n"
+          + totals_text(history, config) + " The user left.")
+
+
+def reflection_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
+                     config: PromptConfig = PromptConfig(), window: int = 20,
+                     max_chars: int = 300) -> Runnable:
+  """UserHistory of a finished session -> a cleaned one-line lesson."""
+  def variables(history: UserHistory) -> dict[str, str]:
+    return {"session": session_text(history, catalogue, config, window)}
+  return (RunnableLambda(variables) | reflection_prompt() | model
+          | StrOutputParser()
+          | RunnableLambda(lambda text: clean_lesson(text, max_chars)))
+
+
+def sample_pool_for(pool: ReflectionPool, k: int, seed: int,
+                    key: Sequence[str]) -> list[str]:
+  """Lessons for one prompt, drawn with an RNG seeded by the situation.
+
+  Equal situations under the same pool contents draw the same lessons, so
+  their prompts stay equal and the LLM cache can answer them.
+  """
+  digest = hashlib.blake2b(
+      "\x1f".join([str(seed), str(pool.version), *key]).encode(),
+      digest_size=8).digest()
+  return pool.sample(k, np.random.default_rng(int.from_bytes(digest, "little")))
