@@ -300,7 +300,8 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     history = self._state[story.HISTORY]
     self._metrics.record(metrics_lib.session_metrics(
         {name: history[name].numpy()[finished] for name in
-         ("total_engagement", "session_length", "category_counts", "repeats")}))
+         ("total_engagement", "session_length", "category_counts", "repeats")}),
+        slots=np.flatnonzero(finished))
 
 
 def make_env(scenario: str = "interest_evolution", num_users: int = 64,

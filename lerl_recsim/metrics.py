@@ -70,25 +70,34 @@ class EpisodeMetricsRecorder:
   def __init__(self) -> None:
     self._chunks: list[dict[str, np.ndarray]] = []
 
-  def record(self, metrics: Mapping[str, np.ndarray]) -> None:
-    self._chunks.append({name: np.asarray(metrics[name]) for name in EPISODE_METRICS})
+  def record(self, metrics: Mapping[str, np.ndarray], slots: np.ndarray) -> None:
+    """Adds sessions that just ended in user slots `slots`."""
+    chunk = {name: np.asarray(metrics[name]) for name in EPISODE_METRICS}
+    chunk["slot"] = np.asarray(slots)
+    self._chunks.append(chunk)
 
   @property
   def num_sessions(self) -> int:
     return sum(len(chunk["cumulative_reward"]) for chunk in self._chunks)
 
   def values(self) -> dict[str, np.ndarray]:
-    """All recorded sessions, one array per metric, in order of ending."""
+    """All recorded sessions in order of ending: one array per metric, plus
+    `slot`, the user slot each session ran in."""
     return {name: np.concatenate([c[name] for c in self._chunks])
-            if self._chunks else np.zeros(0) for name in EPISODE_METRICS}
+            if self._chunks else np.zeros(0)
+            for name in (*EPISODE_METRICS, "slot")}
 
   def summary(self) -> dict[str, object]:
     """{metric: {mean, ci95}} plus `num_sessions`."""
-    values = self.values()
-    result: dict[str, object] = {name: mean_and_ci95(values[name])
-                                 for name in EPISODE_METRICS}
-    result["num_sessions"] = self.num_sessions
-    return result
+    return summarise(self.values())
 
   def clear(self) -> None:
     self._chunks.clear()
+
+
+def summarise(values: Mapping[str, np.ndarray]) -> dict[str, object]:
+  """{metric: {mean, ci95}} over sessions, plus `num_sessions`."""
+  result: dict[str, object] = {name: mean_and_ci95(values[name])
+                               for name in EPISODE_METRICS}
+  result["num_sessions"] = int(len(values["cumulative_reward"]))
+  return result

@@ -42,6 +42,8 @@ class UserParams(params.Params):
     satiation_decay: fraction of satiation kept from one step to the next.
     spillover: share of an exposure felt by the other categories of a group.
     satiation_weight: how much satiation lowers an item's appeal.
+    satiation_engagement_weight: share of engagement a fully satiated user
+      loses.
     choice_scale: logit scale of the multinomial-logit choice.
     no_click_logit: logit of the no-click option.
     engagement_scale: slope of engagement in affinity + quality.
@@ -51,10 +53,11 @@ class UserParams(params.Params):
   favourite_group_boost: float = 0.5
   category_interest_noise: float = 0.3
   interest_step: float = 0.05
-  satiation_rate: float = 0.3
-  satiation_decay: float = 0.85
+  satiation_rate: float = 0.2
+  satiation_decay: float = 0.8
   spillover: float = 0.3
-  satiation_weight: float = 2.0
+  satiation_weight: float = 1.0
+  satiation_engagement_weight: float = 0.5
   choice_scale: float = 3.0
   no_click_logit: float = 0.0
   engagement_scale: float = 2.0
@@ -68,6 +71,7 @@ class UserParams(params.Params):
       "satiation_decay": (0.0, 1.0),
       "spillover": (0.0, 1.0),
       "satiation_weight": (0.0, None),
+      "satiation_engagement_weight": (0.0, 1.0),
       "choice_scale": (0.0, None),
       "no_click_logit": (None, None),
       "engagement_scale": (0.0, None),
@@ -160,7 +164,7 @@ class SatiationUser(user.User):
     satiation = item_satiation(user_state.get("satiation"),
                                slate_docs.get("categories"))
     logits = p.choice_scale * (affinity - p.satiation_weight * satiation)
-    engagement = (1.0 - satiation) * tf.sigmoid(
+    engagement = (1.0 - p.satiation_engagement_weight * satiation) * tf.sigmoid(
         p.engagement_scale * (affinity + slate_docs.get("quality")))
     return logits, engagement
 

@@ -45,6 +45,8 @@ class LlamaCppChatModel(BaseChatModel):
   n_ctx: int = 4096
   max_tokens: int = 128
   temperature: float = 0.0
+  # Small models otherwise fill a plan with one name repeated.
+  frequency_penalty: float = 1.0
   seed: int = 0
 
   _server: Any = PrivateAttr(default=None)
@@ -58,7 +60,7 @@ class LlamaCppChatModel(BaseChatModel):
   def _identifying_params(self) -> dict[str, Any]:
     return {"model_path": self.model_path, "n_ctx": self.n_ctx,
             "max_tokens": self.max_tokens, "temperature": self.temperature,
-            "seed": self.seed}
+            "frequency_penalty": self.frequency_penalty, "seed": self.seed}
 
   def _get_server(self) -> Any:
     with self._lock:
@@ -89,6 +91,7 @@ class LlamaCppChatModel(BaseChatModel):
         "messages": [{"role": _role(m), "content": str(m.text)} for m in messages],
         "max_tokens": self.max_tokens if max_tokens is None else max_tokens,
         "temperature": self.temperature,
+        "frequency_penalty": self.frequency_penalty,
         "seed": self.seed,
     }
     if stop:

@@ -12,14 +12,13 @@ import collections
 import logging
 import threading
 import time
-from operator import itemgetter
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import (Runnable, RunnableLambda,
-                                      RunnablePassthrough)
+from langchain_core.runnables import (Runnable, RunnableConfig,
+                                      RunnableLambda, RunnablePassthrough)
 
 from lerl_recsim.planner import backends
 from lerl_recsim.planner.caching import CountingCache, make_cache
@@ -31,7 +30,7 @@ from lerl_recsim.planner.reflections import (ReflectionPool, reflection_chain,
                                              sample_pool_for)
 from lerl_recsim.planner.validation import (InvalidPlan, PlanParseError,
                                             PlanRules, parse_plan_output,
-                                            validate_plan)
+                                            saturated, validate_plan)
 from lerl_recsim.scenarios.catalogue import Catalogue, default_catalogue
 
 _log = logging.getLogger(__name__)
@@ -79,11 +78,20 @@ def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
                rules: PlanRules) -> Runnable:
   """{"prompt": prompt variables, "history": UserHistory} -> category ids.
 
-  The model is bound to the plan schema where the backend supports it; the
-  reply is then parsed and validated in code.
+  The model is bound to the plan schema (without the user's saturated
+  categories) where the backend supports it; the reply is then parsed and
+  validated in code.
   """
-  reply = (itemgetter("prompt") | plan_prompt(catalogue, rules)
-           | backends.constrain(model, plan_schema(catalogue, rules))
+  prompt = plan_prompt(catalogue, rules)
+
+  def ask(inputs: dict[str, Any], config: RunnableConfig) -> Any:
+    blocked = (saturated(inputs["history"], rules) if rules.exclude_saturated
+               else frozenset())
+    schema = plan_schema(catalogue, rules, exclude=blocked)
+    messages = prompt.invoke(inputs["prompt"], config)
+    return backends.constrain(model, schema).invoke(messages, config)
+
+  reply = (RunnableLambda(ask)
            | RunnableLambda(lambda m: parse_plan_output(m.content,
                                                         rules.max_output_chars)))
   return (RunnablePassthrough.assign(items=reply)
@@ -173,11 +181,21 @@ class Planner:
       return [e] * len(inputs)
 
   def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
-    """One plan (category ids) per history, from one batch call."""
+    """One plan (category ids) per history, from one batch call.
+
+    Users in the same discretised situation share one request.
+    """
     start = time.perf_counter()
     inputs = [self.prompt_input(h) for h in histories]
+    keys = [(tuple(sorted(x["prompt"].items())),
+             saturated(x["history"], self.rules)) for x in inputs]
+    unique = list(dict.fromkeys(keys))
+    first = {key: inputs[keys.index(key)] for key in unique}
+    answers = dict(zip(unique, self._batch(self._chain,
+                                           [first[k] for k in unique])))
     plans = []
-    for history, result in zip(histories, self._batch(self._chain, inputs)):
+    for history, key in zip(histories, keys):
+      result = answers[key]
       if isinstance(result, BaseException):
         cause = fallback_cause(result)
         self._counts[f"fallback_{cause}"] += 1
@@ -187,6 +205,7 @@ class Planner:
         plans.append(result)
     self._counts["plan_calls"] += 1
     self._counts["users_planned"] += len(histories)
+    self._counts["shared_requests"] += len(histories) - len(unique)
     self._latencies.append(time.perf_counter() - start)
     return plans
 
@@ -210,10 +229,15 @@ class Planner:
         self._counts["reflections_written"] += 1
 
   def metrics(self) -> dict[str, float]:
-    """Counters and latency; `llm_calls` are requests the cache did not answer."""
+    """Counters and latency.
+
+    `shared_requests`: users answered by another user's request in the same
+    batch; `llm_calls`: requests the cache did not answer; latency is per
+    plan() call, and `latency_per_user_s` is its total over users planned.
+    """
     out: dict[str, float] = {
         key: float(self._counts[key]) for key in
-        ("plan_calls", "users_planned", "reflections_written",
+        ("plan_calls", "users_planned", "shared_requests", "reflections_written",
          "reflection_failures")}
     for cause in FALLBACK_CAUSES:
       out[f"fallback_{cause}"] = float(self._counts[f"fallback_{cause}"])

@@ -60,14 +60,22 @@ class PromptConfig:
         bisect.bisect_right(self.engagement_edges, engagement)]
 
 
-def plan_schema(catalogue: Catalogue, rules: PlanRules) -> dict[str, Any]:
-  """JSON schema of a plan: a list of catalogue names, sized by the rules."""
+def plan_schema(catalogue: Catalogue, rules: PlanRules,
+                exclude: frozenset[int] = frozenset()) -> dict[str, Any]:
+  """JSON schema of a plan: a list of catalogue names, sized by the rules.
+
+  Categories in `exclude` (the user's saturated ones) are left out of the
+  enum, so a constrained model cannot pick them, unless too few would remain.
+  """
+  names = [n for i, n in enumerate(catalogue.category_names) if i not in exclude]
+  if len(names) < rules.min_categories:
+    names = list(catalogue.category_names)
   return {
       "type": "object",
       "properties": {
           "categories": {
               "type": "array",
-              "items": {"type": "string", "enum": list(catalogue.category_names)},
+              "items": {"type": "string", "enum": names},
               "minItems": rules.min_categories,
               "maxItems": rules.max_categories,
           },

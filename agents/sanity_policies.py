@@ -1,0 +1,131 @@
+"""Hand-written policies that check a scenario is meaningful.
+
+Not learning agents: they show whether the scenario rewards what it should
+(the myopic policy earns per-step reward but loses users; a diversifying one
+keeps them; the oracle bounds what immediate engagement can give).
+Each scores every item and recommends the best allowed ones.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Optional
+
+import numpy as np
+from tf_agents.policies import py_policy
+from tf_agents.trajectories import policy_step
+from tf_agents.typing import types
+
+from lerl_recsim import environment as environment_lib
+from lerl_recsim import slates
+
+
+class ScoringPolicy(py_policy.PyPolicy, metaclass=abc.ABCMeta):
+  """Recommends the top-k allowed items under `_scores`, ties broken randomly."""
+
+  def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0):
+    super().__init__(
+        env.time_step_spec(), env.action_spec(),
+        observation_and_action_constraint_splitter=environment_lib.splitter)
+    self._slate_size = env.scenario.slate_size
+    categories = env.scenario.items.categories
+    self._item_shares = categories / categories.sum(axis=1, keepdims=True)
+    self._rng = np.random.default_rng(seed)
+
+  @abc.abstractmethod
+  def _scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    """float [U, N] item scores for the current users."""
+
+  def _action(self, time_step: Any, policy_state: types.NestedArray,
+              seed: Optional[types.Seed] = None) -> policy_step.PolicyStep:
+    del seed
+    observation, mask = environment_lib.splitter(time_step.observation)
+    scores = self._scores(observation)
+    tie_break = 1e-6 * self._rng.random(scores.shape)
+    slate = slates.masked_top_k(scores + tie_break, mask, self._slate_size)
+    action = slate[:, 0] if self._slate_size == 1 else slate
+    return policy_step.PolicyStep(action, policy_state, ())
+
+
+class RandomPolicy(ScoringPolicy):
+  """Uniformly random allowed items."""
+
+  def _scores(self, observation):
+    return self._rng.random((len(observation["session_length"]),
+                             self._item_shares.shape[0]))
+
+
+def mean_category_engagement(observation: dict[str, np.ndarray],
+                             optimism: float) -> np.ndarray:
+  """Engagement per item shown in each category this session, [U, C]; a
+  category not yet shown counts as `optimism` (one pseudo-observation)."""
+  return ((observation["category_engagement"] + optimism) /
+          (observation["category_counts"] + 1.0))
+
+
+class MyopicCategoryPolicy(ScoringPolicy):
+  """Serves the category in which the user has engaged most per item this
+  session (a random item of it). Categories not yet tried count as promising,
+  so it first searches, then sticks to the best one: the filter-bubble
+  policy."""
+
+  def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0,
+               optimism: float = 0.5):
+    super().__init__(env, seed)
+    self._optimism = optimism
+
+  def _scores(self, observation):
+    return (mean_category_engagement(observation, self._optimism) @
+            self._item_shares.T)
+
+
+class DiversifyingPolicy(ScoringPolicy):
+  """The myopic policy's category preference, minus a penalty for
+  categories and semantic groups shown in the last `recent_steps` steps."""
+
+  def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0,
+               recent_steps: int = 5, optimism: float = 0.5,
+               category_penalty: float = 1.0, group_penalty: float = 0.3):
+    super().__init__(env, seed)
+    self._recent_steps = recent_steps
+    self._optimism = optimism
+    self._category_penalty = category_penalty
+    self._group_penalty = group_penalty
+    catalogue = env.scenario.catalogue
+    self._same_group = catalogue.same_group_matrix()
+    self._item_categories = env.scenario.items.categories
+
+  def _scores(self, observation):
+    mean_engagement = mean_category_engagement(observation, self._optimism)
+    recent = observation["item_history"][:, -self._recent_steps:].reshape(
+        len(mean_engagement), -1)
+    shown = np.where(recent[..., None] >= 0,
+                     self._item_categories[np.maximum(recent, 0)], 0.0)
+    recent_categories = shown.sum(axis=1)  # [U, C]
+    recent_groups = recent_categories @ self._same_group
+    category_score = (mean_engagement -
+                      self._category_penalty * recent_categories -
+                      self._group_penalty * recent_groups)
+    return category_score @ self._item_shares.T
+
+
+class OraclePolicy(ScoringPolicy):
+  """Reads the hidden user state and serves the items with the highest
+  expected immediate engagement after satiation. Not deployable; an upper
+  reference for one-step engagement, not for long-term satisfaction."""
+
+  def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0):
+    super().__init__(env, seed)
+    self._env = env
+
+  def _scores(self, observation):
+    del observation
+    return self._env.expected_engagement()
+
+
+SANITY_POLICIES = {
+    "random": RandomPolicy,
+    "myopic": MyopicCategoryPolicy,
+    "diversifying": DiversifyingPolicy,
+    "oracle": OraclePolicy,
+}
