@@ -57,7 +57,3 @@ class UserHistory:
   def recent(self, window: int) -> tuple[StepRecord, ...]:
     """The last `window` steps (all of them when there are fewer)."""
     return self.steps[-window:] if window > 0 else ()
-
-  def shown(self) -> set[int]:
-    """Every category id that appears in the kept steps."""
-    return {c for step in self.steps for c in step.categories}
