@@ -1,0 +1,56 @@
+"""Saving results beside their resolved configuration, without clobbering.
+
+A results directory holds `config.json`; writing into a directory whose
+saved configuration differs is refused, so a new run never overwrites or
+mixes with the results of another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Mapping
+
+
+class ConfigMismatchError(ValueError):
+  """The directory holds a run with a different configuration."""
+
+
+def _normalise(config: Mapping[str, Any]) -> Any:
+  return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+  """Writes JSON via a temporary file and a rename: never half-written."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  with os.fdopen(handle, "w") as stream:
+    json.dump(payload, stream, indent=2, sort_keys=True, default=str)
+    stream.write("\n")
+  os.replace(temporary, path)
+
+
+def claim_directory(root_dir: str | os.PathLike,
+                    config: Mapping[str, Any]) -> pathlib.Path:
+  """Creates `root_dir` for `config`, or checks it already belongs to it."""
+  root = pathlib.Path(root_dir)
+  config_path = root / "config.json"
+  if config_path.exists():
+    try:
+      saved = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+      raise ConfigMismatchError(
+          f"{config_path} is not valid JSON ({error}); refusing to write "
+          "into a directory whose run cannot be identified") from None
+    if saved != _normalise(config):
+      changed = sorted(key for key in set(saved) | set(_normalise(config))
+                       if saved.get(key) != _normalise(config).get(key))
+      raise ConfigMismatchError(
+          f"{root} holds a run with a different configuration (differs in "
+          f"{changed}); choose another --root_dir or remove that run")
+  else:
+    write_json_atomic(config_path, _normalise(config))
+  return root
