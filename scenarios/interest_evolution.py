@@ -85,7 +85,9 @@ def split_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def build(num_users: int, seed: int,
           catalogue: catalogue_lib.Catalogue | None = None,
           items: corpus_lib.Items | None = None,
+          interest_pool: np.ndarray | None = None,
           name: str = "interest_evolution",
+          extra_config: Mapping[str, Any] | None = None,
           **overrides: Any) -> Scenario:
   """Builds the scenario's RecSim NG network.
 
@@ -95,7 +97,10 @@ def build(num_users: int, seed: int,
     catalogue: category taxonomy; defaults to the 20-category one.
     items: a ready item table (calibrated scenarios pass theirs); by default
       `num_items` single-category items are drawn from `seed`.
+    interest_pool: optional user interest vectors new users are drawn from
+      (calibrated scenarios pass their user factors).
     name: the scenario's registered name.
+    extra_config: recorded in the resolved configuration (e.g. data paths).
     **overrides: `ScenarioParams` fields, `UserParams` fields and
       `exit_params` (see `split_overrides`).
   """
@@ -120,7 +125,7 @@ def build(num_users: int, seed: int,
             "num_docs": items.num_items,
             "slate_size": scenario_params.slate_size}
   corpus = corpus_lib.StaticItemCorpus(config, items)
-  user = user_lib.SatiationUser(config, catalogue, user_params)
+  user = user_lib.SatiationUser(config, catalogue, user_params, interest_pool)
   exit_rule = rule_spec.rule_class(
       num_users, catalogue.num_categories, scenario_params.slate_size,
       max_length, rule_params)
@@ -136,6 +141,7 @@ def build(num_users: int, seed: int,
       "num_items": items.num_items,
       "user_params": user_params.to_dict(),
       "exit_params": rule_params.to_dict(),
+      **dict(extra_config or {}),
   }
   return Scenario(
       name=name, network=network_lib.Network(variables=variables),

@@ -94,8 +94,25 @@ class SatiationUser(user.User):
   """RecSim NG user entity with interest evolution and grouped satiation."""
 
   def __init__(self, config: dict, catalogue: catalogue_lib.Catalogue,
-               user_params: UserParams):
+               user_params: UserParams,
+               interest_pool: np.ndarray | None = None):
+    """Args:
+      config: RecSim NG config with `num_users` and `num_topics`.
+      catalogue: the categories and their semantic groups.
+      user_params: dynamics parameters.
+      interest_pool: optional float [P, num_topics] interest vectors (e.g.
+        user factors calibrated from real data); each new user draws one
+        uniformly. Without it, interests are drawn per semantic group.
+    """
     super().__init__(config)
+    if interest_pool is not None and (
+        interest_pool.ndim != 2 or interest_pool.shape[1] != self._num_topics
+        or len(interest_pool) == 0):
+      raise ValueError(
+          f"interest_pool has shape {interest_pool.shape}; expected "
+          f"(P >= 1, {self._num_topics})")
+    self._interest_pool = (None if interest_pool is None else
+                           tf.constant(interest_pool, tf.float32))
     self._params = user_params
     self._catalogue = catalogue
     self._num_categories = catalogue.num_categories
@@ -110,6 +127,13 @@ class SatiationUser(user.User):
         control_scales=tf.fill([self._num_users], user_params.interest_step))
 
   def initial_state(self) -> Value:
+    satiation = tf.zeros([self._num_users, self._num_categories])
+    if self._interest_pool is not None:
+      drawn = ed.Categorical(
+          logits=tf.zeros([self._num_users, self._interest_pool.shape[0]]),
+          name="pooled_user")
+      return Value(interest=tf.gather(self._interest_pool, drawn),
+                   satiation=satiation)
     p = self._params
     num_groups = self._catalogue.num_groups
     group_interest = ed.Normal(
@@ -125,9 +149,7 @@ class SatiationUser(user.User):
     interest = tf.clip_by_value(
         tf.gather(group_interest, self._group_of, axis=1) + category_noise,
         -1.0, 1.0)
-    return Value(
-        interest=interest,
-        satiation=tf.zeros([self._num_users, self._num_categories]))
+    return Value(interest=interest, satiation=satiation)
 
   def next_state(self, previous_state: Value, user_response: Value,
                  slate_docs: Value) -> Value:

@@ -118,3 +118,17 @@ def test_initial_interests_share_group_structure():
   # Same-group categories share a group-level interest; others do not.
   assert same > 0.5
   assert abs(other) < 0.15
+
+
+def test_interest_pool_users_are_drawn_from_the_pool():
+  pool = np.stack([np.eye(C)[FOOTBALL], -np.eye(C)[JAZZ]]).astype(np.float32)
+  config = {"num_users": 2000, "num_topics": C, "slate_size": 1}
+  user = user_lib.SatiationUser(config, CATALOGUE, user_lib.UserParams(), pool)
+  with seeding.stateless_sampling(tf.constant([5, 6])):
+    interest = user.initial_state().get("interest").numpy()
+  first = np.all(interest == pool[0], axis=1)
+  second = np.all(interest == pool[1], axis=1)
+  assert np.all(first | second)
+  assert abs(first.mean() - 0.5) < 4 * np.sqrt(0.25 / 2000)
+  with pytest.raises(ValueError, match=r"interest_pool has shape \(2, 3\)"):
+    user_lib.SatiationUser(config, CATALOGUE, user_lib.UserParams(), pool[:, :3])
