@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from lerl_recsim.scenarios import interest_evolution
+from lerl_recsim.scenarios import calibrated, interest_evolution
 
 ScenarioBuilder = Callable[..., interest_evolution.Scenario]
 
 SCENARIOS: Mapping[str, ScenarioBuilder] = {
     "interest_evolution": interest_evolution.build,
+    "movielens": calibrated.build_movielens,
+    "ratings_csv": calibrated.build_ratings_csv,
 }
 
 

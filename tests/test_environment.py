@@ -196,7 +196,7 @@ def test_masked_action_is_rejected_not_clipped():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"scenario": "kuairec"}, "unknown scenario 'kuairec'; accepted: \\['interest_evolution'\\]"),
+    ({"scenario": "kuairec"}, "unknown scenario 'kuairec'; accepted: \\['interest_evolution', 'movielens', 'ratings_csv'\\]"),
     ({"exit_rule": "boredom"}, "unknown exit rule 'boredom'"),
     ({"satiation_decay": 1.5}, "satiation_decay=1.5 is out of range"),
     ({"satiation_decay": "slow"}, "satiation_decay must be a number"),
