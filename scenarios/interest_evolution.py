@@ -30,6 +30,9 @@ class ScenarioParams(params.Params):
     history_length: past steps visible to the recommender.
     exit_rule: name of the exit rule (see `exit_rules.EXIT_RULES`).
     max_session_length: cap on a session; None takes the rule's default.
+    corpus_seed: seeds the item table. Kept apart from the environment's
+      seed so that training and evaluation environments (different users)
+      share one catalogue.
   """
 
   num_items: int = 500
@@ -37,6 +40,7 @@ class ScenarioParams(params.Params):
   history_length: int = 10
   exit_rule: str = "satisfaction"
   max_session_length: int | None = None
+  corpus_seed: int = 0
   _RANGES: ClassVar = {"num_items": (1, None), "slate_size": (1, None),
                        "history_length": (1, None)}
 
@@ -93,7 +97,8 @@ def build(num_users: int, seed: int,
 
   Args:
     num_users: simultaneous user slots (the batch size).
-    seed: seeds the corpus here; the environment seeds the dynamics.
+    seed: recorded; the environment seeds the dynamics with it (the item
+      table comes from the `corpus_seed` override).
     catalogue: category taxonomy; defaults to the 20-category one.
     items: a ready item table (calibrated scenarios pass theirs); by default
       `num_items` single-category items are drawn from `seed`.
@@ -115,7 +120,8 @@ def build(num_users: int, seed: int,
   catalogue = catalogue or catalogue_lib.default_catalogue()
   if items is None:
     items = corpus_lib.sample_category_items(
-        catalogue, scenario_params.num_items, np.random.default_rng(seed))
+        catalogue, scenario_params.num_items,
+        np.random.default_rng(scenario_params.corpus_seed))
   if scenario_params.slate_size > items.num_items:
     raise ValueError(
         f"slate_size={scenario_params.slate_size} exceeds the "

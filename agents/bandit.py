@@ -1,0 +1,97 @@
+"""The `myopic` baseline: a neural epsilon-greedy one-step reward model.
+
+It learns the immediate engagement of each item in each situation and
+serves the best allowed item: the click-optimising policy whose filter
+bubble LERL is meant to escape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import tensorflow as tf
+from tf_agents.bandits.agents import neural_epsilon_greedy_agent
+from tf_agents.environments import py_environment
+from tf_agents.specs import tensor_spec
+
+from lerl_recsim import environment as environment_lib
+from lerl_recsim.agents import learners, networks, run_config, runner
+
+
+def integer_mask_splitter(observation: dict) -> tuple[dict, tf.Tensor]:
+  """The environment's splitter with the mask as int32: TF-Agents' bandit
+  policies take `reduce_max` of the mask, which bool tensors do not allow."""
+  network_observation, mask = environment_lib.splitter(observation)
+  return network_observation, tf.cast(mask, tf.int32)
+
+
+def make_agent(env: py_environment.PyEnvironment, *,
+               fc_layer_params: Sequence[int], learning_rate: float,
+               epsilon: float
+               ) -> neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent:
+  scenario = runner.base_of(env).scenario
+  if scenario.slate_size != 1:
+    raise ValueError(
+        f"the myopic agent recommends one item per step; slate_size="
+        f"{scenario.slate_size} is not supported by it")
+  time_step_spec = tensor_spec.from_spec(env.time_step_spec())
+  action_spec = tensor_spec.from_spec(env.action_spec())
+  encoder = networks.ObservationEncoder(scenario.items.categories,
+                                        scenario.max_session_length)
+  reward_net = networks.item_q_network(
+      time_step_spec.observation, action_spec, scenario.items.categories,
+      encoder, fc_layer_params)
+  agent = neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent(
+      time_step_spec, action_spec, reward_network=reward_net,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      epsilon=epsilon,
+      observation_and_action_constraint_splitter=integer_mask_splitter,
+      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
+  agent.initialize()
+  return agent
+
+
+def train_eval(run: run_config.RunConfig, root_dir: str, *,
+               fc_layer_params: Sequence[int] = (256, 128),
+               learning_rate: float = 1e-3,
+               epsilon: float = 0.1,
+               replay_capacity: int = 100_000,
+               batch_size: int = 128,
+               collect_steps_per_iteration: int = 2,
+               train_steps_per_iteration: int = 1,
+               initial_collect_steps: int = 10) -> dict[str, Any]:
+  """Trains and evaluates the one-step reward model (`myopic`).
+
+  Args:
+    run: run-level settings (agent, scenario, sizes, seed).
+    root_dir: the run directory.
+    fc_layer_params: hidden layers of the reward network.
+    learning_rate: Adam step size.
+    epsilon: exploration rate while collecting.
+    replay_capacity: single-step transitions kept.
+    batch_size: transitions per gradient step (before dropping the
+      LAST->FIRST transitions, whose action was ignored).
+    collect_steps_per_iteration: environment steps (of all users) per
+      iteration.
+    train_steps_per_iteration: gradient steps per iteration.
+    initial_collect_steps: environment steps before the first gradient step.
+  """
+  hyperparameters = dict(
+      fc_layer_params=list(fc_layer_params), learning_rate=learning_rate,
+      epsilon=epsilon, replay_capacity=replay_capacity, batch_size=batch_size,
+      collect_steps_per_iteration=collect_steps_per_iteration,
+      train_steps_per_iteration=train_steps_per_iteration,
+      initial_collect_steps=initial_collect_steps)
+
+  def make_learner(env):
+    agent = make_agent(env, fc_layer_params=fc_layer_params,
+                       learning_rate=learning_rate, epsilon=epsilon)
+    return learners.OffPolicyLearner(
+        agent, env, replay_capacity=replay_capacity, batch_size=batch_size,
+        sequence_length=1, collect_steps=collect_steps_per_iteration,
+        train_steps=train_steps_per_iteration,
+        initial_collect_steps=initial_collect_steps,
+        prepare=learners.drop_boundaries,
+        greedy_policy=agent.policy.wrapped_policy)
+
+  return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)

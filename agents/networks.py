@@ -1,0 +1,142 @@
+"""Networks over the environment's observation, shared by all agents.
+
+`ObservationEncoder` turns the observation dict (session history and
+aggregates) into one feature vector; it has no weights, so the same
+instance serves as the `preprocessing_combiner` of TF-Agents' Q, actor and
+value networks (and of their target copies).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.networks import (actor_distribution_network, mask_splitter_network,
+                                network, value_network)
+from tf_agents.typing import types
+
+from lerl_recsim import environment as environment_lib
+
+
+class ObservationEncoder(tf.keras.layers.Layer):
+  """Observation dict -> float32 [B, F] features.
+
+  Per history step: the categories of the items shown (multi-hot, summed
+  over the slate), clicks and engagement; for the session: the share of
+  items per category, the mean engagement per category shown, the session
+  length (scaled by the cap) and the mean engagement.
+  """
+
+  def __init__(self, item_categories: np.ndarray, max_session_length: int,
+               **kwargs):
+    super().__init__(**kwargs)
+    categories = np.asarray(item_categories, np.float32)
+    # Row 0 is the padding item (-1 in the history) with no category.
+    self._categories = tf.constant(np.concatenate(
+        [np.zeros((1, categories.shape[1]), np.float32), categories]))
+    self._max_session_length = float(max_session_length)
+
+  def call(self, observation: dict[str, tf.Tensor]) -> tf.Tensor:
+    items = tf.cast(observation["item_history"], tf.int32)  # [B, H, k]
+    shown = tf.reduce_sum(tf.gather(self._categories, items + 1), axis=-2)
+    batch = tf.shape(items)[0]
+    counts = observation["category_counts"]
+    length = tf.cast(observation["session_length"], tf.float32)[:, None]
+    features = [
+        tf.reshape(shown, [batch, -1]),
+        tf.reshape(observation["click_history"], [batch, -1]),
+        tf.reshape(observation["response_history"], [batch, -1]),
+        counts / tf.maximum(length, 1.0),
+        observation["category_engagement"] / (counts + 1.0),
+        length / self._max_session_length,
+        tf.cast(observation["mean_engagement"], tf.float32)[:, None],
+    ]
+    return tf.concat(features, axis=-1)
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config.update(item_categories=self._categories.numpy()[1:].tolist(),
+                  max_session_length=self._max_session_length)
+    return config
+
+
+def split_spec(observation_spec: types.NestedTensorSpec) -> types.NestedTensorSpec:
+  """The spec of what networks see: the observation without the mask."""
+  return environment_lib.splitter(observation_spec)[0]
+
+
+class ItemScoringNetwork(network.Network):
+  """Scores every item as <user state, item representation> + item bias.
+
+  The item representation is a learned projection of the item's categories
+  plus a small free embedding, so what is learned about one item carries to
+  the others of its categories: with hundreds of items and few visits each,
+  a separate output per item learns far slower. Serves as a DQN Q-network
+  and as a bandit reward network.
+  """
+
+  def __init__(self, input_tensor_spec: types.NestedTensorSpec,
+               action_spec: types.BoundedTensorSpec,
+               item_categories: np.ndarray, encoder: ObservationEncoder,
+               fc_layer_params: Sequence[int], item_embedding_size: int = 8,
+               name: str = "ItemScoringNetwork"):
+    super().__init__(input_tensor_spec, state_spec=(), name=name)
+    num_items = int(action_spec.maximum) - int(action_spec.minimum) + 1
+    categories = np.asarray(item_categories, np.float32)
+    if categories.shape[0] != num_items:
+      raise ValueError(f"item_categories has {categories.shape[0]} rows for "
+                       f"{num_items} actions")
+    self._encoder = encoder
+    self._hidden = [tf.keras.layers.Dense(units, activation="relu")
+                    for units in fc_layer_params]
+    width = int(fc_layer_params[-1]) if fc_layer_params else 64
+    self._state_projection = tf.keras.layers.Dense(width)
+    self._item_categories = tf.constant(categories)
+    self._item_embedding = tf.keras.layers.Embedding(num_items,
+                                                     item_embedding_size)
+    self._item_projection = tf.keras.layers.Dense(width)
+    self._item_bias = tf.keras.layers.Embedding(
+        num_items, 1, embeddings_initializer="zeros")
+    self._item_ids = tf.range(num_items)
+
+  def call(self, observation, step_type=None, network_state=(),
+           training=False):
+    del step_type
+    state = self._encoder(observation)
+    for layer in self._hidden:
+      state = layer(state, training=training)
+    state = self._state_projection(state)  # [B, d]
+    items = self._item_projection(tf.concat(
+        [self._item_categories, self._item_embedding(self._item_ids)], -1))
+    bias = tf.squeeze(self._item_bias(self._item_ids), -1)
+    return tf.matmul(state, items, transpose_b=True) + bias, network_state
+
+
+def item_q_network(observation_spec: types.NestedTensorSpec,
+                   action_spec: types.BoundedTensorSpec,
+                   item_categories: np.ndarray, encoder: ObservationEncoder,
+                   fc_layer_params: Sequence[int]) -> ItemScoringNetwork:
+  """Q-values of every item from the encoded observation (mask excluded)."""
+  return ItemScoringNetwork(split_spec(observation_spec), action_spec,
+                            item_categories, encoder, fc_layer_params)
+
+
+def masked_actor_and_value_networks(
+    observation_spec: types.NestedTensorSpec,
+    action_spec: types.BoundedTensorSpec, encoder: ObservationEncoder,
+    fc_layer_params: Sequence[int]) -> tuple[network.Network, network.Network]:
+  """PPO networks: the actor gets the mask through TF-Agents'
+  `MaskSplitterNetwork`, so excluded items get zero probability."""
+  actor = actor_distribution_network.ActorDistributionNetwork(
+      split_spec(observation_spec), action_spec,
+      preprocessing_combiner=encoder, fc_layer_params=tuple(fc_layer_params))
+  value = value_network.ValueNetwork(
+      split_spec(observation_spec), preprocessing_combiner=encoder,
+      fc_layer_params=tuple(fc_layer_params))
+  return (
+      mask_splitter_network.MaskSplitterNetwork(
+          environment_lib.splitter, actor, passthrough_mask=True,
+          input_tensor_spec=observation_spec),
+      mask_splitter_network.MaskSplitterNetwork(
+          environment_lib.splitter, value, input_tensor_spec=observation_spec))

@@ -1,0 +1,90 @@
+"""Masked PPO: the low level of `lerl_ppo` and the flat `ppo` baseline.
+
+LERL's authors trained PPO. The actor reads the mask through TF-Agents'
+`MaskSplitterNetwork`, so excluded items get zero probability; the value
+network sees the observation without the mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import tensorflow as tf
+from tf_agents.agents.ppo import ppo_clip_agent
+from tf_agents.environments import py_environment
+from tf_agents.specs import tensor_spec
+
+from lerl_recsim.agents import learners, networks, run_config, runner
+
+
+def make_agent(env: py_environment.PyEnvironment, *,
+               fc_layer_params: Sequence[int], learning_rate: float,
+               gamma: float, lambda_value: float, num_epochs: int,
+               importance_ratio_clipping: float,
+               entropy_regularization: float) -> ppo_clip_agent.PPOClipAgent:
+  scenario = runner.base_of(env).scenario
+  if scenario.slate_size != 1:
+    raise ValueError(
+        f"the PPO agents recommend one item per step; slate_size="
+        f"{scenario.slate_size} is not supported by them")
+  time_step_spec = tensor_spec.from_spec(env.time_step_spec())
+  action_spec = tensor_spec.from_spec(env.action_spec())
+  encoder = networks.ObservationEncoder(scenario.items.categories,
+                                        scenario.max_session_length)
+  actor, value = networks.masked_actor_and_value_networks(
+      time_step_spec.observation, action_spec, encoder, fc_layer_params)
+  agent = ppo_clip_agent.PPOClipAgent(
+      time_step_spec, action_spec,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      actor_net=actor, value_net=value, discount_factor=gamma,
+      lambda_value=lambda_value, use_gae=True, num_epochs=num_epochs,
+      importance_ratio_clipping=importance_ratio_clipping,
+      entropy_regularization=entropy_regularization,
+      normalize_observations=False, normalize_rewards=False,
+      compute_value_and_advantage_in_train=True,
+      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
+  agent.initialize()
+  return agent
+
+
+def train_eval(run: run_config.RunConfig, root_dir: str, *,
+               fc_layer_params: Sequence[int] = (256, 128),
+               learning_rate: float = 3e-4,
+               gamma: float = 0.9,
+               lambda_value: float = 0.95,
+               num_epochs: int = 4,
+               importance_ratio_clipping: float = 0.2,
+               entropy_regularization: float = 0.01,
+               collect_steps_per_iteration: int = 16) -> dict[str, Any]:
+  """Trains and evaluates masked PPO (`lerl_ppo`, `ppo`).
+
+  Args:
+    run: run-level settings (agent, scenario, planner, sizes, seed).
+    root_dir: the run directory.
+    fc_layer_params: hidden layers of the actor and value networks.
+    learning_rate: Adam step size.
+    gamma: discount of future engagement (LERL's authors used 0.9).
+    lambda_value: GAE lambda.
+    num_epochs: passes over each collected batch.
+    importance_ratio_clipping: PPO's clipping epsilon.
+    entropy_regularization: entropy bonus weight.
+    collect_steps_per_iteration: environment steps (of all users) per
+      on-policy batch.
+  """
+  hyperparameters = dict(
+      fc_layer_params=list(fc_layer_params), learning_rate=learning_rate,
+      gamma=gamma, lambda_value=lambda_value, num_epochs=num_epochs,
+      importance_ratio_clipping=importance_ratio_clipping,
+      entropy_regularization=entropy_regularization,
+      collect_steps_per_iteration=collect_steps_per_iteration)
+
+  def make_learner(env):
+    agent = make_agent(
+        env, fc_layer_params=fc_layer_params, learning_rate=learning_rate,
+        gamma=gamma, lambda_value=lambda_value, num_epochs=num_epochs,
+        importance_ratio_clipping=importance_ratio_clipping,
+        entropy_regularization=entropy_regularization)
+    return learners.OnPolicyLearner(agent, env,
+                                    collect_steps=collect_steps_per_iteration)
+
+  return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)

@@ -1,0 +1,106 @@
+"""What every training run shares, whatever its agent family."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from lerl_recsim import planner_environment
+from lerl_recsim.scenarios import registry
+
+DEFAULT_PLANNER = "embedded"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+  """How an agent name maps to a learning family and a planner.
+
+  Attributes:
+    family: "dqn", "ppo", "bandit" or "scripted".
+    planner: None (no planner), "flag" (the --planner backend) or a fixed
+      backend string.
+    doc: one line for --help and errors.
+  """
+
+  family: str
+  planner: str | None
+  doc: str
+
+
+AGENTS: Mapping[str, AgentSpec] = {
+    "lerl": AgentSpec("dqn", "flag", "LLM planner + masked double DQN"),
+    "lerl_ppo": AgentSpec("ppo", "flag", "LLM planner + masked PPO"),
+    "dqn": AgentSpec("dqn", None, "flat double DQN, no planner"),
+    "ppo": AgentSpec("ppo", None, "flat PPO, no planner"),
+    "heuristic_dqn": AgentSpec("dqn", "heuristic",
+                               "non-LLM heuristic planner + masked double DQN"),
+    "myopic": AgentSpec("bandit", None,
+                        "neural epsilon-greedy one-step reward model"),
+    "random": AgentSpec("scripted", None, "uniformly random allowed items"),
+    "oracle": AgentSpec("scripted", None,
+                        "reads the hidden user state; not deployable"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The run-level settings shared by all agent families.
+
+  Attributes:
+    agent: a name in AGENTS.
+    scenario: a registered scenario name.
+    scenario_overrides: passed to `make_env` (exit_rule, num_items, ...).
+    planner: backend string when the agent plans with the --planner flag.
+    replan_every: K, steps between a user's plans.
+    num_users: simultaneous training users.
+    num_iterations: training iterations (one collect + train round each).
+    num_eval_sessions: fresh users in each evaluation, one session each.
+    eval_interval: iterations between evaluations (the last always runs).
+    checkpoint_interval: iterations between checkpoints.
+    log_interval: iterations between progress lines.
+    seed: seeds environments, networks and exploration.
+  """
+
+  agent: str
+  scenario: str = "interest_evolution"
+  scenario_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  planner: str = DEFAULT_PLANNER
+  replan_every: int = planner_environment.DEFAULT_REPLAN_EVERY
+  num_users: int = 64
+  num_iterations: int = 1000
+  num_eval_sessions: int = 500
+  eval_interval: int = 500
+  checkpoint_interval: int = 200
+  log_interval: int = 100
+  seed: int = 0
+
+  def __post_init__(self) -> None:
+    if self.agent not in AGENTS:
+      raise ValueError(f"unknown agent {self.agent!r}; accepted: {sorted(AGENTS)}")
+    if self.scenario not in registry.SCENARIOS:
+      raise ValueError(f"unknown scenario {self.scenario!r}; accepted: "
+                       f"{sorted(registry.SCENARIOS)}")
+    planner_environment.check_replan_every(self.replan_every)
+    for name in ("num_users", "num_iterations", "num_eval_sessions",
+                 "eval_interval", "checkpoint_interval", "log_interval"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+  @property
+  def spec(self) -> AgentSpec:
+    return AGENTS[self.agent]
+
+  @property
+  def planner_backend(self) -> str | None:
+    """The backend this run plans with, or None."""
+    planner = self.spec.planner
+    return self.planner if planner == "flag" else planner
+
+  def to_dict(self) -> dict[str, Any]:
+    values = dataclasses.asdict(self)
+    values["scenario_overrides"] = dict(self.scenario_overrides)
+    values["planner"] = self.planner_backend
+    if values["planner"] is None:
+      values["replan_every"] = None
+    return values

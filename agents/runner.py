@@ -1,0 +1,282 @@
+"""The training run: environments, loop, checkpoints, evaluation, results.
+
+One function, `train_and_evaluate`, serves every agent family: it claims the
+run directory for its configuration, restores the last checkpoint (agent,
+replay buffer, iteration, planner reflections), alternates learner
+iterations with progress lines, TensorBoard summaries, checkpoints and
+evaluations on fresh users, then writes `summary.json` and exports the
+greedy policy.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tf_agents.environments import py_environment
+from tf_agents.policies import policy_saver, py_policy
+from tf_agents.utils import common
+
+import lerl_recsim
+from lerl_recsim import environment as environment_lib
+from lerl_recsim import evaluation, metrics, planner_environment, results
+from lerl_recsim.agents import learners
+from lerl_recsim.agents import run_config as run_config_lib
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
+
+
+class Learner(Protocol):
+  agent: Any
+  greedy_policy: Any
+
+  def checkpoint_objects(self) -> Mapping[str, Any]:
+    ...
+
+  def run_iteration(self) -> dict[str, float]:
+    ...
+
+
+def base_environment(run: run_config_lib.RunConfig, num_users: int,
+                     seed: int) -> environment_lib.RecSimEnvironment:
+  return lerl_recsim.make_env(run.scenario, num_users=num_users, seed=seed,
+                              **run.scenario_overrides)
+
+
+def build_environments(run: run_config_lib.RunConfig, train_seed: int
+                       ) -> tuple[py_environment.PyEnvironment,
+                                  py_environment.PyEnvironment]:
+  """Training and evaluation environments; both share one planner."""
+  train = base_environment(run, run.num_users, train_seed)
+  evaluation_env = base_environment(run, run.num_eval_sessions,
+                                    run.seed + EVAL_SEED_OFFSET)
+  backend = run.planner_backend
+  if backend is None:
+    return train, evaluation_env
+  planned = planner_environment.make_planned_env(
+      run.scenario, planner=backend, replan_every=run.replan_every,
+      num_users=run.num_users, seed=train_seed, **run.scenario_overrides)
+  return planned, planner_environment.PlannedEnvironment(
+      evaluation_env, planned.planner, run.replan_every, seed=run.seed)
+
+
+def planner_counts(env: py_environment.PyEnvironment) -> dict[str, float]:
+  """LLM calls, cache hits, fallbacks and user-steps of a planned env."""
+  if not isinstance(env, planner_environment.PlannedEnvironment):
+    return {}
+  m = env.planner_metrics()
+  fallbacks = m.get("fallbacks", 0)
+  if isinstance(fallbacks, Mapping):
+    fallbacks = sum(fallbacks.values())
+  return {"llm_calls": float(m.get("llm_calls", 0)),
+          "cache_hits": float(m.get("cache_hits", 0)),
+          "fallbacks": float(fallbacks),
+          "user_steps": float(m.get("user_steps", 0))}
+
+
+def counts_delta(after: Mapping[str, float],
+                 before: Mapping[str, float]) -> dict[str, float]:
+  return {key: after[key] - before.get(key, 0.0) for key in after}
+
+
+class RunDirectory:
+  """Paths and files of one run under `root_dir`."""
+
+  def __init__(self, root_dir: str):
+    self.root = pathlib.Path(root_dir)
+    self.train = self.root / "train"
+    self.eval = self.root / "eval"
+    self.checkpoints = self.train / "checkpoints"
+    self.reflections = self.train / "reflections.json"
+    self.policy = self.root / "policy"
+    self.summary = self.root / "summary.json"
+    self.eval_history = self.eval / "history.jsonl"
+
+
+def train_and_evaluate(
+    run: run_config_lib.RunConfig, root_dir: str,
+    make_learner: Callable[[py_environment.PyEnvironment], Learner] | None,
+    hyperparameters: Mapping[str, Any],
+    scripted_policy: Callable[[py_environment.PyEnvironment],
+                              py_policy.PyPolicy] | None = None,
+) -> dict[str, Any]:
+  """Runs (or resumes, or reuses) one training run; returns its summary.
+
+  Args:
+    run: run-level settings.
+    root_dir: the run's directory; refused if it holds another configuration.
+    make_learner: builds the learner on the training environment (None for
+      scripted agents, which are only evaluated).
+    hyperparameters: the family's resolved keyword arguments, recorded.
+    scripted_policy: builds a fixed py policy on the evaluation environment.
+  """
+  directory = RunDirectory(root_dir)
+  probe = base_environment(run, 1, run.seed)  # validates the scenario early
+  config = {"run": run.to_dict(), "hyperparameters": dict(hyperparameters),
+            "scenario": dict(probe.config),
+            "lerl_recsim_version": lerl_recsim.__version__}
+  config["scenario"].pop("num_users", None)
+  results.claim_directory(directory.root, config)
+  if directory.summary.exists():
+    logging.info("%s is a finished run; reusing its summary", directory.root)
+    return json.loads(directory.summary.read_text())
+
+  tf.random.set_seed(run.seed)
+  iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+  learner = None
+  checkpointer = None
+  if make_learner is not None:
+    # The training environment's seed depends on where the run (re)starts.
+    probe_checkpoint = tf.train.latest_checkpoint(str(directory.checkpoints))
+    start = 0 if probe_checkpoint is None else int(
+        tf.train.load_variable(probe_checkpoint, "iteration/.ATTRIBUTES/VARIABLE_VALUE"))
+    train_env, eval_env = build_environments(run, run.seed + 7919 * start)
+    learner = make_learner(train_env)
+    checkpointer = common.Checkpointer(
+        ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
+        **learner.checkpoint_objects())
+    checkpointer.initialize_or_restore().expect_partial()
+    restore_reflections(train_env, directory)
+    if int(iteration.numpy()) > 0:
+      logging.info("resuming %s at iteration %d", directory.root,
+                   int(iteration.numpy()))
+  else:
+    train_env, eval_env = build_environments(run, run.seed)
+
+  train_writer = tf.summary.create_file_writer(str(directory.train))
+  eval_writer = tf.summary.create_file_writer(str(directory.eval))
+  wall_start = time.perf_counter()
+  eval_planner = {}
+  if learner is not None:
+    with train_writer.as_default(step=iteration):
+      run_training(run, learner, train_env, eval_env, iteration, checkpointer,
+                   directory, eval_writer)
+    evaluated = run_evaluation(eval_env, policy_for_eval(learner.greedy_policy),
+                               eval_writer, iteration, directory)
+  else:
+    evaluated = run_evaluation(eval_env, scripted_policy(eval_env),
+                               eval_writer, iteration, directory)
+  values, eval_planner = evaluated
+  summary: dict[str, Any] = metrics.summarise(values)
+  summary["config"] = config
+  summary["planner"] = {
+      "train": planner_counts(train_env) if learner is not None else {},
+      "eval": eval_planner,
+  }
+  summary["wall_time_s"] = time.perf_counter() - wall_start
+  summary["iterations"] = int(iteration.numpy())
+  if learner is not None:
+    summary["policy_dir"] = str(directory.policy)
+    export_policy(learner, directory.policy)
+    checkpointer.save(global_step=iteration)
+    save_reflections(train_env, directory)
+  results.write_json_atomic(directory.summary, summary)
+  return summary
+
+
+def policy_for_eval(policy: Any) -> py_policy.PyPolicy:
+  return learners.eager_policy(policy)
+
+
+def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
+                 directory, eval_writer) -> None:
+  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating."""
+  window_start = time.perf_counter()
+  window_steps = 0
+  recorder = base_of(train_env).episode_metrics
+  losses: list[float] = []
+  while int(iteration.numpy()) < run.num_iterations:
+    outcome = learner.run_iteration()
+    iteration.assign_add(1)
+    step = int(iteration.numpy())
+    losses.append(outcome["loss"])
+    window_steps += train_env.batch_size
+    if step % run.log_interval == 0 or step == run.num_iterations:
+      elapsed = time.perf_counter() - window_start
+      recent = recorder.summary()
+      rate = window_steps / max(elapsed, 1e-9)
+      logging.info(
+          "iteration %d/%d | %.0f user-steps/s | recent cumulative reward "
+          "%.2f | interaction length %.1f | sessions %d | loss %.4f", step,
+          run.num_iterations, rate, recent["cumulative_reward"]["mean"],
+          recent["interaction_length"]["mean"], recent["num_sessions"],
+          float(np.mean(losses)))
+      tf.summary.scalar("user_steps_per_second", rate)
+      tf.summary.scalar("loss", float(np.mean(losses)))
+      if recent["num_sessions"]:
+        for name in ("cumulative_reward", "interaction_length", "step_reward"):
+          tf.summary.scalar(f"train/{name}", recent[name]["mean"])
+      for name, value in planner_counts(train_env).items():
+        tf.summary.scalar(f"planner/{name}", value)
+      recorder.clear()
+      losses.clear()
+      window_start, window_steps = time.perf_counter(), 0
+    if step % run.checkpoint_interval == 0:
+      checkpointer.save(global_step=iteration)
+      save_reflections(train_env, directory)
+    if step % run.eval_interval == 0 and step < run.num_iterations:
+      run_evaluation(eval_env, policy_for_eval(learner.greedy_policy),
+                     eval_writer, iteration, directory)
+
+
+def base_of(env: py_environment.PyEnvironment) -> environment_lib.RecSimEnvironment:
+  while not isinstance(env, environment_lib.RecSimEnvironment):
+    env = env.wrapped_env()
+  return env
+
+
+def run_evaluation(eval_env, policy, eval_writer, iteration, directory
+                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+  """One session per fresh evaluation user; records summaries and history."""
+  before = planner_counts(eval_env)
+  values = evaluation.evaluate_sessions(eval_env, policy)
+  planner = counts_delta(planner_counts(eval_env), before)
+  summary = metrics.summarise(values)
+  step = int(iteration.numpy())
+  with eval_writer.as_default(step=step):
+    for name in metrics.EPISODE_METRICS:
+      tf.summary.scalar(name, summary[name]["mean"])
+  directory.eval.mkdir(parents=True, exist_ok=True)
+  with directory.eval_history.open("a") as stream:
+    stream.write(json.dumps({"iteration": step, **summary,
+                             "planner": planner}) + "\n")
+  logging.info("evaluation at iteration %d: cumulative reward %.2f ± %.2f, "
+               "interaction length %.1f ± %.1f over %d sessions", step,
+               summary["cumulative_reward"]["mean"],
+               summary["cumulative_reward"]["ci95"],
+               summary["interaction_length"]["mean"],
+               summary["interaction_length"]["ci95"], summary["num_sessions"])
+  return values, planner
+
+
+def export_policy(learner: Learner, policy_dir: pathlib.Path) -> None:
+  """The greedy policy as a SavedModel; the mask is part of its input."""
+  saver = policy_saver.PolicySaver(
+      learner.greedy_policy, batch_size=None,
+      train_step=learner.agent.train_step_counter)
+  saver.save(str(policy_dir))
+
+
+def save_reflections(env: py_environment.PyEnvironment,
+                     directory: RunDirectory) -> None:
+  pool = reflection_pool(env)
+  if pool is not None:
+    pool.save(directory.reflections)
+
+
+def restore_reflections(env: py_environment.PyEnvironment,
+                        directory: RunDirectory) -> None:
+  pool = reflection_pool(env)
+  if pool is not None and directory.reflections.exists():
+    env.planner.reflections = type(pool).load(directory.reflections)
+
+
+def reflection_pool(env: py_environment.PyEnvironment) -> Any:
+  if not isinstance(env, planner_environment.PlannedEnvironment):
+    return None
+  return getattr(env.planner, "reflections", None)

@@ -1,0 +1,24 @@
+"""`random` and `oracle`: fixed policies, evaluated without training.
+
+`random` recommends uniformly among allowed items; `oracle` reads the hidden
+user state (not deployable) and gives an upper reference for immediate
+engagement. Their runs write the same summary as trained agents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lerl_recsim.agents import run_config, runner, sanity_policies
+
+SCRIPTED = {"random": sanity_policies.RandomPolicy,
+            "oracle": sanity_policies.OraclePolicy}
+
+
+def train_eval(run: run_config.RunConfig, root_dir: str) -> dict[str, Any]:
+  """Evaluates the scripted policy named by `run.agent` on fresh users."""
+  policy_class = SCRIPTED[run.agent]
+  return runner.train_and_evaluate(
+      run, root_dir, make_learner=None, hyperparameters={},
+      scripted_policy=lambda env: policy_class(runner.base_of(env),
+                                               seed=run.seed))

@@ -1,0 +1,127 @@
+r"""Trains and evaluates one agent; the LERL entry point.
+
+  lerl-train --agent=lerl --root_dir=runs/lerl
+  python -m lerl_recsim.agents.train --agent=dqn --exit_rule=temper \
+      --num_iterations=2000 --root_dir=runs/dqn_temper
+
+Writes TensorBoard summaries under ROOT_DIR/train and ROOT_DIR/eval,
+checkpoints under ROOT_DIR/train/checkpoints, the greedy policy as a
+SavedModel under ROOT_DIR/policy and the final evaluation (fresh users, one
+session each) in ROOT_DIR/summary.json, beside the resolved configuration
+in ROOT_DIR/config.json. Started again with the same --root_dir, a killed
+run resumes from its last checkpoint; a finished run is reused.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import app, flags, logging
+
+from lerl_recsim.agents import bandit, dqn, ppo, run_config, scripted
+from lerl_recsim.scenarios import registry
+
+FAMILIES: Mapping[str, Callable[..., dict[str, Any]]] = {
+    "dqn": dqn.train_eval, "ppo": ppo.train_eval,
+    "bandit": bandit.train_eval, "scripted": scripted.train_eval,
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("agent", "lerl", "One of: " + ", ".join(
+    f"{name} ({spec.doc})" for name, spec in run_config.AGENTS.items()))
+flags.DEFINE_string("scenario", "interest_evolution",
+                    f"Scenario: {', '.join(sorted(registry.SCENARIOS))}.")
+flags.DEFINE_string("exit_rule", None, "Exit rule (scenario default if unset).")
+flags.DEFINE_string("exit_params", None, "Exit-rule parameters as JSON, e.g. "
+                    '\'{"preset": "dorl"}\'.')
+flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER,
+                    "Planner backend for lerl/lerl_ppo: embedded, gguf:PATH, "
+                    "openai:MODEL, ollama:MODEL, heuristic.")
+flags.DEFINE_integer("replan_every", run_config.RunConfig.replan_every,
+                     "K: steps between a user's plans (1 is LERL).")
+flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
+flags.DEFINE_integer("num_iterations", 1000, "Training iterations.")
+flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
+flags.DEFINE_integer("eval_interval", 500, "Iterations between evaluations.")
+flags.DEFINE_integer("checkpoint_interval", 200, "Iterations between checkpoints.")
+flags.DEFINE_integer("log_interval", 100, "Iterations between progress lines.")
+flags.DEFINE_integer("seed", 0, "Seed of environments, networks, exploration.")
+flags.DEFINE_string("root_dir", None, "Run directory.", required=True)
+flags.DEFINE_integer("num_items", None, "Scenario override: catalogue size.")
+flags.DEFINE_integer("slate_size", None, "Scenario override: slate size.")
+flags.DEFINE_integer("max_session_length", None, "Scenario override: cap.")
+flags.DEFINE_string("data_dir", None, "Data directory of data-driven scenarios.")
+flags.DEFINE_string("scenario_overrides", None,
+                    "Further scenario overrides as JSON, e.g. "
+                    '\'{"satiation_decay": 0.9}\'.')
+flags.DEFINE_string("hparams", None, "Agent-family hyper-parameters as JSON, "
+                    'e.g. \'{"learning_rate": 0.0005}\'.')
+
+
+def parse_json_flag(name: str, text: str | None) -> dict[str, Any]:
+  if text is None:
+    return {}
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise app.UsageError(f"--{name} is not valid JSON ({error}): {text!r}")
+  if not isinstance(value, dict):
+    raise app.UsageError(f"--{name} must be a JSON object, got {text!r}")
+  return value
+
+
+def scenario_overrides_from_flags() -> dict[str, Any]:
+  overrides = parse_json_flag("scenario_overrides", FLAGS.scenario_overrides)
+  for name in ("exit_rule", "num_items", "slate_size", "max_session_length",
+               "data_dir"):
+    if getattr(FLAGS, name) is not None:
+      overrides[name] = getattr(FLAGS, name)
+  exit_params = parse_json_flag("exit_params", FLAGS.exit_params)
+  if exit_params:
+    overrides["exit_params"] = exit_params
+  return overrides
+
+
+def train_eval(run: run_config.RunConfig, root_dir: str,
+               hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Dispatches to the agent family's train_eval with checked hparams."""
+  function = FAMILIES[run.spec.family]
+  accepted = [name for name, parameter in
+              inspect.signature(function).parameters.items()
+              if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+  unknown = sorted(set(hparams or {}) - set(accepted))
+  if unknown:
+    raise ValueError(
+        f"unknown hyper-parameter(s) {unknown} for agent {run.agent!r} "
+        f"(family {run.spec.family}); accepted: {accepted}")
+  return function(run, root_dir, **dict(hparams or {}))
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  logging.set_verbosity(logging.INFO)
+  run = run_config.RunConfig(
+      agent=FLAGS.agent, scenario=FLAGS.scenario,
+      scenario_overrides=scenario_overrides_from_flags(),
+      planner=FLAGS.planner, replan_every=FLAGS.replan_every,
+      num_users=FLAGS.num_users, num_iterations=FLAGS.num_iterations,
+      num_eval_sessions=FLAGS.num_eval_sessions,
+      eval_interval=FLAGS.eval_interval,
+      checkpoint_interval=FLAGS.checkpoint_interval,
+      log_interval=FLAGS.log_interval, seed=FLAGS.seed)
+  summary = train_eval(run, FLAGS.root_dir,
+                       parse_json_flag("hparams", FLAGS.hparams))
+  print(json.dumps({name: summary[name] for name in
+                    ("cumulative_reward", "interaction_length", "step_reward",
+                     "num_sessions")}, indent=2))
+
+
+def run() -> None:
+  """Console-script entry point (`lerl-train`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
