@@ -84,6 +84,25 @@ def counts_delta(after: Mapping[str, float],
   return {key: after[key] - before.get(key, 0.0) for key in after}
 
 
+class CheckpointError(RuntimeError):
+  """A run's checkpoint exists but cannot be restored."""
+
+
+def checkpointed_iteration(directory: "RunDirectory") -> int:
+  """The iteration of the run's latest checkpoint (0 without one)."""
+  latest = tf.train.latest_checkpoint(str(directory.checkpoints))
+  if latest is None:
+    return 0
+  try:
+    return int(tf.train.load_variable(
+        latest, "iteration/.ATTRIBUTES/VARIABLE_VALUE"))
+  except (tf.errors.OpError, ValueError) as error:
+    raise CheckpointError(
+        f"cannot read the checkpoint {latest} ({type(error).__name__}); it is "
+        "corrupt — remove that directory to start over, or choose another "
+        "--root_dir") from None
+
+
 class RunDirectory:
   """Paths and files of one run under `root_dir`."""
 
@@ -131,16 +150,22 @@ def train_and_evaluate(
   learner = None
   checkpointer = None
   if make_learner is not None:
-    # The training environment's seed depends on where the run (re)starts.
-    probe_checkpoint = tf.train.latest_checkpoint(str(directory.checkpoints))
-    start = 0 if probe_checkpoint is None else int(
-        tf.train.load_variable(probe_checkpoint, "iteration/.ATTRIBUTES/VARIABLE_VALUE"))
+    # The training environment's seed depends on where the run (re)starts,
+    # so a resumed run meets new users rather than replaying the first ones.
+    start = checkpointed_iteration(directory)
     train_env, eval_env = build_environments(run, run.seed + 7919 * start)
     learner = make_learner(train_env)
     checkpointer = common.Checkpointer(
         ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
         **learner.checkpoint_objects())
-    checkpointer.initialize_or_restore().expect_partial()
+    try:
+      checkpointer.initialize_or_restore().expect_partial()
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+      raise CheckpointError(
+          f"cannot restore the checkpoint in {directory.checkpoints} "
+          f"({type(error).__name__}: {str(error).splitlines()[0]}); it is "
+          "corrupt or from another program version — remove that directory "
+          "to start over, or choose another --root_dir") from None
     restore_reflections(train_env, directory)
     if int(iteration.numpy()) > 0:
       logging.info("resuming %s at iteration %d", directory.root,

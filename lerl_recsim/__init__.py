@@ -5,10 +5,17 @@ picks the items inside them; both aim at long-term user satisfaction.
 """
 
 import os as _os
+import sys as _sys
 
-# TF-Agents and RecSim NG need Keras 2; this must happen before TensorFlow is
-# first imported, so the package does it for its users.
+# TF-Agents and RecSim NG need Keras 2; this must happen before TensorFlow
+# first resolves `tf.keras`, so the package does it for its users.
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+if getattr(_sys.modules.get("keras"), "__version__", "2").startswith("3"):
+  raise ImportError(
+      "Keras 3 was loaded before lerl_recsim (something used tf.keras, e.g. "
+      "importing tf_agents, before `import lerl_recsim`); TF-Agents and "
+      "RecSim NG need Keras 2. Import lerl_recsim first, or set "
+      "TF_USE_LEGACY_KERAS=1 in the environment.")
 
 __version__ = "0.1.0"
 
@@ -16,6 +23,7 @@ _LAZY = {
     "make_env": "lerl_recsim.environment",
     "splitter": "lerl_recsim.environment",
     "scenario_names": "lerl_recsim.environment",
+    "make_planned_env": "lerl_recsim.planner_environment",
 }
 
 
@@ -28,4 +36,5 @@ def __getattr__(name: str):
   raise AttributeError(f"module 'lerl_recsim' has no attribute {name!r}")
 
 
-__all__ = ["make_env", "splitter", "scenario_names", "__version__"]
+__all__ = ["make_env", "make_planned_env", "splitter", "scenario_names",
+           "__version__"]

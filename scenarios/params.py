@@ -23,8 +23,13 @@ class Params:
 
   def __post_init__(self) -> None:
     for field in dataclasses.fields(self):
-      check_field(type(self).__name__, field, getattr(self, field.name),
+      value = getattr(self, field.name)
+      check_field(type(self).__name__, field, value,
                   self._RANGES.get(field.name, (None, None)))
+      if field.type in ("float", float) and isinstance(value, int):
+        # Ints are accepted where a number is expected; TensorFlow is not
+        # as lenient, so store them as floats.
+        object.__setattr__(self, field.name, float(value))
 
   @classmethod
   def from_dict(cls: type[P], values: Mapping[str, Any] | None) -> P:

@@ -49,6 +49,12 @@ def test_temper_without_repeats_lasts_twenty_steps():
   assert step == 20  # 20 - n < 1 at n = 20
 
 
+def test_integer_parameters_are_accepted_as_numbers():
+  step, state = run("temper", [outcome([i % 2]) for i in range(30)],
+                    params={"initial_temper": 4})
+  assert step == 4 and state.get("temper").numpy()[0] == 0.0
+
+
 def test_temper_compares_positions_not_sets():
   # [a, b] then [b, a]: same categories, no position repeat.
   steps = [outcome([1, 2]), outcome([2, 1])]

@@ -72,10 +72,14 @@ class HeuristicPlanner:
     return (affinity - self.group_penalty * group_seen[groups]
             - self.category_penalty * cat_seen)
 
-  def plan_one(self, history: UserHistory) -> tuple[int, ...]:
+  def ranking(self, history: UserHistory) -> list[int]:
+    """Every category id, best first (ties by the seeded priority)."""
     scores = self.scores(history)
-    order = sorted(range(self.catalogue.num_categories),
-                   key=lambda c: (-scores[c], self._priority[c]))
+    return sorted(range(self.catalogue.num_categories),
+                  key=lambda c: (-scores[c], self._priority[c]))
+
+  def plan_one(self, history: UserHistory) -> tuple[int, ...]:
+    order = self.ranking(history)
     if self.rules.exclude_saturated:
       blocked = saturated(history, self.rules)
       allowed = [c for c in order if c not in blocked]

@@ -110,10 +110,18 @@ class Planner:
     fallback: The plan used whenever the LLM fails; by default the heuristic.
     reflections: The lesson pool; None switches reflections off.
     reflection_k: Lessons sampled into each prompt.
+    reflect_every, reflect_growth: Which finished sessions get a lesson:
+      the `reflect_every`-th, then ones at gaps that grow by the factor
+      `reflect_growth` (16 and 1.25: sessions 16, 36, 61, 92, ...). (1, 1.0)
+      is LERL, a lesson about every session. Sparser lessons keep their cost
+      (one uncached request each) and the prompt changes they cause rare, so
+      the cache keeps answering in long runs.
     cache: LangChain cache for planner replies; by default in memory, or
       SQLite at `cache_path` (needs the `sqlite` extra) to survive restarts.
     timeout_s: Limit for one batch call (plan or reflection).
     max_concurrency: Requests of a batch in flight at once.
+    memo_size: Situations whose validated plan is kept in process memory
+      (oldest out first); a hit there skips the chain and its overhead.
     seed: Seeds the reflection sampling and the default fallback.
   """
 
@@ -123,18 +131,29 @@ class Planner:
                fallback: HeuristicPlanner | None = None,
                reflections: ReflectionPool | None = None,
                reflection_k: int = 2,
+               reflect_every: int = 1,
+               reflect_growth: float = 1.0,
                cache: BaseCache | None = None,
                cache_path: str | None = None,
                timeout_s: float = 60.0,
                max_concurrency: int = 4,
+               memo_size: int = 100_000,
                seed: int = 0) -> None:
     rules.check_catalogue(catalogue)
+    if isinstance(reflect_every, bool) or not isinstance(reflect_every, int) \
+        or reflect_every < 1:
+      raise ValueError(f"reflect_every must be an int >= 1, got {reflect_every!r}")
+    if not reflect_growth >= 1.0:
+      raise ValueError(f"reflect_growth must be >= 1, got {reflect_growth!r}")
     self.catalogue = catalogue
     self.rules = rules
     self.prompt_config = prompt_config
     self.fallback = fallback or HeuristicPlanner(catalogue, rules, seed=seed)
     self.reflections = reflections
     self.reflection_k = reflection_k
+    self._reflection_gap = float(reflect_every)
+    self._next_reflection = float(reflect_every)
+    self.reflect_growth = float(reflect_growth)
     self.timeout_s = timeout_s
     self.max_concurrency = max_concurrency
     self.seed = seed
@@ -144,6 +163,9 @@ class Planner:
     self._reflect = reflection_chain(
         backends.shorten(model.model_copy(update={"cache": False}), 80),
         catalogue, prompt_config)
+    self.memo_size = memo_size
+    self._memo: collections.OrderedDict[Any, tuple[int, ...]] = (
+        collections.OrderedDict())
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
 
@@ -183,16 +205,25 @@ class Planner:
   def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
     """One plan (category ids) per history, from one batch call.
 
-    Users in the same discretised situation share one request.
+    Users in the same discretised situation share one request, and a
+    situation already answered in this process is answered from memory
+    without going through the chain (a cheap first-level cache).
     """
     start = time.perf_counter()
     inputs = [self.prompt_input(h) for h in histories]
     keys = [(tuple(sorted(x["prompt"].items())),
              saturated(x["history"], self.rules)) for x in inputs]
     unique = list(dict.fromkeys(keys))
-    first = {key: inputs[keys.index(key)] for key in unique}
-    answers = dict(zip(unique, self._batch(self._chain,
-                                           [first[k] for k in unique])))
+    answers = {k: self._memo[k] for k in unique if k in self._memo}
+    self._counts["memo_hits"] += len(answers)
+    ask = [k for k in unique if k not in answers]
+    first = {key: inputs[keys.index(key)] for key in ask}
+    answers.update(zip(ask, self._batch(self._chain, [first[k] for k in ask])))
+    for key in ask:
+      if not isinstance(answers[key], BaseException):
+        self._memo[key] = answers[key]
+        if len(self._memo) > self.memo_size:
+          self._memo.popitem(last=False)
     plans = []
     for history, key in zip(histories, keys):
       result = answers[key]
@@ -209,18 +240,29 @@ class Planner:
     self._latencies.append(time.perf_counter() - start)
     return plans
 
+  def _due_for_lesson(self) -> bool:
+    """Counts one finished session; True when the schedule writes its lesson."""
+    self._counts["sessions_ended"] += 1
+    if self._counts["sessions_ended"] < self._next_reflection:
+      return False
+    self._reflection_gap *= self.reflect_growth
+    self._next_reflection += self._reflection_gap
+    return True
+
   def end_sessions(self, histories: Sequence[UserHistory]) -> None:
-    """Writes a lesson about each finished session into the pool.
+    """Writes lessons about finished sessions into the pool, as scheduled.
 
     `histories` must be the sessions that ended (not their successors'); each
-    lesson is stored with its own session's cumulative reward.
+    lesson is stored with its own session's cumulative reward. Which sessions
+    get a lesson follows `reflect_every`/`reflect_growth`.
     """
     if self.reflections is None:
       return
     for h in histories:
       self._check(h)
-    for history, lesson in zip(histories,
-                               self._batch(self._reflect, list(histories))):
+    chosen = [h for h in histories if self._due_for_lesson()]
+    self._counts["reflection_requests"] += len(chosen)
+    for history, lesson in zip(chosen, self._batch(self._reflect, chosen)):
       if isinstance(lesson, BaseException):
         self._counts["reflection_failures"] += 1
         _log.debug("reflection failed: %s", lesson)
@@ -232,20 +274,26 @@ class Planner:
     """Counters and latency.
 
     `shared_requests`: users answered by another user's request in the same
-    batch; `llm_calls`: requests the cache did not answer; latency is per
+    batch; `cache_hits`: situations answered by the LLM cache or the
+    in-process memo (`memo_hits`); `plan_llm_calls`: plan requests the
+    cache did not answer;
+    `reflection_requests`: lessons asked for (never cached); `llm_calls`:
+    both together, the requests that reached the model. Latency is per
     plan() call, and `latency_per_user_s` is its total over users planned.
     """
     out: dict[str, float] = {
         key: float(self._counts[key]) for key in
-        ("plan_calls", "users_planned", "shared_requests", "reflections_written",
-         "reflection_failures")}
+        ("plan_calls", "users_planned", "shared_requests", "sessions_ended",
+         "reflection_requests", "reflections_written", "reflection_failures")}
     for cause in FALLBACK_CAUSES:
       out[f"fallback_{cause}"] = float(self._counts[f"fallback_{cause}"])
     out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
-    out["llm_calls"] = float(self.cache.misses)
-    out["cache_hits"] = float(self.cache.hits)
-    lookups = self.cache.hits + self.cache.misses
-    out["cache_hit_rate"] = self.cache.hits / lookups if lookups else 0.0
+    out["plan_llm_calls"] = float(self.cache.misses)
+    out["llm_calls"] = out["plan_llm_calls"] + out["reflection_requests"]
+    out["memo_hits"] = float(self._counts["memo_hits"])
+    out["cache_hits"] = float(self.cache.hits) + out["memo_hits"]
+    lookups = out["cache_hits"] + self.cache.misses
+    out["cache_hit_rate"] = out["cache_hits"] / lookups if lookups else 0.0
     out["reflection_pool_size"] = float(len(self.reflections or ()))
     if self._latencies:
       lat = np.asarray(self._latencies)

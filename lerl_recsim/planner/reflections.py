@@ -54,8 +54,21 @@ def clean_lesson(text: str, max_chars: int = 300) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Reflection:
+  """A lesson, its session's cumulative reward, and a pool-wide id.
+
+  The id fixes the lesson's random key in `ReflectionPool.draw`; it is saved
+  with the pool so that a reloaded pool draws as the original did.
+  """
+
   lesson: str
   cumulative_reward: float
+  uid: int = dataclasses.field(default=0, compare=False)
+
+
+def _uniform(key: str) -> float:
+  """A number in (0, 1) that depends only on `key`."""
+  digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+  return (int.from_bytes(digest, "little") + 0.5) / 2.0**64
 
 
 class ReflectionPool:
@@ -68,7 +81,7 @@ class ReflectionPool:
     self.beta = beta
     self._entries: collections.deque[Reflection] = collections.deque(
         maxlen=capacity)
-    self.version = 0  # Changes whenever the contents change.
+    self._next_uid = 0
 
   def __len__(self) -> int:
     return len(self._entries)
@@ -77,9 +90,12 @@ class ReflectionPool:
   def entries(self) -> tuple[Reflection, ...]:
     return tuple(self._entries)
 
-  def add(self, lesson: str, cumulative_reward: float) -> None:
-    self._entries.append(Reflection(clean_lesson(lesson), float(cumulative_reward)))
-    self.version += 1
+  def add(self, lesson: str, cumulative_reward: float,
+          uid: int | None = None) -> None:
+    uid = self._next_uid if uid is None else int(uid)
+    self._next_uid = max(self._next_uid, uid + 1)
+    self._entries.append(
+        Reflection(clean_lesson(lesson), float(cumulative_reward), uid))
 
   def probabilities(self) -> np.ndarray:
     """P(lesson i is drawn first) ∝ exp(beta * cumulative reward_i)."""
@@ -96,6 +112,23 @@ class ReflectionPool:
     chosen = rng.choice(len(self._entries), size=k, replace=False,
                         p=self.probabilities())
     return [self._entries[i].lesson for i in chosen]
+
+  def draw(self, k: int, key: str) -> list[str]:
+    """`k` distinct lessons for the situation `key`, best-scored first.
+
+    The same law as `sample` (successive draws ∝ exp(beta * reward)) by the
+    Gumbel-top-k trick, but each lesson's Gumbel noise is a function of
+    (`key`, its uid) rather than of an RNG stream. Equal keys thus draw the
+    same lessons, and adding or evicting one lesson changes only the draws it
+    enters or leaves, so most cached prompts stay valid as the pool grows.
+    """
+    if k <= 0 or not self._entries:
+      return []
+    scores = [self.beta * e.cumulative_reward
+              - np.log(-np.log(_uniform(f"{key}\x1f{e.uid}")))
+              for e in self._entries]
+    best = np.argsort(scores, kind="stable")[::-1][:k]
+    return [self._entries[i].lesson for i in best]
 
   def save(self, path: str | os.PathLike[str]) -> None:
     """Writes JSON next to `path` first, then renames: no half-written pool."""
@@ -124,7 +157,7 @@ class ReflectionPool:
                        f"a JSON object with format {_FORMAT!r}")
     pool = cls(capacity=int(data["capacity"]), beta=float(data["beta"]))
     for entry in data["entries"]:
-      pool.add(entry["lesson"], entry["cumulative_reward"])
+      pool.add(entry["lesson"], entry["cumulative_reward"], entry.get("uid"))
     return pool
 
 
@@ -161,12 +194,9 @@ def reflection_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
 
 def sample_pool_for(pool: ReflectionPool, k: int, seed: int,
                     key: Sequence[str]) -> list[str]:
-  """Lessons for one prompt, drawn with an RNG seeded by the situation.
+  """Lessons for one prompt, drawn with noise fixed by the situation.
 
-  Equal situations under the same pool contents draw the same lessons, so
-  their prompts stay equal and the LLM cache can answer them.
+  Equal situations draw the same lessons, so their prompts stay equal and the
+  LLM cache can answer them (see `ReflectionPool.draw`).
   """
-  digest = hashlib.blake2b(
-      "\x1f".join([str(seed), str(pool.version), *key]).encode(),
-      digest_size=8).digest()
-  return pool.sample(k, np.random.default_rng(int.from_bytes(digest, "little")))
+  return pool.draw(k, "\x1f".join([str(seed), *key]))

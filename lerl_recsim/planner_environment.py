@@ -1,0 +1,323 @@
+"""The planner applied: a wrapper that turns each user's plan into the mask.
+
+Holds every slot's current plan, asks the planner for new ones when they are
+due (at session start and every `replan_every` steps; all due users in one
+`plan()` call), and writes the items of the planned categories, AND the
+wrapped environment's own mask, into `observation['mask']`. When a session
+ends, the planner reflects on that session, read from the LAST observation
+before the slot is refilled.
+
+Widening rule: a plan whose categories leave fewer allowed items than the
+slate needs gets more categories, one at a time in the heuristic planner's
+order for that user, until the slate fits; each widened plan is counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+from tf_agents.environments import wrappers
+from tf_agents.trajectories import time_step as ts
+from tf_agents.typing import types
+
+from lerl_recsim import environment as environment_lib
+from lerl_recsim.planner import (HeuristicPlanner, PromptConfig, StepRecord,
+                                 UserHistory, make_planner)
+
+# Replan every 10 steps: the planner's calls stay within the budget of
+# 50 LLM calls per 1,000 user-steps (see docs/planner.md for measurements).
+DEFAULT_REPLAN_EVERY = 10
+
+# Prompts for this project's scenarios, whose engagement lies in [0, 1]:
+# the last step at three engagement levels (none, low, high), the saturated
+# categories of the last 3 steps, and coarse totals. Showing two steps
+# instead of one yields about 2.5 times as many distinct situations, hence
+# LLM calls (docs/planner.md); one keeps the planner within its budget.
+SCENARIO_PROMPT_CONFIG = PromptConfig(
+    history_window=1, engagement_edges=(0.01, 0.6),
+    engagement_labels=("none", "low", "high"), length_step=10,
+    reward_step=5.0)
+
+# Lessons about sessions 16, 36, 61, 92, ... (gaps growing by 1.25): about
+# 30 lessons in a million user-steps instead of one per session.
+EFFICIENT_REFLECTIONS = {"reflect_every": 16, "reflect_growth": 1.25}
+
+
+class PlannerLike(Protocol):
+  """What the wrapper needs of a planner (Planner, HeuristicPlanner)."""
+
+  def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
+    ...
+
+  def end_sessions(self, histories: Sequence[UserHistory]) -> None:
+    ...
+
+  def metrics(self) -> dict[str, float]:
+    ...
+
+
+def check_replan_every(replan_every: Any) -> int:
+  if (isinstance(replan_every, bool)
+      or not isinstance(replan_every, (int, np.integer)) or replan_every < 1):
+    raise ValueError(
+        f"replan_every must be an int >= 1 (1 replans at every step, as "
+        f"LERL), got {replan_every!r}")
+  return int(replan_every)
+
+
+def observation_history(observation: Mapping[str, np.ndarray], slot: int,
+                        item_categories: Sequence[tuple[int, ...]]
+                        ) -> UserHistory:
+  """Row `slot` of a batched observation as the planner sees it.
+
+  Categories instead of items; `item_categories[i]` holds item i's category
+  ids. Shared with serving, which rebuilds the same observation.
+  """
+  items = observation["item_history"][slot]
+  clicks = observation["click_history"][slot]
+  responses = observation["response_history"][slot]
+  steps = [
+      StepRecord(sum((item_categories[i] for i in row), ()),
+                 float(responses[t].sum()), bool(clicks[t].sum() > 0))
+      for t, row in enumerate(items.tolist()) if row[0] >= 0]
+  length = int(observation["session_length"][slot])
+  return UserHistory(tuple(steps), length,
+                     float(observation["mean_engagement"][slot]) * length)
+
+
+def plan_items(plan: Sequence[int], category_items: np.ndarray,
+               user: str) -> np.ndarray:
+  """bool [N]: the items of the plan's categories (category_items [C, N])."""
+  num_categories = category_items.shape[0]
+  bad = [c for c in plan if not 0 <= c < num_categories]
+  if bad:
+    raise ValueError(
+        f"the planner returned category ids {bad} for {user}; "
+        f"expected ids in [0, {num_categories - 1}]")
+  return category_items[list(plan)].any(axis=0)
+
+
+def widen_plan(plan: Sequence[int], ranking: Sequence[int],
+               category_items: np.ndarray, allowed: np.ndarray,
+               slate_size: int, user: str) -> tuple[int, ...]:
+  """`plan` plus categories in `ranking` order until a slate fits `allowed`.
+
+  RuntimeError when even every category leaves fewer than `slate_size`
+  allowed items.
+  """
+  widened = list(plan)
+  for category in ranking:
+    if category in widened:
+      continue
+    widened.append(category)
+    items = plan_items(widened, category_items, user) & allowed
+    if items.sum() >= slate_size:
+      return tuple(widened)
+  raise RuntimeError(
+      f"the wrapped environment allows only {int(allowed.sum())} items "
+      f"to {user}; a slate needs {slate_size}")
+
+
+class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
+  """A batched scenario environment whose mask follows the planner's plans.
+
+  Specs, batching and per-slot episodes are those of the wrapped
+  environment; only `observation['mask']` changes. Actions must lie inside
+  the wrapper's mask (checked here, never clipped).
+
+  Args:
+    env: The scenario environment (`lerl_recsim.make_env`).
+    planner: Any object with `plan`, `end_sessions` and `metrics`.
+    replan_every: K; a user's plan is renewed every K steps of its session
+      and when its session starts.
+    seed: Seeds the heuristic ranking used to widen plans.
+  """
+
+  def __init__(self, env: environment_lib.RecSimEnvironment,
+               planner: PlannerLike, replan_every: int = DEFAULT_REPLAN_EVERY,
+               seed: int = 0) -> None:
+    super().__init__(env)
+    self._replan_every = check_replan_every(replan_every)
+    self._planner = planner
+    scenario = env.scenario
+    self._slate_size = scenario.slate_size
+    self._num_items = scenario.items.num_items
+    self._num_categories = scenario.catalogue.num_categories
+    categories = np.asarray(scenario.items.categories) > 0
+    self._category_items = categories.T  # bool [C, N]
+    self._item_categories = [tuple(np.flatnonzero(row).tolist())
+                             for row in categories]
+    self._widener = HeuristicPlanner(scenario.catalogue, seed=seed)
+    users = env.batch_size
+    self._plans: list[tuple[int, ...]] = [()] * users
+    self._since_plan = np.zeros(users, np.int64)
+    self._plan_items = np.zeros((users, self._num_items), bool)
+    self._mask = np.zeros((users, self._num_items), bool)
+    self._last = np.zeros(users, bool)
+    self._counts: collections.Counter[str] = collections.Counter()
+    self._planner_seconds = 0.0
+
+  # --- what callers may read ----------------------------------------------
+
+  @property
+  def planner(self) -> PlannerLike:
+    return self._planner
+
+  @property
+  def replan_every(self) -> int:
+    return self._replan_every
+
+  @property
+  def plans(self) -> tuple[tuple[int, ...], ...]:
+    """Each slot's current plan (category ids), after any widening."""
+    return tuple(self._plans)
+
+  def planner_metrics(self) -> dict[str, float]:
+    """The planner's own metrics plus the wrapper's counts.
+
+    `user_steps`: steps whose action was used; `planner_seconds`: wall time
+    inside the planner (plans and reflections); `widenings`: plans that
+    needed more categories (`plans` shows them widened); per-1,000-user-step
+    rates of LLM calls and planned users.
+    """
+    out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks")}
+    out.update(self._planner.metrics())
+    out.update({key: float(self._counts[key]) for key in
+                ("user_steps", "planned_users", "plan_batches", "widenings",
+                 "ended_sessions")})
+    out["planner_seconds"] = self._planner_seconds
+    per_1k = 1000.0 / max(out["user_steps"], 1.0)
+    out["llm_calls_per_1k_user_steps"] = out["llm_calls"] * per_1k
+    out["planned_users_per_1k_user_steps"] = out["planned_users"] * per_1k
+    return out
+
+  # --- observation -> history ---------------------------------------------
+
+  def history(self, observation: Mapping[str, np.ndarray],
+              slot: int) -> UserHistory:
+    """The slot's session as the planner sees it (categories, not items)."""
+    return observation_history(observation, slot, self._item_categories)
+
+  # --- planning -------------------------------------------------------------
+
+  def _timed(self, fn: Any, *args: Any) -> Any:
+    start = time.perf_counter()
+    try:
+      return fn(*args)
+    finally:
+      self._planner_seconds += time.perf_counter() - start
+
+  def _update(self, observation: Mapping[str, np.ndarray],
+              base_mask: np.ndarray, due: np.ndarray) -> None:
+    """Plans the due slots in one batch, then rebuilds every mask row.
+
+    A row whose plan no longer leaves room for a slate under the wrapped
+    environment's mask is widened too.
+    """
+    slots = np.flatnonzero(due)
+    if slots.size:
+      histories = [self.history(observation, s) for s in slots]
+      plans = self._timed(self._planner.plan, histories)
+      if len(plans) != len(slots):
+        raise RuntimeError(
+            f"the planner returned {len(plans)} plans for {len(slots)} users")
+      self._counts["plan_batches"] += 1
+      self._counts["planned_users"] += len(slots)
+      for slot, plan in zip(slots, plans):
+        self._set_plan(slot, tuple(int(c) for c in plan))
+      self._since_plan[slots] = 0
+    self._mask = self._plan_items & base_mask
+    short = np.flatnonzero(self._mask.sum(axis=1) < self._slate_size)
+    for slot in short:
+      self._widen(slot, self.history(observation, slot), base_mask[slot])
+
+  def _set_plan(self, slot: int, plan: tuple[int, ...]) -> None:
+    self._plan_items[slot] = plan_items(plan, self._category_items,
+                                        f"slot {slot}")
+    self._plans[slot] = plan
+
+  def _widen(self, slot: int, history: UserHistory,
+             base_mask: np.ndarray) -> None:
+    """Adds categories in the heuristic's order until a slate fits."""
+    plan = widen_plan(self._plans[slot], self._widener.ranking(history),
+                      self._category_items, base_mask, self._slate_size,
+                      f"slot {slot}")
+    self._set_plan(slot, plan)
+    self._mask[slot] = self._plan_items[slot] & base_mask
+    self._counts["widenings"] += 1
+
+  def _with_mask(self, time_step: ts.TimeStep) -> ts.TimeStep:
+    mask = self._mask.copy()
+    mask.setflags(write=False)
+    observation = dict(time_step.observation, mask=mask)
+    return time_step._replace(observation=observation)
+
+  # --- PyEnvironment -----------------------------------------------------
+
+  def _reset(self) -> ts.TimeStep:
+    time_step = self._env.reset()
+    self._last[:] = False
+    self._update(time_step.observation["observation"],
+                 time_step.observation["mask"],
+                 np.ones(self.batch_size, bool))
+    return self._with_mask(time_step)
+
+  def _step(self, action: types.NestedArray) -> ts.TimeStep:
+    environment_lib.check_actions(action, self._mask, ~self._last,
+                                  self._num_items, self._slate_size)
+    time_step = self._env.step(action)
+    observation = time_step.observation["observation"]
+    step_type = np.asarray(time_step.step_type)
+    first = step_type == ts.StepType.FIRST
+    self._counts["user_steps"] += int((~first).sum())
+    self._last = step_type == ts.StepType.LAST
+    ended = np.flatnonzero(self._last)
+    if ended.size:
+      # The LAST observation still holds the departed session.
+      self._counts["ended_sessions"] += ended.size
+      self._timed(self._planner.end_sessions,
+                  [self.history(observation, s) for s in ended])
+    self._since_plan[~first] += 1
+    due = first | ((self._since_plan >= self._replan_every) & ~self._last)
+    self._update(observation, time_step.observation["mask"], due)
+    return self._with_mask(time_step)
+
+
+def make_planned_env(scenario: str = "interest_evolution",
+                     planner: str | PlannerLike = "embedded",
+                     replan_every: int = DEFAULT_REPLAN_EVERY,
+                     num_users: int = 64, seed: int = 0, *,
+                     model_options: Mapping[str, Any] | None = None,
+                     planner_options: Mapping[str, Any] | None = None,
+                     **overrides: Any) -> PlannedEnvironment:
+  """A scenario environment whose mask follows a planner.
+
+  Args:
+    scenario, num_users, seed, **overrides: as for `lerl_recsim.make_env`.
+    planner: A backend string for `lerl_recsim.planner.make_planner`
+      (`embedded`, `gguf:PATH`, `openai:MODEL`, `ollama:MODEL`, `heuristic`,
+      `fake`) or a ready planner object.
+    replan_every: K, steps between a user's plans (1 is LERL).
+    model_options: For the backend's chat model (e.g. `base_url`).
+    planner_options: For `Planner`; LLM backends default to
+      SCENARIO_PROMPT_CONFIG and EFFICIENT_REFLECTIONS.
+  """
+  check_replan_every(replan_every)
+  env = environment_lib.make_env(scenario, num_users=num_users, seed=seed,
+                                 **overrides)
+  if isinstance(planner, str):
+    options = dict(planner_options or {})
+    if planner != "heuristic":
+      options.setdefault("prompt_config", SCENARIO_PROMPT_CONFIG)
+      for key, value in EFFICIENT_REFLECTIONS.items():
+        options.setdefault(key, value)
+    planner = make_planner(planner, env.scenario.catalogue,
+                           model_options=model_options, seed=seed, **options)
+  elif model_options or planner_options:
+    raise ValueError(
+        "model_options and planner_options apply only when planner is a "
+        f"backend string, got the object {type(planner).__name__}")
+  return PlannedEnvironment(env, planner, replan_every, seed=seed)

@@ -1,0 +1,168 @@
+"""Every agent trains on a tiny scenario; masks hold; runs resume; bad input."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lerl_recsim
+from lerl_recsim import metrics
+from lerl_recsim.agents import bandit, dqn, ppo, run_config, runner, train
+
+TINY = {"num_items": 40}
+
+
+def tiny_run(agent, **changes):
+  options = dict(agent=agent, num_users=8, num_iterations=6,
+                 num_eval_sessions=12, eval_interval=3, checkpoint_interval=3,
+                 log_interval=3, planner="heuristic", scenario_overrides=TINY)
+  options.update(changes)
+  return run_config.RunConfig(**options)
+
+
+@pytest.mark.parametrize("agent", sorted(run_config.AGENTS))
+def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
+  summary = train.train_eval(tiny_run(agent), str(tmp_path))
+  assert summary["num_sessions"] == 12
+  for name in metrics.EPISODE_METRICS:
+    assert np.isfinite(summary[name]["mean"])
+  saved = json.loads((tmp_path / "summary.json").read_text())
+  assert saved["config"]["run"]["agent"] == agent
+  assert (tmp_path / "config.json").exists()
+  scripted = run_config.AGENTS[agent].family == "scripted"
+  assert (tmp_path / "policy" / "saved_model.pb").exists() != scripted
+  if not scripted:
+    assert saved["iterations"] == 6
+    history = (tmp_path / "eval" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in history] == [3, 6]
+    assert list((tmp_path / "train").glob("events.out.tfevents.*"))
+  uses_planner = run_config.AGENTS[agent].planner is not None
+  assert bool(saved["planner"]["train"]) == uses_planner
+  if uses_planner:
+    assert saved["planner"]["train"]["user_steps"] > 0
+    assert saved["planner"]["eval"]["user_steps"] > 0
+
+
+def random_masks(rng, batch, num_items):
+  mask = rng.random((batch, num_items)) < 0.2
+  mask[np.arange(batch), rng.integers(0, num_items, batch)] = True
+  return mask
+
+
+@pytest.mark.parametrize("make", [
+    lambda env: dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
+                               gamma=0.9, epsilon_greedy=0.5,
+                               target_update_period=10),
+    lambda env: ppo.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
+                               gamma=0.9, lambda_value=0.95, num_epochs=1,
+                               importance_ratio_clipping=0.2,
+                               entropy_regularization=0.0),
+    lambda env: bandit.make_agent(env, fc_layer_params=(16,),
+                                  learning_rate=1e-3, epsilon=0.5),
+], ids=["dqn", "ppo", "myopic"])
+def test_no_masked_item_is_ever_recommended(make):
+  env = lerl_recsim.make_env(num_users=32, seed=0, **TINY)
+  agent = make(env)
+  observed = env.reset()
+  rng = np.random.default_rng(0)
+  chosen_items = set()
+  for policy in (agent.collect_policy, agent.policy):
+    for _ in range(60):
+      mask = random_masks(rng, 32, 40)
+      observation = dict(observed.observation, mask=mask)
+      step = tf.nest.map_structure(tf.convert_to_tensor,
+                                   observed._replace(observation=observation))
+      action = policy.action(step).action.numpy()
+      assert mask[np.arange(32), action].all()
+      chosen_items.update(action.tolist())
+  # 3,840 sampled actions spread over many items: the check is not vacuous.
+  assert len(chosen_items) > 20
+
+
+def test_planner_masks_hold_during_lerl_training(tmp_path):
+  # The planned environment rejects any action outside its mask, so a
+  # completed run means every one of its actions was allowed.
+  summary = train.train_eval(tiny_run("lerl", num_iterations=30), str(tmp_path))
+  assert summary["planner"]["train"]["user_steps"] >= 30 * 8 * 2 * 0.8
+
+
+def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
+  first = train.train_eval(tiny_run("dqn"), str(tmp_path))
+  before = (tmp_path / "summary.json").read_text()
+  again = train.train_eval(tiny_run("dqn"), str(tmp_path))
+  assert again == json.loads(before)
+  with pytest.raises(ValueError, match="holds a run with a different configuration"):
+    train.train_eval(tiny_run("dqn", seed=5), str(tmp_path))
+  assert (tmp_path / "summary.json").read_text() == before
+  del first
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+  run = tiny_run("dqn", num_iterations=3)
+  directory = runner.RunDirectory(str(tmp_path))
+  train.train_eval(run, str(tmp_path))
+  (tmp_path / "summary.json").unlink()  # make it resume instead of reuse
+  for data in directory.checkpoints.glob("*.data-*"):
+    data.write_bytes(b"not a checkpoint")
+  with pytest.raises(runner.CheckpointError, match="corrupt"):
+    train.train_eval(run, str(tmp_path))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"agent": "sarsa"}, "unknown agent 'sarsa'"),
+    ({"scenario": "kuairand"}, "unknown scenario 'kuairand'"),
+    ({"replan_every": 0}, "replan_every must be an int >= 1"),
+    ({"num_users": 0}, "num_users must be an int >= 1"),
+])
+def test_bad_run_settings_are_named(changes, message):
+  with pytest.raises(ValueError, match=message):
+    tiny_run(changes.pop("agent", "lerl"), **changes)
+
+
+def test_bad_backend_exit_rule_and_hparams_are_named(tmp_path):
+  with pytest.raises(ValueError, match="unknown backend 'gpt9'|'gpt9'"):
+    train.train_eval(tiny_run("lerl", planner="gpt9"), str(tmp_path / "a"))
+  with pytest.raises(ValueError, match="unknown exit rule 'bored'"):
+    train.train_eval(tiny_run("dqn", scenario_overrides={"exit_rule": "bored"}),
+                     str(tmp_path / "b"))
+  with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['lr'\]"):
+    train.train_eval(tiny_run("dqn"), str(tmp_path / "c"), {"lr": 0.1})
+  assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+  root = tmp_path / "run"
+  command = [sys.executable, "-m", "lerl_recsim.agents.train",
+             "--agent=heuristic_dqn", f"--root_dir={root}",
+             "--num_users=8", "--num_iterations=400", "--num_eval_sessions=8",
+             "--checkpoint_interval=20", "--eval_interval=400",
+             "--log_interval=50", '--scenario_overrides={"num_items": 40}']
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  checkpoints = root / "train" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and not list(checkpoints.glob("ckpt-40.index")):
+    time.sleep(0.5)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert list(checkpoints.glob("ckpt-*.index")), "no checkpoint before the kill"
+  assert not (root / "summary.json").exists()
+  saved = {name for name, _ in tf.train.list_variables(
+      tf.train.latest_checkpoint(str(checkpoints)))}
+  assert any(name.startswith("replay_buffer/") for name in saved)
+  resumed = subprocess.run(command, env=environment, capture_output=True,
+                           text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "resuming" in resumed.stderr
+  first_logged = int(resumed.stderr.split("resuming")[1].split("iteration")[1].split()[0])
+  assert first_logged >= 40
+  summary = json.loads((root / "summary.json").read_text())
+  assert summary["iterations"] == 400
