@@ -59,6 +59,8 @@ class RunConfig:
     checkpoint_interval: iterations between checkpoints.
     log_interval: iterations between progress lines.
     seed: seeds environments, networks and exploration.
+    planner_cache: optional SQLite file for the LLM planner's answers, so
+      later runs (and resumed ones) reuse them instead of asking again.
   """
 
   agent: str
@@ -73,6 +75,7 @@ class RunConfig:
   checkpoint_interval: int = 200
   log_interval: int = 100
   seed: int = 0
+  planner_cache: str | None = None
 
   def __post_init__(self) -> None:
     if self.agent not in AGENTS:

@@ -58,9 +58,12 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int
   backend = run.planner_backend
   if backend is None:
     return train, evaluation_env
+  planner_options = ({"cache_path": run.planner_cache}
+                     if run.planner_cache and backend != "heuristic" else None)
   planned = planner_environment.make_planned_env(
       run.scenario, planner=backend, replan_every=run.replan_every,
-      num_users=run.num_users, seed=train_seed, **run.scenario_overrides)
+      num_users=run.num_users, seed=train_seed,
+      planner_options=planner_options, **run.scenario_overrides)
   return planned, planner_environment.PlannedEnvironment(
       evaluation_env, planned.planner, run.replan_every, seed=run.seed)
 
@@ -186,8 +189,9 @@ def train_and_evaluate(
   else:
     evaluated = run_evaluation(eval_env, scripted_policy(eval_env),
                                eval_writer, iteration, directory)
-  values, eval_planner = evaluated
+  values, eval_planner, exposure = evaluated
   summary: dict[str, Any] = metrics.summarise(values)
+  summary["exposure_curve"] = exposure.to_dict()
   summary["config"] = config
   summary["planner"] = {
       "train": planner_counts(train_env) if learner is not None else {},
@@ -256,10 +260,12 @@ def base_of(env: py_environment.PyEnvironment) -> environment_lib.RecSimEnvironm
 
 
 def run_evaluation(eval_env, policy, eval_writer, iteration, directory
-                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                   ) -> tuple[dict[str, np.ndarray], dict[str, float],
+                              evaluation.ExposureCurve]:
   """One session per fresh evaluation user; records summaries and history."""
   before = planner_counts(eval_env)
-  values = evaluation.evaluate_sessions(eval_env, policy)
+  exposure = evaluation.ExposureCurve()
+  values = evaluation.evaluate_sessions(eval_env, policy, exposure)
   planner = counts_delta(planner_counts(eval_env), before)
   summary = metrics.summarise(values)
   step = int(iteration.numpy())
@@ -276,7 +282,7 @@ def run_evaluation(eval_env, policy, eval_writer, iteration, directory
                summary["cumulative_reward"]["ci95"],
                summary["interaction_length"]["mean"],
                summary["interaction_length"]["ci95"], summary["num_sessions"])
-  return values, planner
+  return values, planner, exposure
 
 
 def export_policy(learner: Learner, policy_dir: pathlib.Path) -> None:

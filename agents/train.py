@@ -41,6 +41,8 @@ flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER,
                     "openai:MODEL, ollama:MODEL, heuristic.")
 flags.DEFINE_integer("replan_every", run_config.RunConfig.replan_every,
                      "K: steps between a user's plans (1 is LERL).")
+flags.DEFINE_string("planner_cache", None, "SQLite file caching the LLM "
+                    "planner's answers across runs (needs langchain-community).")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
 flags.DEFINE_integer("num_iterations", 1000, "Training iterations.")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
@@ -110,7 +112,8 @@ def main(argv: Sequence[str]) -> None:
       num_eval_sessions=FLAGS.num_eval_sessions,
       eval_interval=FLAGS.eval_interval,
       checkpoint_interval=FLAGS.checkpoint_interval,
-      log_interval=FLAGS.log_interval, seed=FLAGS.seed)
+      log_interval=FLAGS.log_interval, seed=FLAGS.seed,
+      planner_cache=FLAGS.planner_cache)
   summary = train_eval(run, FLAGS.root_dir,
                        parse_json_flag("hparams", FLAGS.hparams))
   print(json.dumps({name: summary[name] for name in

@@ -1,0 +1,311 @@
+"""A multi-seed comparison: its grid of runs and its results table.
+
+A comparison is a grid of ordinary training runs, one per (scenario, exit
+rule, method, seed), each in its own directory under the comparison's. Seeds,
+not evaluation sessions, are the unit of the table's confidence intervals
+and tests: two seeds of one method differ in their training, and that
+variation is what a claim that one method beats another must survive.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import pathlib
+import re
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from lerl_recsim import metrics
+
+SIGNIFICANCE_LEVEL = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitRuleChoice:
+  """An exit rule by name, optionally with a preset: `category_window:dorl`."""
+
+  name: str
+  preset: str | None = None
+
+  @classmethod
+  def parse(cls, text: str) -> "ExitRuleChoice":
+    name, _, preset = text.partition(":")
+    return cls(name, preset or None)
+
+  @property
+  def label(self) -> str:
+    return self.name if self.preset is None else f"{self.name}:{self.preset}"
+
+  @property
+  def params(self) -> dict[str, str]:
+    return {} if self.preset is None else {"preset": self.preset}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """An agent, with its planner backend when the agent takes one."""
+
+  agent: str
+  planner: str | None = None
+
+  @property
+  def label(self) -> str:
+    return self.agent if self.planner is None else f"{self.agent}+{self.planner}"
+
+
+def path_part(text: str) -> str:
+  """A readable directory name for a label (planner paths hold slashes)."""
+  return re.sub(r"[^A-Za-z0-9._+-]", "_", text.replace(":", "-"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonRun:
+  """One training run of the grid."""
+
+  scenario: str
+  exit_rule: ExitRuleChoice
+  method: Method
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return (f"{self.scenario}/{self.exit_rule.label}/{self.method.label}/"
+            f"seed {self.seed}")
+
+  @property
+  def relative_path(self) -> pathlib.PurePath:
+    """SCENARIO/EXIT_RULE/METHOD/seed_N, readable and path-safe."""
+    return pathlib.PurePath(
+        path_part(self.scenario), path_part(self.exit_rule.label),
+        path_part(self.method.label), f"seed_{self.seed}")
+
+  def directory(self, output_dir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(output_dir) / "runs" / self.relative_path
+
+  def log(self, output_dir: str | pathlib.Path) -> pathlib.Path:
+    return (pathlib.Path(output_dir) / "logs" /
+            self.relative_path.with_suffix(".log"))
+
+  @property
+  def condition(self) -> tuple[str, str]:
+    return self.scenario, self.exit_rule.label
+
+
+def grid(scenarios: Sequence[str], exit_rules: Sequence[ExitRuleChoice],
+         methods: Sequence[Method], num_seeds: int) -> list[ComparisonRun]:
+  """Every run, in the order they execute: condition, method, seed."""
+  return [ComparisonRun(scenario, rule, method, seed)
+          for scenario in scenarios for rule in exit_rules
+          for method in methods for seed in range(num_seeds)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """A table column: a per-run value and which direction is better."""
+
+  key: str
+  title: str
+  higher_is_better: bool
+  digits: int
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("cumulative_reward", "cumulative reward", True, 2),
+    Column("interaction_length", "interaction length", True, 1),
+    Column("step_reward", "per-step reward", True, 3),
+    Column("category_coverage", "category coverage", True, 1),
+    Column("repetition_rate", "repetition rate", False, 3),
+    Column("majority_category_share", "majority-category share", False, 3),
+    Column("llm_calls_per_1k", "LLM calls / 1k user-steps", False, 1),
+    Column("wall_time_s", "wall time (s)", False, 0),
+)
+
+
+def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
+  """One value per column from a run's summary.json.
+
+  The episode metrics are the run's means over its evaluation sessions; LLM
+  calls are the planner's calls per 1,000 training user-steps (NaN without a
+  planner or training).
+  """
+  values = {name: float(summary[name]["mean"])
+            for name in metrics.EPISODE_METRICS}
+  train = summary.get("planner", {}).get("train", {})
+  steps = train.get("user_steps", 0.0)
+  values["llm_calls_per_1k"] = (1000.0 * train["llm_calls"] / steps
+                                if steps else math.nan)
+  values["wall_time_s"] = float(summary["wall_time_s"])
+  return values
+
+
+def welch_p_value(values: Sequence[float], reference: Sequence[float]) -> float:
+  """Two-sided Welch's t-test p-value (NaN with < 2 seeds or no variance)."""
+  a, b = np.asarray(values, float), np.asarray(reference, float)
+  if (len(a) < 2 or len(b) < 2 or not np.isfinite(a).all() or
+      not np.isfinite(b).all()):
+    return math.nan
+  with warnings.catch_warnings(), np.errstate(all="ignore"):
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+@dataclasses.dataclass
+class Row:
+  """One method under one condition, over the seeds that finished."""
+
+  scenario: str
+  exit_rule: str
+  method: Method
+  seeds: list[int]
+  num_seeds: int
+  values: dict[str, list[float]]
+  stats: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+
+def resolve_reference(reference: str, methods: Sequence[Method]) -> Method:
+  """The method a reference names: a method label, or an agent with one
+  method."""
+  exact = [m for m in methods if m.label == reference]
+  if exact:
+    return exact[0]
+  by_agent = [m for m in methods if m.agent == reference]
+  if len(by_agent) == 1:
+    return by_agent[0]
+  labels = [m.label for m in methods]
+  if by_agent:
+    raise ValueError(f"reference {reference!r} is ambiguous: it names "
+                     f"{[m.label for m in by_agent]}; give one of them")
+  raise ValueError(f"reference {reference!r} is not a compared method; "
+                   f"expected one of {labels}")
+
+
+def read_summary(directory: pathlib.Path) -> dict[str, Any] | None:
+  path = directory / "summary.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def build_table(runs: Sequence[ComparisonRun], output_dir: str | pathlib.Path,
+                reference: Method) -> list[Row]:
+  """Rows of every (condition, method), with mean ± CI95 across the seeds
+  that finished and Welch's p-value against `reference` in its condition."""
+  rows: dict[tuple[str, str, Method], Row] = {}
+  for run in runs:
+    key = (*run.condition, run.method)
+    row = rows.setdefault(key, Row(run.scenario, run.exit_rule.label,
+                                   run.method, [], 0,
+                                   {c.key: [] for c in COLUMNS}))
+    row.num_seeds += 1
+    summary = read_summary(run.directory(output_dir))
+    if summary is None:
+      continue
+    row.seeds.append(run.seed)
+    for name, value in run_values(summary).items():
+      row.values[name].append(value)
+  for (scenario, rule, _), row in rows.items():
+    baseline = rows.get((scenario, rule, reference))
+    for column in COLUMNS:
+      values = np.asarray(row.values[column.key], float)
+      summary = (metrics.mean_and_ci95(values) if np.isfinite(values).all()
+                 else {"mean": math.nan, "ci95": math.nan})
+      summary["p"] = (math.nan if baseline is None or baseline is row else
+                      welch_p_value(values, baseline.values[column.key]))
+      row.stats[column.key] = summary
+  return list(rows.values())
+
+
+def best_means(rows: Sequence[Row]) -> dict[tuple[str, str, str], float]:
+  """The best displayed mean per (scenario, exit rule, column)."""
+  best: dict[tuple[str, str, str], float] = {}
+  for column in COLUMNS:
+    by_condition: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+      mean = row.stats[column.key]["mean"]
+      if math.isfinite(mean):
+        by_condition.setdefault((row.scenario, row.exit_rule), []).append(
+            round(mean, column.digits))
+    for (scenario, rule), means in by_condition.items():
+      if len(means) > 1:
+        choose = max if column.higher_is_better else min
+        best[(scenario, rule, column.key)] = choose(means)
+  return best
+
+
+def format_cell(summary: Mapping[str, float], column: Column,
+                best: float | None) -> str:
+  mean, ci95, p = summary["mean"], summary["ci95"], summary["p"]
+  if not math.isfinite(mean):
+    return "—"
+  text = f"{mean:.{column.digits}f}"
+  if math.isfinite(ci95):
+    text += f" ± {ci95:.{column.digits}f}"
+  if best is not None and round(mean, column.digits) == best:
+    text = f"**{text}**"
+  if math.isfinite(p) and p < SIGNIFICANCE_LEVEL:
+    text += " †"
+  return text
+
+
+def format_markdown(rows: Sequence[Row], reference: Method,
+                    header: Sequence[str] = ()) -> str:
+  """The table as Markdown: one section per (scenario, exit rule)."""
+  best = best_means(rows)
+  lines = ["# Comparison results", "", *header]
+  titles = " | ".join(column.title for column in COLUMNS)
+  condition = None
+  for row in rows:
+    if (row.scenario, row.exit_rule) != condition:
+      condition = (row.scenario, row.exit_rule)
+      lines += ["", f"## {row.scenario} — exit rule {row.exit_rule}", "",
+                f"| method | seeds | {titles} |",
+                "|---|---|" + "---|" * len(COLUMNS)]
+    cells = [format_cell(row.stats[c.key], c,
+                         best.get((row.scenario, row.exit_rule, c.key)))
+             for c in COLUMNS]
+    name = row.method.label + (" (reference)" if row.method == reference else "")
+    lines.append(f"| {name} | {len(row.seeds)}/{row.num_seeds} | "
+                 f"{' | '.join(cells)} |")
+  higher = ", ".join(c.title for c in COLUMNS if c.higher_is_better)
+  lower = ", ".join(c.title for c in COLUMNS if not c.higher_is_better)
+  lines += [
+      "",
+      "Each cell: mean ± half-width of the Student-t 95% confidence interval "
+      "across seeds (the seeds that finished, `seeds` column); a seed's value "
+      "is its run's mean over its final evaluation's sessions (fresh users, "
+      "one session each).",
+      f"Bold: best in its column within its exit rule (higher is better for "
+      f"{higher}; lower for {lower}).",
+      f"†: p < {SIGNIFICANCE_LEVEL} in a two-sided Welch's t-test (unequal "
+      f"variances) across seeds against the reference method "
+      f"`{reference.label}` under the same scenario and exit rule; no "
+      "correction for multiple comparisons. All p-values are in results.csv.",
+      "LLM calls / 1k user-steps: planner LLM calls during training per 1,000 "
+      "training user-steps; — for agents without a planner. Wall time: the "
+      "run's last process, so a resumed run counts from its resume.",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def format_csv(rows: Sequence[Row], reference: Method) -> str:
+  """The table as CSV: mean, CI95 and p-value against the reference per
+  column."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["scenario", "exit_rule", "method", "agent", "planner",
+                   "num_seeds_finished", "num_seeds", "reference"] +
+                  [f"{c.key}_{part}" for c in COLUMNS
+                   for part in ("mean", "ci95", "p_vs_reference")])
+  for row in rows:
+    writer.writerow(
+        [row.scenario, row.exit_rule, row.method.label, row.method.agent,
+         row.method.planner or "", len(row.seeds), row.num_seeds,
+         reference.label] +
+        [repr(row.stats[c.key][part]) for c in COLUMNS
+         for part in ("mean", "ci95", "p")])
+  return buffer.getvalue()

@@ -1,0 +1,151 @@
+"""Runs many training processes, a few at a time, with progress for all.
+
+Each job is a separate process, so one run that crashes (or leaks memory)
+cannot take the others down; its output goes to a log file whose tail is
+reported. A job whose directory already holds `summary.json` is not started
+again. Children are stopped when the sweep stops, even if it is killed, so a
+rerun never races a leftover process for the same run directory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import datetime
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, IO, Sequence
+
+TAIL_LINES = 25
+PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One process: `command` must leave `directory`/summary.json on success."""
+
+  name: str
+  command: tuple[str, ...]
+  directory: pathlib.Path
+  log: pathlib.Path
+
+  @property
+  def finished(self) -> bool:
+    return (self.directory / "summary.json").exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """How a job ended: "reused", "finished" or "failed" (with its log tail)."""
+
+  job: Job
+  status: str
+  seconds: float = 0.0
+  tail: str = ""
+
+
+def _die_with_parent() -> None:
+  """In the child: the kernel sends SIGTERM if the sweep process dies."""
+  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def log_tail(path: pathlib.Path, lines: int = TAIL_LINES) -> str:
+  text = path.read_text(errors="replace") if path.exists() else ""
+  return "\n".join(text.splitlines()[-lines:])
+
+
+def elapsed_text(seconds: float) -> str:
+  return str(datetime.timedelta(seconds=int(seconds)))
+
+
+class Sweep:
+  """Runs `jobs` with at most `parallel` processes at once."""
+
+  def __init__(self, jobs: Sequence[Job], parallel: int,
+               report: Callable[[str], None], heartbeat_s: float = 60.0):
+    self._jobs = list(jobs)
+    self._parallel = parallel
+    self._report = report
+    self._heartbeat_s = heartbeat_s
+    self._outcomes: list[Outcome] = []
+    self._running: dict[Job, tuple[subprocess.Popen, IO[bytes], float]] = {}
+    self._start = time.monotonic()
+
+  def _progress(self, event: str) -> None:
+    done = sum(o.status != "failed" for o in self._outcomes)
+    failed = len(self._outcomes) - done
+    left = len(self._jobs) - len(self._outcomes) - len(self._running)
+    self._report(
+        f"[{done}/{len(self._jobs)} done, {len(self._running)} running, "
+        f"{left} left, {failed} failed | elapsed "
+        f"{elapsed_text(time.monotonic() - self._start)}] {event}")
+
+  def _launch(self, job: Job) -> None:
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    stream = job.log.open("ab")
+    stream.write(f"=== {datetime.datetime.now().isoformat(timespec='seconds')}"
+                 f": {' '.join(job.command)}\n".encode())
+    stream.flush()
+    process = subprocess.Popen(
+        job.command, stdout=stream, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    self._running[job] = (process, stream, time.monotonic())
+    self._progress(f"started {job.name}")
+
+  def _reap(self) -> None:
+    for job, (process, stream, started) in list(self._running.items()):
+      code = process.poll()
+      if code is None:
+        continue
+      stream.close()
+      del self._running[job]
+      seconds = time.monotonic() - started
+      if code == 0 and job.finished:
+        self._outcomes.append(Outcome(job, "finished", seconds))
+        self._progress(f"finished {job.name} ({seconds:.0f} s)")
+      else:
+        tail = log_tail(job.log)
+        self._outcomes.append(Outcome(job, "failed", seconds, tail))
+        self._progress(f"FAILED {job.name} (exit status {code}); log "
+                       f"{job.log}, last lines:\n{tail}")
+
+  def _stop_children(self) -> None:
+    for process, _, _ in self._running.values():
+      process.terminate()
+    for job, (process, stream, _) in self._running.items():
+      try:
+        process.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+      stream.close()
+      self._report(f"stopped {job.name}; rerun the same command to resume it")
+    self._running.clear()
+
+  def run(self) -> list[Outcome]:
+    """Runs every job not finished yet; returns every job's outcome."""
+    pending = []
+    for job in self._jobs:
+      if job.finished:
+        self._outcomes.append(Outcome(job, "reused"))
+      else:
+        pending.append(job)
+    self._progress(f"{len(self._outcomes)} finished run(s) reused")
+    last_beat = time.monotonic()
+    try:
+      while pending or self._running:
+        while pending and len(self._running) < self._parallel:
+          self._launch(pending.pop(0))
+        time.sleep(0.2)
+        self._reap()
+        if time.monotonic() - last_beat >= self._heartbeat_s:
+          last_beat = time.monotonic()
+          self._progress("still running: " + ", ".join(
+              job.name for job in self._running))
+    finally:
+      self._stop_children()
+    return self._outcomes
