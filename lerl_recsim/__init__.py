@@ -10,7 +10,8 @@ import sys as _sys
 # TF-Agents and RecSim NG need Keras 2; this must happen before TensorFlow
 # first resolves `tf.keras`, so the package does it for its users.
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-if getattr(_sys.modules.get("keras"), "__version__", "2").startswith("3"):
+if ("tensorflow" in _sys.modules and
+    not _sys.modules["tensorflow"].keras.__name__.startswith("tf_keras")):
   raise ImportError(
       "Keras 3 was loaded before lerl_recsim (something used tf.keras, e.g. "
       "importing tf_agents, before `import lerl_recsim`); TF-Agents and "
