@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment
@@ -26,17 +27,21 @@ def eager_policy(policy: Any) -> py_tf_eager_policy.PyTFEagerPolicy:
 
 def observer_of(buffer: tf_uniform_replay_buffer.TFUniformReplayBuffer
                 ) -> Callable[[trajectory_lib.Trajectory], None]:
-  """A compiled driver observer that appends a batch of trajectories."""
+  """A compiled observer appending trajectories stacked on a time axis
+  ([B, T, ...]) one step at a time: one TF call per collection round."""
 
   @tf.function
-  def add(trajectory: trajectory_lib.Trajectory) -> None:
-    buffer.add_batch(trajectory)
+  def add(trajectories: trajectory_lib.Trajectory) -> None:
+    steps = tf.nest.flatten(trajectories)[0].shape[1]
+    for t in range(steps):
+      buffer.add_batch(tf.nest.map_structure(lambda x: x[:, t], trajectories))
 
   return add
 
 
 class Collector:
-  """Steps a batched environment with a policy and feeds an observer.
+  """Steps a batched environment with a policy and feeds an observer the
+  round's trajectories stacked on a time axis.
 
   Counts environment steps (each one step of every user slot); TF-Agents'
   `PyDriver` counts user-steps instead, which makes "steps per iteration"
@@ -53,12 +58,15 @@ class Collector:
   def run(self, steps: int) -> None:
     if self._time_step is None:
       self._time_step = self._env.reset()
+    collected = []
     for _ in range(steps):
       action_step = self._policy.action(self._time_step)
       next_time_step = self._env.step(action_step.action)
-      self._observer(trajectory_lib.from_transition(
+      collected.append(trajectory_lib.from_transition(
           self._time_step, action_step, next_time_step))
       self._time_step = next_time_step
+    self._observer(tf.nest.map_structure(lambda *steps: np.stack(steps, 1),
+                                         *collected))
 
 
 class OffPolicyLearner:
