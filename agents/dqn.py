@@ -16,21 +16,24 @@ from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
 from lerl_recsim import environment as environment_lib
-from lerl_recsim.agents import learners, networks, run_config, runner
+from lerl_recsim.agents import (learners, networks, run_config, runner,
+                                slate_policy)
 
 
 def make_agent(env: py_environment.PyEnvironment, *,
                fc_layer_params: Sequence[int], learning_rate: float,
                gamma: float, epsilon_greedy: float, target_update_period: int,
                ) -> dqn_agent.DdqnAgent:
-  """A double DQN over item Q-values for a planned or flat environment."""
+  """A double DQN over item Q-values for a planned or flat environment.
+
+  With slates (k > 1) the agent itself acts on single items; `learner`
+  wraps it in top-k slate policies (see `slate_policy`).
+  """
   scenario = runner.base_of(env).scenario
-  if scenario.slate_size != 1:
-    raise ValueError(
-        f"the DQN agents recommend one item per step; slate_size="
-        f"{scenario.slate_size} is not supported by them")
   time_step_spec = tensor_spec.from_spec(env.time_step_spec())
   action_spec = tensor_spec.from_spec(env.action_spec())
+  if scenario.slate_size > 1:
+    action_spec = slate_policy.item_spec(action_spec)
   encoder = networks.ObservationEncoder(scenario.items.categories,
                                         scenario.max_session_length)
   q_net = networks.item_q_network(time_step_spec.observation, action_spec,
@@ -46,6 +49,25 @@ def make_agent(env: py_environment.PyEnvironment, *,
       train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
   agent.initialize()
   return agent
+
+
+def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
+            epsilon_greedy: float, **options: Any) -> learners.OffPolicyLearner:
+  """The replay learner; for slates, with masked top-k slate policies."""
+  slate_spec = tensor_spec.from_spec(env.action_spec())
+  if slate_spec.shape.rank == 0:
+    return learners.OffPolicyLearner(agent, env, sequence_length=2, **options)
+  time_step_spec = tensor_spec.from_spec(env.time_step_spec())
+
+  def top_k(epsilon: float) -> slate_policy.TopKQPolicy:
+    return slate_policy.TopKQPolicy(time_step_spec, slate_spec,
+                                    agent._q_network, environment_lib.splitter,
+                                    epsilon)
+
+  return learners.OffPolicyLearner(
+      agent, env, sequence_length=2, greedy_policy=top_k(0.0),
+      collect_policy=top_k(epsilon_greedy),
+      recorded_action=slate_policy.leading_item, **options)
 
 
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
@@ -90,10 +112,10 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
                        learning_rate=learning_rate, gamma=gamma,
                        epsilon_greedy=epsilon_greedy,
                        target_update_period=target_update_period)
-    return learners.OffPolicyLearner(
-        agent, env, replay_capacity=replay_capacity, batch_size=batch_size,
-        sequence_length=2, collect_steps=collect_steps_per_iteration,
-        train_steps=train_steps_per_iteration,
-        initial_collect_steps=initial_collect_steps)
+    return learner(agent, env, epsilon_greedy=epsilon_greedy,
+                   replay_capacity=replay_capacity, batch_size=batch_size,
+                   collect_steps=collect_steps_per_iteration,
+                   train_steps=train_steps_per_iteration,
+                   initial_collect_steps=initial_collect_steps)
 
   return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)

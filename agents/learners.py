@@ -49,10 +49,12 @@ class Collector:
   """
 
   def __init__(self, env: py_environment.PyEnvironment, policy: Any,
-               observer: Callable[[trajectory_lib.Trajectory], None]):
+               observer: Callable[[trajectory_lib.Trajectory], None],
+               recorded_action: Callable[[Any], Any] | None = None):
     self._env = env
     self._policy = eager_policy(policy)
     self._observer = observer
+    self._recorded_action = recorded_action or (lambda action: action)
     self._time_step = None
 
   def run(self, steps: int) -> None:
@@ -62,8 +64,10 @@ class Collector:
     for _ in range(steps):
       action_step = self._policy.action(self._time_step)
       next_time_step = self._env.step(action_step.action)
+      recorded = action_step._replace(
+          action=self._recorded_action(action_step.action))
       collected.append(trajectory_lib.from_transition(
-          self._time_step, action_step, next_time_step))
+          self._time_step, recorded, next_time_step))
       self._time_step = next_time_step
     self._observer(tf.nest.map_structure(lambda *steps: np.stack(steps, 1),
                                          *collected))
@@ -85,6 +89,10 @@ class OffPolicyLearner:
     initial_collect_steps: steps collected before the first gradient step.
     prepare: optional transform of a sampled batch (e.g. drop boundaries).
     greedy_policy: the policy to evaluate and export; `agent.policy` if None.
+    collect_policy: the policy that acts while collecting;
+      `agent.collect_policy` if None.
+    recorded_action: maps the collect policy's action to what the replay
+      buffer stores (e.g. a slate's top item).
   """
 
   def __init__(self, agent: tf_agent.TFAgent,
@@ -92,14 +100,17 @@ class OffPolicyLearner:
                batch_size: int, sequence_length: int, collect_steps: int,
                train_steps: int, initial_collect_steps: int,
                prepare: Callable[[Any], Any] | None = None,
-               greedy_policy: Any = None):
+               greedy_policy: Any = None, collect_policy: Any = None,
+               recorded_action: Callable[[Any], Any] | None = None):
     self.agent = agent
     self.greedy_policy = greedy_policy or agent.policy
+    self.collect_policy = collect_policy or agent.collect_policy
     self.replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=env.batch_size,
         max_length=max(replay_capacity // env.batch_size, sequence_length + 1))
-    self._collector = Collector(env, agent.collect_policy,
-                                observer_of(self.replay_buffer))
+    self._collector = Collector(env, self.collect_policy,
+                                observer_of(self.replay_buffer),
+                                recorded_action)
     self._collect_steps = collect_steps
     self._initial_collect_steps = initial_collect_steps
     self._train_steps = train_steps

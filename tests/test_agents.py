@@ -166,3 +166,35 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
   assert first_logged >= 40
   summary = json.loads((root / "summary.json").read_text())
   assert summary["iterations"] == 400
+
+
+def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
+  summary = train.train_eval(
+      tiny_run("lerl", scenario_overrides={"num_items": 40, "slate_size": 3}),
+      str(tmp_path))
+  assert summary["num_sessions"] == 12
+  env = lerl_recsim.make_env(num_users=16, seed=1, num_items=40, slate_size=3)
+  agent = dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
+                         gamma=0.9, epsilon_greedy=0.3, target_update_period=10)
+  learner = dqn.learner(agent, env, epsilon_greedy=0.3, replay_capacity=1000,
+                        batch_size=8, collect_steps=1, train_steps=1,
+                        initial_collect_steps=1)
+  observed = env.reset()
+  rng = np.random.default_rng(0)
+  for policy in (learner.greedy_policy, learner.collect_policy):
+    for _ in range(30):
+      mask = random_masks(rng, 16, 40)
+      mask[:, :3] = True  # at least a slate's worth
+      step = tf.nest.map_structure(tf.convert_to_tensor, observed._replace(
+          observation=dict(observed.observation, mask=mask)))
+      slates = policy.action(step).action.numpy()
+      assert slates.shape == (16, 3)
+      assert np.take_along_axis(mask, slates, axis=1).all()
+      assert all(len(set(row)) == 3 for row in slates.tolist())
+  # The greedy slate holds the three highest allowed Q-values (ties aside).
+  q_values = agent._q_network(step.observation["observation"])[0].numpy()
+  greedy = learner.greedy_policy.action(step).action.numpy()
+  allowed_q = np.where(mask, q_values, -np.inf)
+  np.testing.assert_allclose(
+      np.sort(np.take_along_axis(allowed_q, greedy, axis=1), axis=1),
+      np.sort(allowed_q, axis=1)[:, -3:])
