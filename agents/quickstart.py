@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from lerl_recsim.agents import run_config, train
+from lerl_recsim.agents import run_config, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", "runs/main", "Where the two runs are written.")
@@ -61,7 +61,7 @@ def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNE
         eval_interval=num_iterations, log_interval=max(num_iterations // 6, 1),
         seed=seed, planner_cache=str(root / "planner_cache.sqlite"))
     logging.info("training %s for %d iterations", agent, num_iterations)
-    summaries[agent] = train.train_eval(run, str(root / agent))
+    summaries[agent] = training.train_eval(run, str(root / agent))
   table = format_table(summaries)
   (root / "table.md").write_text(table)
   return {"summaries": summaries, "table": table}

@@ -14,19 +14,13 @@ run resumes from its last checkpoint; a finished run is reused.
 
 from __future__ import annotations
 
-import inspect
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 from absl import app, flags, logging
 
-from lerl_recsim.agents import bandit, dqn, ppo, run_config, scripted
+from lerl_recsim.agents import run_config, training
 from lerl_recsim.scenarios import registry
-
-FAMILIES: Mapping[str, Callable[..., dict[str, Any]]] = {
-    "dqn": dqn.train_eval, "ppo": ppo.train_eval,
-    "bandit": bandit.train_eval, "scripted": scripted.train_eval,
-}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "lerl", "One of: " + ", ".join(
@@ -86,21 +80,6 @@ def scenario_overrides_from_flags() -> dict[str, Any]:
   return overrides
 
 
-def train_eval(run: run_config.RunConfig, root_dir: str,
-               hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Dispatches to the agent family's train_eval with checked hparams."""
-  function = FAMILIES[run.spec.family]
-  accepted = [name for name, parameter in
-              inspect.signature(function).parameters.items()
-              if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
-  unknown = sorted(set(hparams or {}) - set(accepted))
-  if unknown:
-    raise ValueError(
-        f"unknown hyper-parameter(s) {unknown} for agent {run.agent!r} "
-        f"(family {run.spec.family}); accepted: {accepted}")
-  return function(run, root_dir, **dict(hparams or {}))
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   logging.set_verbosity(logging.INFO)
@@ -114,8 +93,8 @@ def main(argv: Sequence[str]) -> None:
       checkpoint_interval=FLAGS.checkpoint_interval,
       log_interval=FLAGS.log_interval, seed=FLAGS.seed,
       planner_cache=FLAGS.planner_cache)
-  summary = train_eval(run, FLAGS.root_dir,
-                       parse_json_flag("hparams", FLAGS.hparams))
+  summary = training.train_eval(run, FLAGS.root_dir,
+                                parse_json_flag("hparams", FLAGS.hparams))
   print(json.dumps({name: summary[name] for name in
                     ("cumulative_reward", "interaction_length", "step_reward",
                      "num_sessions")}, indent=2))

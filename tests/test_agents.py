@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import lerl_recsim
 from lerl_recsim import metrics
-from lerl_recsim.agents import bandit, dqn, ppo, run_config, runner, train
+from lerl_recsim.agents import bandit, dqn, ppo, run_config, runner, training
 
 TINY = {"num_items": 40}
 
@@ -29,7 +29,7 @@ def tiny_run(agent, **changes):
 
 @pytest.mark.parametrize("agent", sorted(run_config.AGENTS))
 def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
-  summary = train.train_eval(tiny_run(agent), str(tmp_path))
+  summary = training.train_eval(tiny_run(agent), str(tmp_path))
   assert summary["num_sessions"] == 12
   for name in metrics.EPISODE_METRICS:
     assert np.isfinite(summary[name]["mean"])
@@ -89,17 +89,17 @@ def test_no_masked_item_is_ever_recommended(make):
 def test_planner_masks_hold_during_lerl_training(tmp_path):
   # The planned environment rejects any action outside its mask, so a
   # completed run means every one of its actions was allowed.
-  summary = train.train_eval(tiny_run("lerl", num_iterations=30), str(tmp_path))
+  summary = training.train_eval(tiny_run("lerl", num_iterations=30), str(tmp_path))
   assert summary["planner"]["train"]["user_steps"] >= 30 * 8 * 2 * 0.8
 
 
 def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
-  first = train.train_eval(tiny_run("dqn"), str(tmp_path))
+  first = training.train_eval(tiny_run("dqn"), str(tmp_path))
   before = (tmp_path / "summary.json").read_text()
-  again = train.train_eval(tiny_run("dqn"), str(tmp_path))
+  again = training.train_eval(tiny_run("dqn"), str(tmp_path))
   assert again == json.loads(before)
   with pytest.raises(ValueError, match="holds a run with a different configuration"):
-    train.train_eval(tiny_run("dqn", seed=5), str(tmp_path))
+    training.train_eval(tiny_run("dqn", seed=5), str(tmp_path))
   assert (tmp_path / "summary.json").read_text() == before
   del first
 
@@ -107,12 +107,12 @@ def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
 def test_corrupt_checkpoint_is_reported(tmp_path):
   run = tiny_run("dqn", num_iterations=3)
   directory = runner.RunDirectory(str(tmp_path))
-  train.train_eval(run, str(tmp_path))
+  training.train_eval(run, str(tmp_path))
   (tmp_path / "summary.json").unlink()  # make it resume instead of reuse
   for data in directory.checkpoints.glob("*.data-*"):
     data.write_bytes(b"not a checkpoint")
   with pytest.raises(runner.CheckpointError, match="corrupt"):
-    train.train_eval(run, str(tmp_path))
+    training.train_eval(run, str(tmp_path))
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -128,12 +128,12 @@ def test_bad_run_settings_are_named(changes, message):
 
 def test_bad_backend_exit_rule_and_hparams_are_named(tmp_path):
   with pytest.raises(ValueError, match="unknown backend 'gpt9'|'gpt9'"):
-    train.train_eval(tiny_run("lerl", planner="gpt9"), str(tmp_path / "a"))
+    training.train_eval(tiny_run("lerl", planner="gpt9"), str(tmp_path / "a"))
   with pytest.raises(ValueError, match="unknown exit rule 'bored'"):
-    train.train_eval(tiny_run("dqn", scenario_overrides={"exit_rule": "bored"}),
+    training.train_eval(tiny_run("dqn", scenario_overrides={"exit_rule": "bored"}),
                      str(tmp_path / "b"))
   with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['lr'\]"):
-    train.train_eval(tiny_run("dqn"), str(tmp_path / "c"), {"lr": 0.1})
+    training.train_eval(tiny_run("dqn"), str(tmp_path / "c"), {"lr": 0.1})
   assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
@@ -169,7 +169,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
-  summary = train.train_eval(
+  summary = training.train_eval(
       tiny_run("lerl", scenario_overrides={"num_items": 40, "slate_size": 3}),
       str(tmp_path))
   assert summary["num_sessions"] == 12

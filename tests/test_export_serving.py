@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from lerl_recsim import bundle, serving
 from lerl_recsim.agents import (bundle_writer, dqn, policy_eval, run_config,
-                                runner, train)
+                                runner, training)
 from lerl_recsim.planner_environment import make_planned_env
 
 SECRET = "sk-test-secret-must-not-leak-4242"
@@ -27,7 +27,7 @@ SCENARIO = {"num_items": 60}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("run") / "run"
-  train.train_eval(run_config.RunConfig(
+  training.train_eval(run_config.RunConfig(
       agent="heuristic_dqn", num_iterations=5, num_users=8,
       num_eval_sessions=8, eval_interval=5, checkpoint_interval=5,
       log_interval=5, scenario_overrides=SCENARIO), str(root))
