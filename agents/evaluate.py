@@ -17,12 +17,11 @@ planner counts) goes to --output, which must not exist yet.
 
 from __future__ import annotations
 
-import json
-from typing import Any, Sequence
+from typing import Sequence
 
 from absl import app, flags, logging
 
-from lerl_recsim.agents import policy_eval
+from lerl_recsim.agents import flag_values, policy_eval
 from lerl_recsim.scenarios import registry
 
 FLAGS = flags.FLAGS
@@ -48,25 +47,14 @@ flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users, one session each.")
 flags.DEFINE_integer("seed", 0, "Seeds the evaluation users and the planner.")
 
 
-def json_flag(name: str, text: str | None) -> dict[str, Any]:
-  if text is None:
-    return {}
-  try:
-    value = json.loads(text)
-  except json.JSONDecodeError as error:
-    raise app.UsageError(f"--{name} is not valid JSON ({error}): {text!r}")
-  if not isinstance(value, dict):
-    raise app.UsageError(f"--{name} must be a JSON object, got {text!r}")
-  return value
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   logging.set_verbosity(logging.INFO)
-  overrides = json_flag("scenario_overrides", FLAGS.scenario_overrides)
+  overrides = flag_values.json_object("scenario_overrides",
+                                       FLAGS.scenario_overrides)
   if FLAGS.exit_rule is not None:
     overrides["exit_rule"] = FLAGS.exit_rule
-  exit_params = json_flag("exit_params", FLAGS.exit_params)
+  exit_params = flag_values.json_object("exit_params", FLAGS.exit_params)
   if exit_params:
     overrides["exit_params"] = exit_params
   summary = policy_eval.evaluate(
@@ -74,9 +62,7 @@ def main(argv: Sequence[str]) -> None:
       overrides=overrides, planner=FLAGS.planner,
       replan_every=FLAGS.replan_every,
       num_eval_sessions=FLAGS.num_eval_sessions, seed=FLAGS.seed)
-  print(json.dumps({name: summary[name] for name in
-                    ("cumulative_reward", "interaction_length", "step_reward",
-                     "num_sessions")}, indent=2))
+  print(flag_values.headline(summary))
 
 
 def run() -> None:

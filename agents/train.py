@@ -14,12 +14,11 @@ run resumes from its last checkpoint; a finished run is reused.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 from absl import app, flags, logging
 
-from lerl_recsim.agents import run_config, training
+from lerl_recsim.agents import flag_values, run_config, training
 from lerl_recsim.scenarios import registry
 
 FLAGS = flags.FLAGS
@@ -56,25 +55,14 @@ flags.DEFINE_string("hparams", None, "Agent-family hyper-parameters as JSON, "
                     'e.g. \'{"learning_rate": 0.0005}\'.')
 
 
-def parse_json_flag(name: str, text: str | None) -> dict[str, Any]:
-  if text is None:
-    return {}
-  try:
-    value = json.loads(text)
-  except json.JSONDecodeError as error:
-    raise app.UsageError(f"--{name} is not valid JSON ({error}): {text!r}")
-  if not isinstance(value, dict):
-    raise app.UsageError(f"--{name} must be a JSON object, got {text!r}")
-  return value
-
-
 def scenario_overrides_from_flags() -> dict[str, Any]:
-  overrides = parse_json_flag("scenario_overrides", FLAGS.scenario_overrides)
+  overrides = flag_values.json_object("scenario_overrides",
+                                       FLAGS.scenario_overrides)
   for name in ("exit_rule", "num_items", "slate_size", "max_session_length",
                "data_dir"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
-  exit_params = parse_json_flag("exit_params", FLAGS.exit_params)
+  exit_params = flag_values.json_object("exit_params", FLAGS.exit_params)
   if exit_params:
     overrides["exit_params"] = exit_params
   return overrides
@@ -93,11 +81,9 @@ def main(argv: Sequence[str]) -> None:
       checkpoint_interval=FLAGS.checkpoint_interval,
       log_interval=FLAGS.log_interval, seed=FLAGS.seed,
       planner_cache=FLAGS.planner_cache)
-  summary = training.train_eval(run, FLAGS.root_dir,
-                                parse_json_flag("hparams", FLAGS.hparams))
-  print(json.dumps({name: summary[name] for name in
-                    ("cumulative_reward", "interaction_length", "step_reward",
-                     "num_sessions")}, indent=2))
+  hparams = flag_values.json_object("hparams", FLAGS.hparams)
+  summary = training.train_eval(run, FLAGS.root_dir, hparams)
+  print(flag_values.headline(summary))
 
 
 def run() -> None:
