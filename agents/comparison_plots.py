@@ -19,6 +19,7 @@ from lerl_recsim import metrics
 from lerl_recsim.agents import comparison
 
 Condition = tuple[str, str]
+MIN_ACTIVE_SHARE = 0.1
 
 
 def read_history(directory: pathlib.Path) -> dict[int, dict[str, Any]]:
@@ -52,6 +53,15 @@ def plot_band(axes: Axes, x: np.ndarray, matrix: np.ndarray, label: str,
                       linewidth=0)
 
 
+def plot_level(axes: Axes, values: np.ndarray, label: str, color: Any) -> None:
+  """An untrained (scripted) method's one evaluation, as a dashed level."""
+  mean, ci95 = band(values[:, None])
+  axes.axhline(mean[0], color=color, linestyle="--", label=label)
+  if np.isfinite(ci95[0]):
+    axes.axhspan(mean[0] - ci95[0], mean[0] + ci95[0], color=color, alpha=0.1,
+                 linewidth=0)
+
+
 def layout(runs: Sequence[comparison.ComparisonRun]
            ) -> tuple[list[Condition], list[comparison.Method]]:
   conditions = list(dict.fromkeys(run.condition for run in runs))
@@ -82,7 +92,8 @@ def finish(figure: Figure, axes: np.ndarray, path: pathlib.Path) -> pathlib.Path
 
 def learning_curves(runs: Sequence[comparison.ComparisonRun],
                     output_dir: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
-  """Evaluation cumulative reward and interaction length by iteration."""
+  """Evaluation cumulative reward and interaction length by iteration;
+  methods evaluated once (scripted agents) are dashed levels."""
   names = ("cumulative_reward", "interaction_length")
   conditions, methods = layout(runs)
   figure, axes = new_figure(len(conditions), len(names))
@@ -100,8 +111,11 @@ def learning_curves(runs: Sequence[comparison.ComparisonRun],
       for j, name in enumerate(names):
         matrix = np.array([[h[t][name]["mean"] for t in iterations]
                            for h in histories])
-        plot_band(axes[i, j], np.array(iterations), matrix, method.label,
-                  f"C{k}")
+        if len(iterations) > 1:
+          plot_band(axes[i, j], np.array(iterations), matrix, method.label,
+                    f"C{k}")
+        else:
+          plot_level(axes[i, j], matrix[:, 0], method.label, f"C{k}")
   return finish(figure, axes, path)
 
 
@@ -109,7 +123,10 @@ def exposure(runs: Sequence[comparison.ComparisonRun], output_dir: pathlib.Path,
              path: pathlib.Path) -> pathlib.Path:
   """How fast each method narrows a session's categories (the filter
   bubble), from the final evaluation's `exposure_curve`, and how many
-  sessions are still running at each step."""
+  sessions are still running at each step.
+
+  The narrowing panels stop where fewer than MIN_ACTIVE_SHARE of a seed's
+  sessions are still running."""
   panels = (("category_coverage", "distinct categories so far"),
             ("majority_category_share", "majority-category share so far"),
             ("active_share", "share of sessions still running"))
@@ -126,8 +143,10 @@ def exposure(runs: Sequence[comparison.ComparisonRun], output_dir: pathlib.Path,
                 if s is not None and "exposure_curve" in s]
       if not curves:
         continue
-      # Every seed still has sessions up to the shortest curve.
-      common = min(len(c["step"]) for c in curves)
+      # Narrowing is drawn while every seed has at least MIN_ACTIVE_SHARE of
+      # its sessions running: the last few sessions' average is noise.
+      common = min(sum(a >= MIN_ACTIVE_SHARE * c["active_sessions"][0]
+                       for a in c["active_sessions"]) for c in curves)
       longest = max(len(c["step"]) for c in curves)
       for j, (key, _) in enumerate(panels[:2]):
         matrix = np.array([c[key][:common] for c in curves])

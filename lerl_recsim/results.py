@@ -33,11 +33,14 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
   os.replace(temporary, path)
 
 
-def claim_directory(root_dir: str | os.PathLike,
-                    config: Mapping[str, Any]) -> pathlib.Path:
-  """Creates `root_dir` for `config`, or checks it already belongs to it."""
+def claim_directory(root_dir: str | os.PathLike, config: Mapping[str, Any],
+                    config_name: str = "config.json") -> pathlib.Path:
+  """Creates `root_dir` for `config`, or checks it already belongs to it.
+
+  The configuration is saved as `config_name` in `root_dir`.
+  """
   root = pathlib.Path(root_dir)
-  config_path = root / "config.json"
+  config_path = root / config_name
   if config_path.exists():
     try:
       saved = json.loads(config_path.read_text())
@@ -50,7 +53,7 @@ def claim_directory(root_dir: str | os.PathLike,
                        if saved.get(key) != _normalise(config).get(key))
       raise ConfigMismatchError(
           f"{root} holds a run with a different configuration (differs in "
-          f"{changed}); choose another --root_dir or remove that run")
+          f"{changed}); choose another directory or remove that run")
   else:
     write_json_atomic(config_path, _normalise(config))
   return root

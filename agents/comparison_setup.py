@@ -1,0 +1,217 @@
+"""Checking and expanding a comparison's input; writing its results.
+
+Kept apart from the `lerl-compare` binary (which only maps flags onto these
+functions) so that every check can be called, and tested, without absl
+flags: `lerl-train` defines flags of the same names.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+import sys
+from typing import Any, Sequence
+
+import lerl_recsim
+from lerl_recsim import results
+from lerl_recsim.agents import comparison, comparison_plots, run_config
+from lerl_recsim.planner import backends
+from lerl_recsim.scenarios import exit_rules, registry
+
+TRAIN_SETTINGS = ("num_iterations", "num_eval_sessions", "num_users",
+                  "eval_interval", "checkpoint_interval", "log_interval",
+                  "replan_every")
+SCENARIO_FLAGS = ("num_items", "slate_size", "max_session_length", "data_dir")
+
+
+def check_unique(flag: str, values: Sequence[str]) -> None:
+  if not values:
+    raise ValueError(f"--{flag} is empty; give at least one name")
+  repeated = sorted({v for v in values if values.count(v) > 1})
+  if repeated:
+    raise ValueError(f"--{flag} lists {repeated} more than once")
+
+
+def check_known(flag: str, values: Sequence[str], known: Sequence[str]) -> None:
+  check_unique(flag, values)
+  unknown = [v for v in values if v not in known]
+  if unknown:
+    raise ValueError(f"--{flag}: unknown {unknown}; accepted: {sorted(known)}")
+
+
+def check_planner(backend: str) -> None:
+  """Fails on a backend string no run could use, before any run starts."""
+  kind, _, argument = backend.partition(":")
+  if backend == "heuristic" or (kind in ("openai", "ollama") and argument):
+    return
+  if backend == "embedded":
+    backends.embedded_model_path()
+  elif kind == "gguf" and argument:
+    if not os.path.isfile(argument):
+      raise ValueError(f"--planners: {backend!r} names no file ({argument!r})")
+  else:
+    raise ValueError(
+        f"--planners: unknown backend {backend!r}; expected embedded, "
+        "heuristic, gguf:PATH, openai:MODEL or ollama:MODEL")
+
+
+def agent_methods(agents: Sequence[str], planners: Sequence[str]
+                  ) -> list[comparison.Method]:
+  """The compared methods: an agent that plans with the planner flag runs
+  once per backend in --planners, unless written AGENT+PLANNER."""
+  check_unique("agents", agents)
+  methods = []
+  for text in agents:
+    agent, pinned, backend = text.partition("+")
+    if agent not in run_config.AGENTS:
+      raise ValueError(f"--agents: unknown agent {agent!r} in {text!r}; "
+                       f"accepted: {sorted(run_config.AGENTS)}")
+    takes_planner = run_config.AGENTS[agent].planner == "flag"
+    if pinned and not takes_planner:
+      raise ValueError(f"--agents: {text!r} pins a planner, but {agent!r} "
+                       "takes none; planning agents: " + ", ".join(
+                           a for a, s in run_config.AGENTS.items()
+                           if s.planner == "flag"))
+    if not takes_planner:
+      methods.append(comparison.Method(agent))
+      continue
+    chosen = [backend] if pinned else list(planners)
+    check_unique("planners", chosen)
+    for choice in chosen:
+      check_planner(choice)
+      methods.append(comparison.Method(agent, choice))
+  labels = [m.label for m in methods]
+  check_unique("agents (with their planners)", labels)
+  return methods
+
+
+def parse_overrides(text: str | None, flag_values: dict[str, Any]
+                    ) -> dict[str, Any]:
+  try:
+    overrides = json.loads(text) if text else {}
+  except json.JSONDecodeError as error:
+    raise ValueError(f"--scenario_overrides is not valid JSON ({error}): "
+                     f"{text!r}") from None
+  if not isinstance(overrides, dict):
+    raise ValueError(f"--scenario_overrides must be a JSON object, got {text!r}")
+  fixed = sorted({"exit_rule", "exit_params"} & set(overrides))
+  if fixed:
+    raise ValueError(f"--scenario_overrides sets {fixed}; choose exit rules "
+                     "with --exit_rules")
+  overrides.update({k: v for k, v in flag_values.items() if v is not None})
+  return overrides
+
+
+def plan(agents: Sequence[str], scenarios: Sequence[str],
+         exit_rule_names: Sequence[str], planners: Sequence[str],
+         num_seeds: int, parallel: int, reference: str,
+         train: dict[str, int], scenario_overrides: dict[str, Any]
+         ) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
+                    comparison.Method]:
+  """Checks every input and expands the grid of runs.
+
+  Returns the comparison's configuration (what comparison.json holds), its
+  runs in execution order and the reference method. Raises ValueError (or
+  ImportError for a missing planner model) naming the bad value.
+  """
+  methods = agent_methods(agents, planners)
+  check_known("scenarios", scenarios, list(registry.SCENARIOS))
+  check_unique("exit_rules", exit_rule_names)
+  rules = [comparison.ExitRuleChoice.parse(text) for text in exit_rule_names]
+  for rule in rules:
+    if rule.name not in exit_rules.EXIT_RULES:
+      raise ValueError(f"--exit_rules: unknown exit rule {rule.name!r} in "
+                       f"{rule.label!r}; accepted: {sorted(exit_rules.EXIT_RULES)}")
+    try:
+      exit_rules.resolve_exit_rule(rule.name, rule.params, None)
+    except ValueError as error:
+      raise ValueError(f"--exit_rules: {rule.label!r}: {error}") from None
+  for name, value in (("num_seeds", num_seeds), ("parallel", parallel)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
+  runs = comparison.grid(scenarios, rules, methods, num_seeds)
+  for scenario in scenarios:
+    for rule in rules:
+      overrides = {**scenario_overrides, "exit_rule": rule.name,
+                   "exit_params": rule.params}
+      registry.build_scenario(scenario, num_users=1, seed=0, **overrides)
+      for method in methods:
+        run_config.RunConfig(
+            agent=method.agent, scenario=scenario, scenario_overrides=overrides,
+            planner=method.planner or run_config.DEFAULT_PLANNER, **train)
+  directories = [run.relative_path for run in runs]
+  if len(set(directories)) != len(directories):
+    raise ValueError("two methods map to one run directory; planner backends "
+                     f"{list(planners)} differ only in characters that paths "
+                     "cannot hold")
+  config = {"agents": list(agents),
+            "planners": list(planners) if any(
+                "+" not in a and run_config.AGENTS[a].planner == "flag"
+                for a in agents) else [],
+            "scenarios": list(scenarios),
+            "exit_rules": [rule.label for rule in rules],
+            "num_seeds": num_seeds, "train": dict(train),
+            "scenario_overrides": scenario_overrides,
+            "lerl_recsim_version": lerl_recsim.__version__}
+  return config, runs, comparison.resolve_reference(reference, methods)
+
+
+def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
+                  output_dir: pathlib.Path) -> tuple[str, ...]:
+  """The `lerl-train` invocation of one run."""
+  command = [sys.executable, "-m", "lerl_recsim.agents.train",
+             f"--agent={run.method.agent}", f"--scenario={run.scenario}",
+             f"--exit_rule={run.exit_rule.name}", f"--seed={run.seed}",
+             f"--root_dir={run.directory(output_dir)}"]
+  command += [f"--{name}={value}" for name, value in config["train"].items()]
+  if run.exit_rule.params:
+    command.append(f"--exit_params={json.dumps(run.exit_rule.params)}")
+  if run.method.planner is not None:
+    command.append(f"--planner={run.method.planner}")
+  if config["scenario_overrides"]:
+    command.append(
+        f"--scenario_overrides={json.dumps(config['scenario_overrides'])}")
+  return tuple(command)
+
+
+def claim(output_dir: pathlib.Path, config: dict[str, Any]) -> int:
+  """Claims OUTPUT_DIR for `config` and locks it against a second sweep;
+  returns the lock's descriptor, held while this process lives."""
+  try:
+    results.claim_directory(output_dir, config, "comparison.json")
+  except results.ConfigMismatchError as error:
+    raise ValueError(f"--output_dir: {error}") from None
+  descriptor = os.open(output_dir / "comparison.lock", os.O_RDWR | os.O_CREAT)
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise ValueError(f"another lerl-compare is running in {output_dir}; wait "
+                     "for it or stop it first") from None
+  return descriptor
+
+
+def write_results(runs: Sequence[comparison.ComparisonRun],
+                  config: dict[str, Any], reference: comparison.Method,
+                  output_dir: pathlib.Path, results_dir: pathlib.Path,
+                  command: str) -> list[pathlib.Path]:
+  """results.md, results.csv and the plots, from the runs that finished;
+  `command` (what produced them) heads results.md."""
+  rows = comparison.build_table(runs, output_dir, reference)
+  train = config["train"]
+  header = [
+      f"Produced by lerl-recsim {lerl_recsim.__version__} with:",
+      "", "```", command, "```", "",
+      f"{config['num_seeds']} seeds per method; {train['num_iterations']} "
+      f"training iterations of {train['num_users']} users; "
+      f"{train['num_eval_sessions']} evaluation sessions per run.",
+  ]
+  plots = comparison_plots.write_all(runs, rows, output_dir, results_dir)
+  markdown = results_dir / "results.md"
+  markdown.write_text(
+      comparison.format_markdown(rows, reference, header) + "\n## Plots\n\n" +
+      "".join(f"![{path.stem}]({path.name})\n\n" for path in plots))
+  table = results_dir / "results.csv"
+  table.write_text(comparison.format_csv(rows, reference))
+  return [markdown, table, *plots]

@@ -1,0 +1,268 @@
+"""lerl-compare: input checks, the results table, plots, and a tiny sweep
+that crashes, is killed, and resumes."""
+
+import csv
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+from lerl_recsim import evaluation, metrics
+from lerl_recsim.agents import comparison, comparison_plots
+from lerl_recsim.agents import comparison_setup as setup
+
+TRAIN = {"num_iterations": 4, "num_eval_sessions": 10, "num_users": 8,
+         "eval_interval": 2, "checkpoint_interval": 1, "log_interval": 2,
+         "replan_every": 10}
+
+
+def hand_ci95(values):
+  values = np.asarray(values, float)
+  return (values.mean(), stats.t.ppf(0.975, len(values) - 1) *
+          values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def check_png(path: pathlib.Path) -> None:
+  assert path.stat().st_size > 5000, path
+  with Image.open(path) as image:
+    assert image.format == "PNG" and min(image.size) > 200
+    assert np.asarray(image.convert("L"), float).std() > 5.0  # not blank
+
+
+def test_exposure_curve_averages_the_sessions_still_running():
+  curve = evaluation.ExposureCurve()
+  curve.add(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]))
+  curve.add(np.array([[1.0, 1.0], [0.0, 2.0]]), np.array([True, True]))
+  curve.add(np.array([[3.0, 1.0], [9.0, 9.0]]), np.array([True, False]))
+  assert curve.to_dict() == {
+      "step": [1, 2, 3], "active_sessions": [2, 2, 1],
+      "category_coverage": [1.0, 1.5, 2.0],
+      "majority_category_share": [1.0, 0.75, 0.75]}
+
+
+def write_run(directory: pathlib.Path, seed: int, base: float,
+              planner: bool) -> dict:
+  """A finished run's files, as `lerl-train` writes them."""
+  summary = {name: {"mean": base + 0.1 * seed * (i + 1), "ci95": 0.0}
+             for i, name in enumerate(metrics.EPISODE_METRICS)}
+  summary["planner"] = {"train": {"llm_calls": 5.0 + seed,
+                                  "user_steps": 1000.0} if planner else {}}
+  summary["wall_time_s"] = 10.0 + seed
+  summary["exposure_curve"] = {
+      "step": [1, 2, 3], "active_sessions": [4, 3, 1],
+      "category_coverage": [1.0, 1.5 + base / 10, 2.0],
+      "majority_category_share": [1.0, 0.8, 0.6 + base / 100]}
+  (directory / "eval").mkdir(parents=True)
+  (directory / "summary.json").write_text(json.dumps(summary))
+  history = [{"iteration": t, "cumulative_reward": {"mean": base + t + seed},
+              "interaction_length": {"mean": base + seed}} for t in (2, 4)]
+  (directory / "eval" / "history.jsonl").write_text(
+      "\n".join(json.dumps(h) for h in history) + '\n{"cut short')
+  return summary
+
+
+def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
+  methods = [comparison.Method("dqn"), comparison.Method("lerl", "heuristic"),
+             comparison.Method("random")]
+  runs = comparison.grid(["interest_evolution"],
+                         [comparison.ExitRuleChoice("satisfaction")], methods,
+                         num_seeds=3)
+  base = {"dqn": 1.0, "lerl": 2.0, "random": 0.0}
+  summaries = {}
+  for run in runs[:-1]:  # random's seed 2 never finished
+    summaries[run] = write_run(run.directory(tmp_path), run.seed,
+                               base[run.method.agent], run.method.planner is not None)
+  reference = comparison.resolve_reference("dqn", methods)
+  rows = comparison.build_table(runs, tmp_path, reference)
+  assert [(r.method.label, r.seeds) for r in rows] == [
+      ("dqn", [0, 1, 2]), ("lerl+heuristic", [0, 1, 2]), ("random", [0, 1])]
+  for row in rows:
+    mine = [s for r, s in summaries.items() if r.method == row.method]
+    for column in comparison.COLUMNS:
+      values = [comparison.run_values(s)[column.key] for s in mine]
+      got = row.stats[column.key]
+      if column.key == "llm_calls_per_1k" and row.method.planner is None:
+        assert math.isnan(got["mean"])
+        continue
+      assert (got["mean"], got["ci95"]) == pytest.approx(hand_ci95(values))
+      if row.method != reference:
+        dqn = [comparison.run_values(s)[column.key]
+               for r, s in summaries.items() if r.method == reference]
+        assert got["p"] == pytest.approx(
+            stats.ttest_ind(values, dqn, equal_var=False).pvalue, nan_ok=True)
+  assert rows[1].stats["llm_calls_per_1k"]["mean"] == pytest.approx(6.0)
+
+  markdown = comparison.format_markdown(rows, reference, ["header line"])
+  lerl_row = next(l for l in markdown.splitlines() if l.startswith("| lerl+"))
+  random_row = next(l for l in markdown.splitlines() if l.startswith("| random"))
+  assert "| dqn (reference) | 3/3 |" in markdown and "| 2/3 |" in random_row
+  # lerl has the highest reward (bold) and, being higher, the worst
+  # repetition; random the lowest repetition rate (bold: lower is better).
+  assert lerl_row.split(" | ")[2].startswith("**2.10 ± ")
+  assert random_row.split(" | ")[6].startswith("**")
+  assert "†" in lerl_row and "Welch's t-test" in markdown
+  assert random_row.split(" | ")[8] == "—"
+
+  table = list(csv.DictReader(comparison.format_csv(rows, reference).splitlines()))
+  assert [r["method"] for r in table] == ["dqn", "lerl+heuristic", "random"]
+  assert float(table[1]["cumulative_reward_mean"]) == pytest.approx(2.1)
+  assert table[2]["num_seeds_finished"] == "2" and table[0]["reference"] == "dqn"
+
+  for path in comparison_plots.write_all(runs, rows, tmp_path, tmp_path / "out"):
+    check_png(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"agents": ["dqn", "sarsa"]}, r"--agents: unknown agent 'sarsa'"),
+    ({"agents": ["dqn", "dqn"]}, r"--agents lists \['dqn'\] more than once"),
+    ({"agents": ["dqn+heuristic"]}, r"pins a planner, but 'dqn' takes none"),
+    ({"scenarios": ["mars"]}, r"--scenarios: unknown \['mars'\]"),
+    ({"exit_rule_names": ["boredom"]}, r"unknown exit rule 'boredom'"),
+    ({"exit_rule_names": ["category_window:cirs"]},
+     r"'category_window:cirs': unknown preset 'cirs'"),
+    ({"agents": ["lerl"], "planners": ["gpt"]},
+     r"--planners: unknown backend 'gpt'; expected embedded"),
+    ({"agents": ["lerl"], "planners": ["gguf:/no/such.gguf"]},
+     r"'gguf:/no/such.gguf' names no file"),
+    ({"num_seeds": 0}, r"--num_seeds must be an int >= 1, got 0"),
+    ({"parallel": 0}, r"--parallel must be an int >= 1, got 0"),
+    ({"train": {**TRAIN, "num_iterations": 0}},
+     r"num_iterations must be an int >= 1, got 0"),
+    ({"reference": "ppo"}, r"reference 'ppo' is not a compared method"),
+    ({"agents": ["lerl", "random"], "planners": ["heuristic", "fake-x"],
+      "reference": "lerl"}, r"unknown backend 'fake-x'"),
+    ({"scenario_overrides": {"num_items": 0}}, r"num_items"),
+])
+def test_bad_input_is_named_before_any_run(changes, message):
+  arguments = dict(agents=["dqn", "random"], scenarios=["interest_evolution"],
+                   exit_rule_names=["satisfaction"], planners=["heuristic"],
+                   num_seeds=2, parallel=1, reference="dqn", train=TRAIN,
+                   scenario_overrides={})
+  arguments.update(changes)
+  with pytest.raises(ValueError, match=message):
+    setup.plan(**arguments)
+
+
+def test_ambiguous_reference_and_overrides_that_set_the_exit_rule():
+  methods = setup.agent_methods(["lerl", "dqn"], ["heuristic", "openai:m"])
+  assert [m.label for m in methods] == ["lerl+heuristic", "lerl+openai:m", "dqn"]
+  with pytest.raises(ValueError, match=r"reference 'lerl' is ambiguous"):
+    comparison.resolve_reference("lerl", methods)
+  assert comparison.resolve_reference("lerl+heuristic", methods) == methods[0]
+  with pytest.raises(ValueError, match=r"sets \['exit_rule'\]; choose exit rules"):
+    setup.parse_overrides('{"exit_rule": "temper"}', {})
+  with pytest.raises(ValueError, match=r"--scenario_overrides is not valid JSON"):
+    setup.parse_overrides("{num_items: 3}", {})
+
+
+def test_output_dir_of_another_comparison_or_a_running_one_is_refused(tmp_path):
+  config, _, _ = setup.plan(["random"], ["interest_evolution"], ["satisfaction"],
+                            [], 1, 1, "random", TRAIN, {})
+  lock = setup.claim(tmp_path, config)
+  assert json.loads((tmp_path / "comparison.json").read_text())["agents"] == [
+      "random"]
+  with pytest.raises(ValueError, match=r"another lerl-compare is running in"):
+    setup.claim(tmp_path, config)
+  os.close(lock)
+  with pytest.raises(ValueError, match=r"--output_dir: .* different "
+                     r"configuration \(differs in \['num_seeds'\]\)"):
+    setup.claim(tmp_path, {**config, "num_seeds": 2})
+
+
+def processes_mentioning(text: str) -> list[str]:
+  found = []
+  for entry in pathlib.Path("/proc").iterdir():
+    try:
+      command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+      continue
+    if text in command and entry.name != str(os.getpid()):
+      found.append(command)
+  return found
+
+
+def test_tiny_comparison_crashes_is_killed_resumes_and_tabulates(tmp_path):
+  output = tmp_path / "cmp"
+  command = [sys.executable, "-m", "lerl_recsim.agents.compare",
+             "--agents=random,dqn", "--num_seeds=2", "--num_items=40",
+             "--parallel=2", f"--output_dir={output}"] + [
+                 f"--{k}={v}" for k, v in TRAIN.items() if k != "replan_every"]
+  environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  runs = {(r.method.agent, r.seed): r for r in comparison.grid(
+      ["interest_evolution"], [comparison.ExitRuleChoice("satisfaction")],
+      [comparison.Method("random"), comparison.Method("dqn")], 2)}
+  # A run that will crash: its directory holds another run's configuration.
+  broken = runs["random", 1].directory(output)
+  broken.mkdir(parents=True)
+  (broken / "config.json").write_text('{"another": "run"}')
+
+  sweep = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+  checkpoints = [runs["dqn", s].directory(output) / "train" / "checkpoints" /
+                 "checkpoint" for s in (0, 1)]
+  deadline = time.monotonic() + 240
+  while not any(p.exists() for p in checkpoints):
+    assert sweep.poll() is None and time.monotonic() < deadline, "no checkpoint"
+    time.sleep(0.2)
+  sweep.send_signal(signal.SIGTERM)
+  first_output, _ = sweep.communicate(timeout=60)
+  assert sweep.returncode == 128 + signal.SIGTERM, first_output
+  assert "FAILED interest_evolution/satisfaction/random/seed 1" in first_output
+  assert "different configuration" in runs["random", 1].log(output).read_text()
+  assert not processes_mentioning(str(output))  # the runs were stopped too
+  finished = runs["random", 0].directory(output) / "summary.json"
+  reused_mtime = finished.stat().st_mtime_ns
+  assert not any((runs["dqn", s].directory(output) / "summary.json").exists()
+                 for s in (0, 1))
+
+  (broken / "config.json").unlink()  # repaired: the rerun retries it
+  second = subprocess.run(command, env=environment, capture_output=True,
+                          text=True, timeout=300)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "1 finished run(s) reused" in second.stderr
+  assert finished.stat().st_mtime_ns == reused_mtime
+  assert any("resuming" in runs["dqn", s].log(output).read_text()
+             for s in (0, 1))
+
+  summaries = {key: json.loads((r.directory(output) / "summary.json").read_text())
+               for key, r in runs.items()}
+  for summary in summaries.values():
+    curve = summary["exposure_curve"]
+    assert curve["active_sessions"][0] == summary["num_sessions"] == 10
+    assert curve["category_coverage"][0] == 1.0  # one single-category item
+    assert min(curve["active_sessions"]) > 0
+    assert np.all(np.diff(curve["active_sessions"]) <= 0)
+  table = {row["method"]: row for row in
+           csv.DictReader((output / "results.csv").read_text().splitlines())}
+  for agent in ("random", "dqn"):
+    for name in ("cumulative_reward", "interaction_length", "repetition_rate"):
+      values = [summaries[agent, s][name]["mean"] for s in (0, 1)]
+      mean, ci95 = hand_ci95(values)
+      assert float(table[agent][f"{name}_mean"]) == pytest.approx(mean)
+      assert float(table[agent][f"{name}_ci95"]) == pytest.approx(ci95)
+  rewards = {agent: [summaries[agent, s]["cumulative_reward"]["mean"]
+                     for s in (0, 1)] for agent in ("random", "dqn")}
+  assert float(table["random"]["cumulative_reward_p_vs_reference"]) == (
+      pytest.approx(stats.ttest_ind(rewards["random"], rewards["dqn"],
+                                    equal_var=False).pvalue, nan_ok=True))
+  markdown = (output / "results.md").read_text()
+  assert "| dqn (reference) | 2/2 |" in markdown and "lerl-compare --agents" in markdown
+  for name in ("learning_curves", "category_exposure", "results_bars"):
+    check_png(output / f"{name}.png")
+
+  # The same directory with another configuration: refused, nothing run.
+  refused = subprocess.run(command + ["--num_seeds=3"], env=environment,
+                           capture_output=True, text=True, timeout=120)
+  assert refused.returncode != 0
+  assert "different configuration (differs in ['num_seeds'])" in refused.stderr
+  assert not (output / "runs" / "interest_evolution" / "satisfaction" / "dqn" /
+              "seed_2").exists()
