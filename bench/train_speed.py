@@ -1,6 +1,7 @@
 r"""End-to-end training throughput: dqn against lerl, measured in one run.
 
-For each agent: a masked double DQN with default hyper-parameters trains on
+For each agent: a masked double DQN with lerl-train's default
+hyper-parameters (read from `agents/dqn.py`) trains on
 the default scenario with 64 users (collect + gradient steps, as in
 lerl-train), after a warm-up; prints user-steps/s, and for lerl the
 planner's LLM calls and its overhead against dqn.
@@ -15,6 +16,7 @@ and its last quarter are printed.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 from absl import app, flags
@@ -30,23 +32,30 @@ flags.DEFINE_float("embedded_seconds", 180.0, "Wall-time budget of the "
                    "embedded-planner measurement (0 skips it).")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
 
-DQN_DEFAULTS = dict(fc_layer_params=(256, 128), learning_rate=1e-3, gamma=0.9,
-                    epsilon_greedy=0.1, target_update_period=100)
-LEARNER_DEFAULTS = dict(replay_capacity=100_000, batch_size=128,
-                        sequence_length=2, collect_steps=2, train_steps=1,
-                        initial_collect_steps=10)
+# lerl-train's defaults, read from the DQN family's train_eval.
+DEFAULTS = {name: parameter.default for name, parameter in
+            inspect.signature(dqn.train_eval).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+AGENT_OPTIONS = ("fc_layer_params", "learning_rate", "gamma", "epsilon_greedy",
+                 "target_update_period")
 
 
 def learner_for(env) -> learners.OffPolicyLearner:
-  return learners.OffPolicyLearner(dqn.make_agent(env, **DQN_DEFAULTS), env,
-                                   **LEARNER_DEFAULTS)
+  agent = dqn.make_agent(env, **{k: DEFAULTS[k] for k in AGENT_OPTIONS})
+  return dqn.learner(
+      agent, env, epsilon_greedy=DEFAULTS["epsilon_greedy"],
+      replay_capacity=DEFAULTS["replay_capacity"],
+      batch_size=DEFAULTS["batch_size"],
+      collect_steps=DEFAULTS["collect_steps_per_iteration"],
+      train_steps=DEFAULTS["train_steps_per_iteration"],
+      initial_collect_steps=DEFAULTS["initial_collect_steps"])
 
 
 def timed(env, iterations: int | None, seconds: float | None) -> dict[str, float]:
   learner = learner_for(env)
   for _ in range(20):
     learner.run_iteration()
-  steps_per_iteration = env.batch_size * LEARNER_DEFAULTS["collect_steps"]
+  steps_per_iteration = env.batch_size * DEFAULTS["collect_steps_per_iteration"]
   marks = [(time.perf_counter(), 0)]
   done = 0
   while (iterations is not None and done < iterations) or (
