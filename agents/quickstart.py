@@ -24,7 +24,7 @@ from lerl_recsim.agents import run_config, training
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", "runs/main", "Where the two runs are written.")
 flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER, "LERL's planner backend.")
-flags.DEFINE_integer("num_iterations", 300, "Training iterations per agent.")
+flags.DEFINE_integer("num_iterations", 150, "Training iterations per agent.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh evaluation users.")
 flags.DEFINE_integer("seed", 0, "Seed of both runs.")
@@ -39,7 +39,7 @@ COLUMNS = (("cumulative_reward", "cumulative reward", 2),
 
 
 def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNER,
-                         num_iterations: int = 300, num_users: int = 64,
+                         num_iterations: int = 150, num_users: int = 64,
                          num_eval_sessions: int = 500, seed: int = 0
                          ) -> dict[str, Any]:
   """Trains and evaluates both agents; returns their summaries and table.

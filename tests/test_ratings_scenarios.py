@@ -392,3 +392,20 @@ def test_movielens_rewards_diversity_over_greed(movielens_cache):
   assert total["diversifying"].mean() > total["myopic"].mean()
   assert step["oracle"].mean() > max(step[n].mean() for n in step
                                      if n != "oracle")
+
+
+@needs_movielens
+@pytest.mark.parametrize("agent", ["lerl", "dqn"])
+def test_agents_train_on_movielens(agent, movielens_cache, tmp_path):
+  from lerl_recsim.agents import run_config, training
+  run = run_config.RunConfig(
+      agent=agent, scenario="movielens", planner="heuristic", num_users=8,
+      num_iterations=4, num_eval_sessions=10, eval_interval=4,
+      checkpoint_interval=4, log_interval=4,
+      scenario_overrides={"data_dir": str(MOVIELENS_DIR),
+                          "cache_dir": movielens_cache})
+  summary = training.train_eval(run, str(tmp_path / agent))
+  assert summary["num_sessions"] == 10
+  assert summary["config"]["scenario"]["scenario"] == "movielens"
+  assert summary["config"]["scenario"]["num_items"] == 1286
+  assert (tmp_path / agent / "policy" / "saved_model.pb").exists()
