@@ -12,7 +12,6 @@ from typing import Any, Sequence
 import tensorflow as tf
 from tf_agents.bandits.agents import neural_epsilon_greedy_agent
 from tf_agents.environments import py_environment
-from tf_agents.specs import tensor_spec
 
 from lerl_recsim import environment as environment_lib
 from lerl_recsim.agents import learners, networks, run_config, runner
@@ -29,20 +28,12 @@ def make_agent(env: py_environment.PyEnvironment, *,
                fc_layer_params: Sequence[int], learning_rate: float,
                epsilon: float
                ) -> neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent:
-  scenario = runner.base_of(env).scenario
-  if scenario.slate_size != 1:
-    raise ValueError(
-        f"the myopic agent recommends one item per step; slate_size="
-        f"{scenario.slate_size} is not supported by it")
-  time_step_spec = tensor_spec.from_spec(env.time_step_spec())
-  action_spec = tensor_spec.from_spec(env.action_spec())
-  encoder = networks.ObservationEncoder(scenario.items.categories,
-                                        scenario.max_session_length)
+  inputs = networks.agent_inputs(env, "myopic")
   reward_net = networks.item_q_network(
-      time_step_spec.observation, action_spec, scenario.items.categories,
-      encoder, fc_layer_params)
+      inputs.time_step_spec.observation, inputs.action_spec,
+      inputs.item_categories, inputs.encoder, fc_layer_params)
   agent = neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent(
-      time_step_spec, action_spec, reward_network=reward_net,
+      inputs.time_step_spec, inputs.action_spec, reward_network=reward_net,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
       epsilon=epsilon,
       observation_and_action_constraint_splitter=integer_mask_splitter,

@@ -29,18 +29,15 @@ def make_agent(env: py_environment.PyEnvironment, *,
   With slates (k > 1) the agent itself acts on single items; `learner`
   wraps it in top-k slate policies (see `slate_policy`).
   """
-  scenario = runner.base_of(env).scenario
-  time_step_spec = tensor_spec.from_spec(env.time_step_spec())
-  action_spec = tensor_spec.from_spec(env.action_spec())
-  if scenario.slate_size > 1:
+  inputs = networks.agent_inputs(env, "DQN", slates_supported=True)
+  action_spec = inputs.action_spec
+  if action_spec.shape.rank:
     action_spec = slate_policy.item_spec(action_spec)
-  encoder = networks.ObservationEncoder(scenario.items.categories,
-                                        scenario.max_session_length)
-  q_net = networks.item_q_network(time_step_spec.observation, action_spec,
-                                  scenario.items.categories, encoder,
-                                  fc_layer_params)
+  q_net = networks.item_q_network(inputs.time_step_spec.observation,
+                                  action_spec, inputs.item_categories,
+                                  inputs.encoder, fc_layer_params)
   agent = dqn_agent.DdqnAgent(
-      time_step_spec, action_spec, q_network=q_net,
+      inputs.time_step_spec, action_spec, q_network=q_net,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
       observation_and_action_constraint_splitter=environment_lib.splitter,
       epsilon_greedy=epsilon_greedy, gamma=gamma,

@@ -8,12 +8,14 @@ value networks (and of their target copies).
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 from tf_agents.networks import (actor_distribution_network, mask_splitter_network,
                                 network, value_network)
+from tf_agents.specs import tensor_spec
 from tf_agents.typing import types
 
 from lerl_recsim import environment as environment_lib
@@ -140,3 +142,37 @@ def masked_actor_and_value_networks(
           input_tensor_spec=observation_spec),
       mask_splitter_network.MaskSplitterNetwork(
           environment_lib.splitter, value, input_tensor_spec=observation_spec))
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentInputs:
+  """What every agent family builds its networks from."""
+
+  time_step_spec: types.TimeStep
+  action_spec: types.BoundedTensorSpec
+  item_categories: np.ndarray
+  encoder: ObservationEncoder
+
+
+def agent_inputs(env: Any, agent_name: str,
+                 slates_supported: bool = False) -> AgentInputs:
+  """Tensor specs and the observation encoder for an agent on `env` (a
+  scenario environment, planned or not); rejects slates it cannot handle."""
+  scenario = base_environment(env).scenario
+  if scenario.slate_size != 1 and not slates_supported:
+    raise ValueError(
+        f"the {agent_name} agents recommend one item per step; slate_size="
+        f"{scenario.slate_size} is supported only by the DQN agents")
+  return AgentInputs(
+      time_step_spec=tensor_spec.from_spec(env.time_step_spec()),
+      action_spec=tensor_spec.from_spec(env.action_spec()),
+      item_categories=scenario.items.categories,
+      encoder=ObservationEncoder(scenario.items.categories,
+                                 scenario.max_session_length))
+
+
+def base_environment(env: Any) -> environment_lib.RecSimEnvironment:
+  """The scenario environment under any wrappers."""
+  while not isinstance(env, environment_lib.RecSimEnvironment):
+    env = env.wrapped_env()
+  return env

@@ -12,7 +12,6 @@ from typing import Any, Sequence
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.environments import py_environment
-from tf_agents.specs import tensor_spec
 
 from lerl_recsim.agents import learners, networks, run_config, runner
 
@@ -22,19 +21,12 @@ def make_agent(env: py_environment.PyEnvironment, *,
                gamma: float, lambda_value: float, num_epochs: int,
                importance_ratio_clipping: float,
                entropy_regularization: float) -> ppo_clip_agent.PPOClipAgent:
-  scenario = runner.base_of(env).scenario
-  if scenario.slate_size != 1:
-    raise ValueError(
-        f"the PPO agents recommend one item per step; slate_size="
-        f"{scenario.slate_size} is not supported by them")
-  time_step_spec = tensor_spec.from_spec(env.time_step_spec())
-  action_spec = tensor_spec.from_spec(env.action_spec())
-  encoder = networks.ObservationEncoder(scenario.items.categories,
-                                        scenario.max_session_length)
+  inputs = networks.agent_inputs(env, "PPO")
   actor, value = networks.masked_actor_and_value_networks(
-      time_step_spec.observation, action_spec, encoder, fc_layer_params)
+      inputs.time_step_spec.observation, inputs.action_spec, inputs.encoder,
+      fc_layer_params)
   agent = ppo_clip_agent.PPOClipAgent(
-      time_step_spec, action_spec,
+      inputs.time_step_spec, inputs.action_spec,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
       actor_net=actor, value_net=value, discount_factor=gamma,
       lambda_value=lambda_value, use_gae=True, num_epochs=num_epochs,

@@ -25,7 +25,7 @@ from tf_agents.utils import common
 import lerl_recsim
 from lerl_recsim import environment as environment_lib
 from lerl_recsim import evaluation, metrics, planner_environment, results
-from lerl_recsim.agents import learners
+from lerl_recsim.agents import learners, networks
 from lerl_recsim.agents import run_config as run_config_lib
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
@@ -42,8 +42,8 @@ class Learner(Protocol):
     ...
 
 
-def base_environment(run: run_config_lib.RunConfig, num_users: int,
-                     seed: int) -> environment_lib.RecSimEnvironment:
+def scenario_environment(run: run_config_lib.RunConfig, num_users: int,
+                         seed: int) -> environment_lib.RecSimEnvironment:
   return lerl_recsim.make_env(run.scenario, num_users=num_users, seed=seed,
                               **run.scenario_overrides)
 
@@ -52,9 +52,9 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int
                        ) -> tuple[py_environment.PyEnvironment,
                                   py_environment.PyEnvironment]:
   """Training and evaluation environments; both share one planner."""
-  train = base_environment(run, run.num_users, train_seed)
-  evaluation_env = base_environment(run, run.num_eval_sessions,
-                                    run.seed + EVAL_SEED_OFFSET)
+  train = scenario_environment(run, run.num_users, train_seed)
+  evaluation_env = scenario_environment(run, run.num_eval_sessions,
+                                        run.seed + EVAL_SEED_OFFSET)
   backend = run.planner_backend
   if backend is None:
     return train, evaluation_env
@@ -138,7 +138,7 @@ def train_and_evaluate(
     scripted_policy: builds a fixed py policy on the evaluation environment.
   """
   directory = RunDirectory(root_dir)
-  probe = base_environment(run, 1, run.seed)  # validates the scenario early
+  probe = scenario_environment(run, 1, run.seed)  # validates the scenario early
   config = {"run": run.to_dict(), "hyperparameters": dict(hyperparameters),
             "scenario": dict(probe.config),
             "lerl_recsim_version": lerl_recsim.__version__}
@@ -217,7 +217,7 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating."""
   window_start = time.perf_counter()
   window_steps = 0
-  recorder = base_of(train_env).episode_metrics
+  recorder = networks.base_environment(train_env).episode_metrics
   losses: list[float] = []
   while int(iteration.numpy()) < run.num_iterations:
     outcome = learner.run_iteration()
@@ -252,11 +252,6 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       run_evaluation(eval_env, policy_for_eval(learner.greedy_policy),
                      eval_writer, iteration, directory)
 
-
-def base_of(env: py_environment.PyEnvironment) -> environment_lib.RecSimEnvironment:
-  while not isinstance(env, environment_lib.RecSimEnvironment):
-    env = env.wrapped_env()
-  return env
 
 
 def run_evaluation(eval_env, policy, eval_writer, iteration, directory

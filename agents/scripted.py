@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lerl_recsim.agents import run_config, runner, sanity_policies
+from lerl_recsim.agents import networks, run_config, runner, sanity_policies
 
 SCRIPTED = {"random": sanity_policies.RandomPolicy,
             "oracle": sanity_policies.OraclePolicy}
@@ -20,5 +20,5 @@ def train_eval(run: run_config.RunConfig, root_dir: str) -> dict[str, Any]:
   policy_class = SCRIPTED[run.agent]
   return runner.train_and_evaluate(
       run, root_dir, make_learner=None, hyperparameters={},
-      scripted_policy=lambda env: policy_class(runner.base_of(env),
+      scripted_policy=lambda env: policy_class(networks.base_environment(env),
                                                seed=run.seed))
