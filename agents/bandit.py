@@ -47,8 +47,8 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
                learning_rate: float = 1e-3,
                epsilon: float = 0.1,
                replay_capacity: int = 100_000,
-               batch_size: int = 128,
-               collect_steps_per_iteration: int = 2,
+               batch_size: int = 256,
+               collect_steps_per_iteration: int = 4,
                train_steps_per_iteration: int = 1,
                initial_collect_steps: int = 10) -> dict[str, Any]:
   """Trains and evaluates the one-step reward model (`myopic`).
