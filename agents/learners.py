@@ -114,14 +114,12 @@ class OffPolicyLearner:
     self._collect_steps = collect_steps
     self._initial_collect_steps = initial_collect_steps
     self._train_steps = train_steps
-    dataset = self.replay_buffer.as_dataset(
-        sample_batch_size=batch_size, num_steps=sequence_length,
-        num_parallel_calls=2).prefetch(2)
-    iterator = iter(dataset)
     prepare = prepare or (lambda experience: experience)
-    # Sampling inside the compiled step saves a Python round trip per batch.
-    self._train = common.function(
-        lambda: agent.train(prepare(next(iterator)[0])))
+    # Sampled inside the compiled step, synchronously: a prefetching dataset
+    # would sample while collection still adds, so runs would not repeat.
+    self._train = common.function(lambda: agent.train(prepare(
+        self.replay_buffer.get_next(sample_batch_size=batch_size,
+                                    num_steps=sequence_length)[0])))
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "replay_buffer": self.replay_buffer}

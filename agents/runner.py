@@ -148,7 +148,11 @@ def train_and_evaluate(
     logging.info("%s is a finished run; reusing its summary", directory.root)
     return json.loads(directory.summary.read_text())
 
-  tf.random.set_seed(run.seed)
+  # Same seed, same run: Keras draws unseeded initializer seeds from Python's
+  # `random`, so seed Python, NumPy and TensorFlow together, and ask for
+  # deterministic kernels.
+  tf.keras.utils.set_random_seed(run.seed)
+  tf.config.experimental.enable_op_determinism()
   iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
   learner = None
   checkpointer = None

@@ -198,3 +198,13 @@ def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
   np.testing.assert_allclose(
       np.sort(np.take_along_axis(allowed_q, greedy, axis=1), axis=1),
       np.sort(allowed_q, axis=1)[:, -3:])
+
+
+def test_same_seed_same_training_run(tmp_path):
+  first = training.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "a"))
+  second = training.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "b"))
+  other = training.train_eval(tiny_run("dqn", num_iterations=8, seed=3),
+                              str(tmp_path / "c"))
+  for name in metrics.EPISODE_METRICS:
+    assert first[name] == second[name]
+  assert any(first[name] != other[name] for name in metrics.EPISODE_METRICS)
