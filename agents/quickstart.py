@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import app, flags, logging
 
+from lerl_recsim import metrics
 from lerl_recsim.agents import run_config, training
 
 FLAGS = flags.FLAGS
@@ -75,7 +76,7 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
   for agent, summary in summaries.items():
     cells = [agent]
     for key, _, digits in COLUMNS:
-      cells.append(f"{summary[key]['mean']:.{digits}f} ± {summary[key]['ci95']:.{digits}f}")
+      cells.append(metrics.format_mean_ci(summary[key], digits))
     planner = summary["planner"]["train"]
     cells.append(f"{1000 * planner['llm_calls'] / planner['user_steps']:.1f}"
                  if planner.get("user_steps") else "—")

@@ -188,7 +188,7 @@ def train_and_evaluate(
     with train_writer.as_default(step=iteration):
       run_training(run, learner, train_env, eval_env, iteration, checkpointer,
                    directory, eval_writer)
-    evaluated = run_evaluation(eval_env, policy_for_eval(learner.greedy_policy),
+    evaluated = run_evaluation(eval_env, learners.eager_policy(learner.greedy_policy),
                                eval_writer, iteration, directory)
   else:
     evaluated = run_evaluation(eval_env, scripted_policy(eval_env),
@@ -210,10 +210,6 @@ def train_and_evaluate(
     save_reflections(train_env, directory)
   results.write_json_atomic(directory.summary, summary)
   return summary
-
-
-def policy_for_eval(policy: Any) -> py_policy.PyPolicy:
-  return learners.eager_policy(policy)
 
 
 def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
@@ -253,7 +249,7 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       checkpointer.save(global_step=iteration)
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
-      run_evaluation(eval_env, policy_for_eval(learner.greedy_policy),
+      run_evaluation(eval_env, learners.eager_policy(learner.greedy_policy),
                      eval_writer, iteration, directory)
 
 

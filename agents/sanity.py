@@ -89,8 +89,7 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
            "|---|---|---|---|---|---|---|"]
   for label, by_policy in table.items():
     for name, summary in by_policy.items():
-      cell = lambda key, digits=2: (f"{summary[key]['mean']:.{digits}f} ± "
-                                    f"{summary[key]['ci95']:.{digits}f}")
+      cell = lambda key, digits=2: metrics.format_mean_ci(summary[key], digits)
       lines.append(
           f"| {label} | {name} | {cell('cumulative_reward')} | "
           f"{cell('interaction_length', 1)} | {cell('step_reward', 3)} | "

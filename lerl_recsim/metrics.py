@@ -64,6 +64,11 @@ def mean_and_ci95(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(values.mean()), "ci95": float(half_width)}
 
 
+def format_mean_ci(statistic: Mapping[str, float], digits: int) -> str:
+  """"mean ± ci95" of a `mean_and_ci95` result, for tables."""
+  return f"{statistic['mean']:.{digits}f} ± {statistic['ci95']:.{digits}f}"
+
+
 class EpisodeMetricsRecorder:
   """Accumulates the metrics of every session that ends."""
 
