@@ -61,6 +61,11 @@ flags.DEFINE_integer("checkpoint_interval", 200,
 flags.DEFINE_integer("log_interval", 100, "Iterations between progress lines.")
 flags.DEFINE_integer("replan_every", run_config.RunConfig.replan_every,
                      "K: steps between a user's plans.")
+flags.DEFINE_string("planner_cache", "planner_cache.sqlite",
+                    "SQLite cache of the LLM planners' answers, shared by all "
+                    "runs (greedy decoding makes a cached answer the one the "
+                    "model would give); relative to --output_dir; empty for "
+                    "none.")
 flags.DEFINE_integer("num_items", None, "Scenario override: catalogue size.")
 flags.DEFINE_integer("slate_size", None, "Scenario override: slate size.")
 flags.DEFINE_integer("max_session_length", None, "Scenario override: cap.")
@@ -82,7 +87,7 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.agents, FLAGS.scenarios, FLAGS.exit_rules, FLAGS.planners,
         FLAGS.num_seeds, FLAGS.parallel, FLAGS.reference,
         {name: getattr(FLAGS, name) for name in setup.TRAIN_SETTINGS},
-        overrides)
+        overrides, FLAGS.planner_cache)
     lock = setup.claim(output_dir, config)
   except (ValueError, ImportError, FileNotFoundError) as error:
     raise app.UsageError(str(error)) from None

@@ -100,10 +100,15 @@ class ComparisonRun:
 
 def grid(scenarios: Sequence[str], exit_rules: Sequence[ExitRuleChoice],
          methods: Sequence[Method], num_seeds: int) -> list[ComparisonRun]:
-  """Every run, in the order they execute: condition, method, seed."""
+  """Every run, in the order they execute: seed, condition, method.
+
+  Seed-major, so that a sweep stopped early holds whole seeds of every
+  method, and runs side by side are different methods (the LLM planners'
+  runs rarely share the cores with each other).
+  """
   return [ComparisonRun(scenario, rule, method, seed)
-          for scenario in scenarios for rule in exit_rules
-          for method in methods for seed in range(num_seeds)]
+          for seed in range(num_seeds) for scenario in scenarios
+          for rule in exit_rules for method in methods]
 
 
 @dataclasses.dataclass(frozen=True)

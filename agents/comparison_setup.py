@@ -107,13 +107,16 @@ def parse_overrides(text: str | None, flag_values: dict[str, Any]
 def plan(agents: Sequence[str], scenarios: Sequence[str],
          exit_rule_names: Sequence[str], planners: Sequence[str],
          num_seeds: int, parallel: int, reference: str,
-         train: dict[str, int], scenario_overrides: dict[str, Any]
+         train: dict[str, int], scenario_overrides: dict[str, Any],
+         planner_cache: str = ""
          ) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
                     comparison.Method]:
   """Checks every input and expands the grid of runs.
 
-  Returns the comparison's configuration (what comparison.json holds), its
-  runs in execution order and the reference method. Raises ValueError (or
+  `planner_cache` is the LLM planners' shared SQLite cache, relative to the
+  output directory ("" for none). Returns the comparison's configuration
+  (what comparison.json holds), its runs in execution order and the
+  reference method. Raises ValueError (or
   ImportError for a missing planner model) naming the bad value.
   """
   methods = agent_methods(agents, planners)
@@ -154,6 +157,7 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
             "exit_rules": [rule.label for rule in rules],
             "num_seeds": num_seeds, "train": dict(train),
             "scenario_overrides": scenario_overrides,
+            "planner_cache": planner_cache,
             "lerl_recsim_version": lerl_recsim.__version__}
   return config, runs, comparison.resolve_reference(reference, methods)
 
@@ -170,6 +174,9 @@ def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
     command.append(f"--exit_params={json.dumps(run.exit_rule.params)}")
   if run.method.planner is not None:
     command.append(f"--planner={run.method.planner}")
+    if config.get("planner_cache") and run.method.planner != "heuristic":
+      command.append(
+          f"--planner_cache={output_dir / config['planner_cache']}")
   if config["scenario_overrides"]:
     command.append(
         f"--scenario_overrides={json.dumps(config['scenario_overrides'])}")

@@ -13,30 +13,84 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment
-from tf_agents.policies import py_tf_eager_policy
+from tf_agents.policies import py_policy, py_tf_eager_policy, tf_policy
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import policy_step
+from tf_agents.trajectories import time_step as ts
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import trajectory as trajectory_lib
 from tf_agents.utils import common
 
 
-def eager_policy(policy: Any) -> py_tf_eager_policy.PyTFEagerPolicy:
+class CompiledPolicy(py_policy.PyPolicy):
+  """A stateless TF policy as a py policy over a batched environment, called
+  through one concrete function of flat tensors.
+
+  `PyTFEagerPolicy` calls a `tf.function` with the nested time step, and
+  matching that nest to a trace costs more Python time per step than the
+  policy's own ops; a concrete function over the flattened nest skips it.
+  """
+
+  def __init__(self, policy: tf_policy.TFPolicy):
+    if tf.nest.flatten(policy.policy_state_spec):
+      raise ValueError(f"{type(policy).__name__} keeps a policy state; "
+                       "CompiledPolicy serves stateless policies only")
+    super().__init__(tensor_spec.to_nest_array_spec(policy.time_step_spec),
+                     tensor_spec.to_nest_array_spec(policy.action_spec),
+                     info_spec=tensor_spec.to_nest_array_spec(policy.info_spec))
+    time_step_spec = policy.time_step_spec
+    batched = [tf.TensorSpec([None, *spec.shape], spec.dtype)
+               for spec in tf.nest.flatten(time_step_spec)]
+
+    def flat_action(*flat: tf.Tensor) -> list[tf.Tensor]:
+      time_step = tf.nest.pack_sequence_as(time_step_spec, list(flat))
+      return tf.nest.flatten(policy.action(time_step))
+
+    self._structure = policy.policy_step_spec
+    self._action_fn = tf.function(flat_action, autograph=False
+                                  ).get_concrete_function(*batched)
+
+  def _action(self, time_step: ts.TimeStep, policy_state: Any = ()
+              ) -> policy_step.PolicyStep:
+    outputs = self._action_fn(*map(tf.convert_to_tensor,
+                                   tf.nest.flatten(time_step)))
+    return tf.nest.pack_sequence_as(self._structure,
+                                    [output.numpy() for output in outputs])
+
+
+def eager_policy(policy: tf_policy.TFPolicy) -> py_policy.PyPolicy:
   """A TF policy as a compiled py policy over a batched environment."""
-  return py_tf_eager_policy.PyTFEagerPolicy(
-      policy, use_tf_function=True, batch_time_steps=False)
+  if tf.nest.flatten(policy.policy_state_spec):
+    return py_tf_eager_policy.PyTFEagerPolicy(
+        policy, use_tf_function=True, batch_time_steps=False)
+  return CompiledPolicy(policy)
 
 
 def observer_of(buffer: tf_uniform_replay_buffer.TFUniformReplayBuffer
                 ) -> Callable[[trajectory_lib.Trajectory], None]:
   """A compiled observer appending trajectories stacked on a time axis
-  ([B, T, ...]) one step at a time: one TF call per collection round."""
+  ([B, T, ...]) one step at a time: one TF call per collection round, to a
+  concrete function of flat tensors per round length T."""
+  spec = buffer.data_spec
+  compiled: dict[int, Any] = {}
 
-  @tf.function
-  def add(trajectories: trajectory_lib.Trajectory) -> None:
+  def compile_for(steps: int) -> Any:
+    def add(*flat: tf.Tensor) -> None:
+      trajectories = tf.nest.pack_sequence_as(spec, list(flat))
+      for t in range(steps):
+        buffer.add_batch(tf.nest.map_structure(lambda x: x[:, t], trajectories))
+
+    return tf.function(add, autograph=False).get_concrete_function(*[
+        tf.TensorSpec([None, steps, *s.shape], s.dtype)
+        for s in tf.nest.flatten(spec)])
+
+  def observe(trajectories: trajectory_lib.Trajectory) -> None:
     steps = tf.nest.flatten(trajectories)[0].shape[1]
-    for t in range(steps):
-      buffer.add_batch(tf.nest.map_structure(lambda x: x[:, t], trajectories))
+    if steps not in compiled:
+      compiled[steps] = compile_for(steps)
+    compiled[steps](*map(tf.convert_to_tensor, tf.nest.flatten(trajectories)))
 
-  return add
+  return observe
 
 
 class Collector:

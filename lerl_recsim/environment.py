@@ -110,7 +110,7 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     self._metrics = metrics_lib.EpisodeMetricsRecorder()
     self._build_specs()
     self._reset_fn = tf.function(self._reset_graph, autograph=False)
-    self._step_fn = tf.function(self._step_graph, autograph=False)
+    self._step_fn: Any = None  # traced once the state variables exist
     self._oracle_fn = tf.function(self._expected_engagement, autograph=False)
 
   # --- specs -----------------------------------------------------------
@@ -248,6 +248,9 @@ class RecSimEnvironment(py_environment.PyEnvironment):
         "discount": 1.0 - exit_state.get("left"),
         "observation": {name: history.get(name)
                         for name in session_history.OBSERVED_FIELDS},
+        # What the metrics of a session that ends on this step need.
+        "session": {name: history.get(name)
+                    for name in session_history.SESSION_TOTALS},
     }
 
   def _expected_engagement(self) -> tf.Tensor:
@@ -275,6 +278,13 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     seed = self._next_seed()
     if self._state is None:
       self._state = tf.nest.map_structure(tf.Variable, self._initial(seed))
+      # A concrete function of flat tensors: calling it skips matching the
+      # arguments to a trace, which costs as much as the step's ops.
+      self._step_fn = tf.function(self._step_graph, autograph=False
+                                  ).get_concrete_function(
+          tf.TensorSpec([self._num_users, self._scenario.slate_size], tf.int32),
+          tf.TensorSpec([self._num_users], tf.bool),
+          tf.TensorSpec([2], tf.int64))
     observed = self._reset_fn(seed)
     self._last = np.zeros(self._num_users, bool)
     return self._time_step(
@@ -292,16 +302,13 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     step_type = outputs["step_type"].numpy()
     self._last = step_type == ts.StepType.LAST
     if self._last.any():
-      self._record_finished_sessions(self._last)
+      self._metrics.record(
+          metrics_lib.session_metrics(
+              {name: tensor.numpy()[self._last]
+               for name, tensor in outputs["session"].items()}),
+          slots=np.flatnonzero(self._last))
     return self._time_step(step_type, outputs["reward"].numpy(),
                            outputs["discount"].numpy(), outputs["observation"])
-
-  def _record_finished_sessions(self, finished: np.ndarray) -> None:
-    history = self._state[story.HISTORY]
-    self._metrics.record(metrics_lib.session_metrics(
-        {name: history[name].numpy()[finished] for name in
-         ("total_engagement", "session_length", "category_counts", "repeats")}),
-        slots=np.flatnonzero(finished))
 
 
 def make_env(scenario: str = "interest_evolution", num_users: int = 64,

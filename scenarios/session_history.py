@@ -22,6 +22,9 @@ Space = field_spec.Space
 OBSERVED_FIELDS = ("item_history", "click_history", "response_history",
                    "category_counts", "category_engagement", "session_length",
                    "mean_engagement")
+# Fields that `metrics.session_metrics` summarises when a session ends.
+SESSION_TOTALS = ("total_engagement", "session_length", "category_counts",
+                  "repeats")
 
 
 def item_category_shares(categories: tf.Tensor) -> tf.Tensor:

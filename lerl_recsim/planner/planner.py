@@ -118,7 +118,9 @@ class Planner:
       the cache keeps answering in long runs.
     cache: LangChain cache for planner replies; by default in memory, or
       SQLite at `cache_path` (needs the `sqlite` extra) to survive restarts.
-    timeout_s: Limit for one batch call (plan or reflection).
+    timeout_s: Time allowed per request: a batch of n requests may take
+      n * timeout_s (a local model answers one request at a time), after
+      which its unanswered requests fall back.
     max_concurrency: Requests of a batch in flight at once.
     memo_size: Situations whose validated plan is kept in process memory
       (oldest out first); a hit there skips the chain and its overhead.
@@ -198,7 +200,7 @@ class Planner:
           lambda: chain.batch(inputs,
                               config={"max_concurrency": self.max_concurrency},
                               return_exceptions=True),
-          self.timeout_s)
+          self.timeout_s * len(inputs))
     except Exception as e:  # The whole batch failed (e.g. timed out).
       return [e] * len(inputs)
 
