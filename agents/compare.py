@@ -66,6 +66,10 @@ flags.DEFINE_string("planner_cache", "planner_cache.sqlite",
                     "runs (greedy decoding makes a cached answer the one the "
                     "model would give); relative to --output_dir; empty for "
                     "none.")
+flags.DEFINE_enum("planner_mode", "wait", run_config.PLANNER_MODES,
+                  "How training waits for LLM planners; comparisons wait by "
+                  "default, so that their tables repeat exactly (background: "
+                  "faster, see lerl-train --planner_mode).")
 flags.DEFINE_integer("num_items", None, "Scenario override: catalogue size.")
 flags.DEFINE_integer("slate_size", None, "Scenario override: slate size.")
 flags.DEFINE_integer("max_session_length", None, "Scenario override: cap.")

@@ -22,7 +22,7 @@ from lerl_recsim.scenarios import exit_rules, registry
 
 TRAIN_SETTINGS = ("num_iterations", "num_eval_sessions", "num_users",
                   "eval_interval", "checkpoint_interval", "log_interval",
-                  "replan_every")
+                  "replan_every", "planner_mode")
 SCENARIO_FLAGS = ("num_items", "slate_size", "max_session_length", "data_dir")
 
 

@@ -7,6 +7,7 @@ next state only consider allowed items.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import tensorflow as tf
@@ -105,14 +106,33 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
       initial_collect_steps=initial_collect_steps)
 
   def make_learner(env):
-    agent = make_agent(env, fc_layer_params=fc_layer_params,
-                       learning_rate=learning_rate, gamma=gamma,
-                       epsilon_greedy=epsilon_greedy,
-                       target_update_period=target_update_period)
-    return learner(agent, env, epsilon_greedy=epsilon_greedy,
-                   replay_capacity=replay_capacity, batch_size=batch_size,
-                   collect_steps=collect_steps_per_iteration,
-                   train_steps=train_steps_per_iteration,
-                   initial_collect_steps=initial_collect_steps)
+    return build_learner(env, **hyperparameters)
 
   return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)
+
+
+def default_hyperparameters() -> dict[str, Any]:
+  """`train_eval`'s keyword defaults: what lerl-train uses unless told."""
+  return {name: parameter.default for name, parameter in
+          inspect.signature(train_eval).parameters.items()
+          if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def build_learner(env: py_environment.PyEnvironment, *,
+                  fc_layer_params: Sequence[int], learning_rate: float,
+                  gamma: float, epsilon_greedy: float,
+                  target_update_period: int, replay_capacity: int,
+                  batch_size: int, collect_steps_per_iteration: int,
+                  train_steps_per_iteration: int,
+                  initial_collect_steps: int) -> learners.OffPolicyLearner:
+  """The agent and its replay learner from `train_eval`'s hyper-parameters
+  (also what the benchmarks train)."""
+  agent = make_agent(env, fc_layer_params=fc_layer_params,
+                     learning_rate=learning_rate, gamma=gamma,
+                     epsilon_greedy=epsilon_greedy,
+                     target_update_period=target_update_period)
+  return learner(agent, env, epsilon_greedy=epsilon_greedy,
+                 replay_capacity=replay_capacity, batch_size=batch_size,
+                 collect_steps=collect_steps_per_iteration,
+                 train_steps=train_steps_per_iteration,
+                 initial_collect_steps=initial_collect_steps)

@@ -9,6 +9,10 @@ from lerl_recsim import planner_environment
 from lerl_recsim.scenarios import registry
 
 DEFAULT_PLANNER = "embedded"
+# How training waits for the planner: "background" never waits (users in
+# situations the LLM has not answered yet get the heuristic plan meanwhile);
+# "wait" asks and waits, so a run repeats exactly. Evaluation always waits.
+PLANNER_MODES = ("background", "wait")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,7 @@ class RunConfig:
     seed: seeds environments, networks and exploration.
     planner_cache: optional SQLite file for the LLM planner's answers, so
       later runs (and resumed ones) reuse them instead of asking again.
+    planner_mode: one of PLANNER_MODES, for training.
   """
 
   agent: str
@@ -76,6 +81,7 @@ class RunConfig:
   log_interval: int = 100
   seed: int = 0
   planner_cache: str | None = None
+  planner_mode: str = "background"
 
   def __post_init__(self) -> None:
     if self.agent not in AGENTS:
@@ -84,6 +90,9 @@ class RunConfig:
       raise ValueError(f"unknown scenario {self.scenario!r}; accepted: "
                        f"{sorted(registry.SCENARIOS)}")
     planner_environment.check_replan_every(self.replan_every)
+    if self.planner_mode not in PLANNER_MODES:
+      raise ValueError(f"unknown planner_mode {self.planner_mode!r}; "
+                       f"accepted: {list(PLANNER_MODES)}")
     for name in ("num_users", "num_iterations", "num_eval_sessions",
                  "eval_interval", "checkpoint_interval", "log_interval"):
       value = getattr(self, name)
@@ -106,4 +115,5 @@ class RunConfig:
     values["planner"] = self.planner_backend
     if values["planner"] is None:
       values["replan_every"] = None
+      values["planner_mode"] = None
     return values

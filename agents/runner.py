@@ -63,6 +63,7 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int
   planned = planner_environment.make_planned_env(
       run.scenario, planner=backend, replan_every=run.replan_every,
       num_users=run.num_users, seed=train_seed,
+      wait_for_planner=run.planner_mode == "wait",
       planner_options=planner_options, **run.scenario_overrides)
   return planned, planner_environment.PlannedEnvironment(
       evaluation_env, planned.planner, run.replan_every, seed=run.seed)
@@ -79,6 +80,8 @@ def planner_counts(env: py_environment.PyEnvironment) -> dict[str, float]:
   return {"llm_calls": float(m.get("llm_calls", 0)),
           "cache_hits": float(m.get("cache_hits", 0)),
           "fallbacks": float(fallbacks),
+          "llm_plans": float(m.get("llm_plans", 0)),
+          "provisional_plans": float(m.get("provisional_plans", 0)),
           "user_steps": float(m.get("user_steps", 0))}
 
 
@@ -257,7 +260,14 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
 def run_evaluation(eval_env, policy, eval_writer, iteration, directory
                    ) -> tuple[dict[str, np.ndarray], dict[str, float],
                               evaluation.ExposureCurve]:
-  """One session per fresh evaluation user; records summaries and history."""
+  """One session per fresh evaluation user; records summaries and history.
+
+  Evaluation waits for every plan; requests training left queued in the
+  background are dropped first, so that they do not hold up its own (they
+  are asked again when training meets them again).
+  """
+  if isinstance(eval_env, planner_environment.PlannedEnvironment):
+    eval_env.planner.close()
   before = planner_counts(eval_env)
   exposure = evaluation.ExposureCurve()
   values = evaluation.evaluate_sessions(eval_env, policy, exposure)

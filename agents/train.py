@@ -36,6 +36,12 @@ flags.DEFINE_integer("replan_every", run_config.RunConfig.replan_every,
                      "K: steps between a user's plans (1 is LERL).")
 flags.DEFINE_string("planner_cache", None, "SQLite file caching the LLM "
                     "planner's answers across runs (needs langchain-community).")
+flags.DEFINE_enum("planner_mode", run_config.RunConfig.planner_mode,
+                  run_config.PLANNER_MODES,
+                  "background: training never waits for the LLM (users it "
+                  "has not answered yet get the heuristic plan meanwhile); "
+                  "wait: training waits, and the run repeats exactly. "
+                  "Evaluation always waits.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
 flags.DEFINE_integer("num_iterations", 1000, "Training iterations.")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
@@ -80,7 +86,7 @@ def main(argv: Sequence[str]) -> None:
       eval_interval=FLAGS.eval_interval,
       checkpoint_interval=FLAGS.checkpoint_interval,
       log_interval=FLAGS.log_interval, seed=FLAGS.seed,
-      planner_cache=FLAGS.planner_cache)
+      planner_cache=FLAGS.planner_cache, planner_mode=FLAGS.planner_mode)
   hparams = flag_values.json_object("hparams", FLAGS.hparams)
   summary = training.train_eval(run, FLAGS.root_dir, hparams)
   print(flag_values.headline(summary))

@@ -1,17 +1,22 @@
 """What the LLM planner costs: calls, cache hits and share of wall time, per K.
 
 For each K in --ks, a fresh planned environment (fresh in-memory cache) runs
---user_steps user-steps driven by --driver, and the planner's LLM calls per
-1,000 user-steps, cache hit rate and share of the loop's wall time are
-printed, cumulative and over the last quarter of the run (the steady state a
-long training run approaches). Then the heuristic backend at the default K,
-and the per-request latency of the model (distinct situations, uncached).
-A K whose run exceeds --max_seconds stops early and says so.
+--user_steps user-steps driven by --driver (by default lerl-train's DQN,
+collecting and training), and the planner's LLM calls per 1,000 user-steps,
+cache hit rate and share of the loop's wall time are printed, cumulative and
+over the last quarter of the run (the steady state a long training run
+approaches). Then the heuristic backend at the default K, and the
+per-request latency of the model (distinct situations, uncached). A K whose
+run exceeds --max_seconds stops early and says so.
+
+--planner_mode is lerl-train's: `background` (its default; training never
+waits, users the LLM has not answered yet get the heuristic plan, and the
+share of users planned by the LLM is printed) or `wait`.
 
 Run (about 10 minutes on 2 cores):
   python bench/planner_overhead.py
-Options: --backend=gguf:/path/model.gguf --ks=1,5,10 --user_steps=12800
-  --num_users=64 --max_seconds=150 --history_window=1
+Options: --backend=gguf:/path/model.gguf --ks=1,5,10 --user_steps=25600
+  --num_users=64 --max_seconds=150 --planner_mode=wait --driver=random
 """
 
 from __future__ import annotations
@@ -24,9 +29,8 @@ from absl import app, flags
 
 import lerl_recsim  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import numpy as np
-from tf_agents.trajectories import time_step as ts
 
-from lerl_recsim.agents import sanity_policies
+from lerl_recsim.agents import dqn, run_config, sanity_policies
 from lerl_recsim.planner import StepRecord, UserHistory, make_planner
 from lerl_recsim.planner_environment import (DEFAULT_REPLAN_EVERY,
                                              SCENARIO_PROMPT_CONFIG,
@@ -37,38 +41,48 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("backend", "embedded", "Planner backend to measure.")
 flags.DEFINE_list("ks", ["1", "5", "10"], "Replanning intervals K.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
-flags.DEFINE_integer("user_steps", 12_800, "User-steps per K.")
+flags.DEFINE_integer("user_steps", 25_600, "User-steps per K.")
 flags.DEFINE_float("max_seconds", 150.0, "Wall-time cap per K.")
 flags.DEFINE_integer("history_window", SCENARIO_PROMPT_CONFIG.history_window,
                      "Steps shown in the planner prompt.")
-flags.DEFINE_string("driver", "random", "What acts and learns: "
-                    "'random' (the random sanity policy; no learning).")
+flags.DEFINE_enum("driver", "dqn", ["dqn", "random"], "What acts and "
+                  "learns: 'dqn' (lerl-train's DQN: collect and train) or "
+                  "'random' (the random sanity policy; no learning).")
+flags.DEFINE_enum("planner_mode", run_config.RunConfig.planner_mode,
+                  run_config.PLANNER_MODES, "How training waits for the LLM.")
 flags.DEFINE_integer("latency_probes", 20, "Uncached requests timed.")
 flags.DEFINE_integer("seed", 0, "Seed of scenario and planner.")
 
 CALLS_TARGET = 50.0   # LLM calls per 1,000 user-steps.
 SHARE_TARGET = 0.25   # Planner share of wall time.
 
-# A driver gets the environment and returns one step of the loop: time step
-# in, next time step out (a training loop would also train in it).
-Driver = Callable[[PlannedEnvironment], Callable[[ts.TimeStep], ts.TimeStep]]
+# A driver gets the environment and returns what advances its loop by one
+# round: one step of a fixed policy, or one collect-and-train iteration.
+Driver = Callable[[PlannedEnvironment], Callable[[], None]]
 
 
-def random_driver(env: PlannedEnvironment) -> Callable[[ts.TimeStep],
-                                                       ts.TimeStep]:
+def random_driver(env: PlannedEnvironment) -> Callable[[], None]:
   policy = sanity_policies.RandomPolicy(env, seed=FLAGS.seed)
-  return lambda time_step: env.step(policy.action(time_step).action)
+  state = {"time_step": env.reset()}
+
+  def advance() -> None:
+    state["time_step"] = env.step(policy.action(state["time_step"]).action)
+
+  return advance
 
 
-DRIVERS: dict[str, Driver] = {"random": random_driver}
+def dqn_driver(env: PlannedEnvironment) -> Callable[[], None]:
+  return dqn.build_learner(env, **dqn.default_hyperparameters()).run_iteration
+
+
+DRIVERS: dict[str, Driver] = {"dqn": dqn_driver, "random": random_driver}
 
 
 def run(env: PlannedEnvironment, driver: Driver, user_steps: int,
         max_seconds: float) -> dict[str, Any]:
   """Drives env for user_steps; cumulative and last-quarter figures."""
-  step = driver(env)
+  advance = driver(env)
   start = time.perf_counter()
-  time_step = env.reset()
   snapshot: tuple[float, dict[str, float]] | None = None
   metrics = env.planner_metrics()
   stopped = False
@@ -76,7 +90,7 @@ def run(env: PlannedEnvironment, driver: Driver, user_steps: int,
     if time.perf_counter() - start > max_seconds:
       stopped = True
       break
-    time_step = step(time_step)
+    advance()
     metrics = env.planner_metrics()
     if snapshot is None and metrics["user_steps"] >= 0.75 * user_steps:
       snapshot = (time.perf_counter(), metrics)
@@ -109,6 +123,12 @@ def report(label: str, result: dict[str, Any]) -> None:
         f" fallbacks {m['fallbacks']:.0f} ({fallbacks or 'none'}); "
         f"widenings {m['widenings']:.0f}")
   print(f"  planner {m['planner_seconds']:.1f} s = {share:.1%} of wall time")
+  if m.get("users_planned"):
+    print(f"  users planned by the LLM: {m.get('llm_plan_share', 0):.1%} "
+          f"({m.get('llm_plans', 0):.0f}); provisional heuristic plans "
+          f"{m.get('provisional_plans', 0):.0f}; background worker busy "
+          f"{m.get('background_busy_s', 0):.0f} s, "
+          f"{m.get('background_pending', 0):.0f} requests still queued")
   if "tail" in result:
     tail = result["tail"]
     print(f"  last quarter: {tail['calls_per_1k']:.2f} LLM calls per 1,000 "
@@ -141,9 +161,11 @@ def main(argv: list[str]) -> None:
   for k in ks:
     env = make_planned_env(planner=FLAGS.backend, replan_every=k,
                            num_users=FLAGS.num_users, seed=FLAGS.seed,
+                           wait_for_planner=FLAGS.planner_mode == "wait",
                            planner_options={"prompt_config": prompt_config})
     results[k] = run(env, driver, FLAGS.user_steps, FLAGS.max_seconds)
-    report(f"{FLAGS.backend}, K={k}", results[k])
+    report(f"{FLAGS.backend}, K={k}, {FLAGS.planner_mode}", results[k])
+    env.planner.close()
   env = make_planned_env(planner="heuristic", replan_every=DEFAULT_REPLAN_EVERY,
                          num_users=FLAGS.num_users, seed=FLAGS.seed)
   report(f"heuristic, K={DEFAULT_REPLAN_EVERY}",
@@ -160,7 +182,7 @@ def main(argv: list[str]) -> None:
     share = m["planner_seconds"] / result["wall_s"]
     tail = result.get("tail", {})
     print(f"targets at the default K={DEFAULT_REPLAN_EVERY} "
-          f"(driver {FLAGS.driver}):")
+          f"(driver {FLAGS.driver}, planner_mode {FLAGS.planner_mode}):")
     print(f"  <= {CALLS_TARGET:.0f} LLM calls per 1,000 user-steps: "
           f"{'MET' if calls <= CALLS_TARGET else 'NOT MET'} ({calls:.2f})")
     print(f"  <= {SHARE_TARGET:.0%} planner share of wall time: "

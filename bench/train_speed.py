@@ -1,61 +1,51 @@
 r"""End-to-end training throughput: dqn against lerl, measured in one run.
 
 For each agent: a masked double DQN with lerl-train's default
-hyper-parameters (read from `agents/dqn.py`) trains on
-the default scenario with 64 users (collect + gradient steps, as in
-lerl-train), after a warm-up; prints user-steps/s, and for lerl the
-planner's LLM calls and its overhead against dqn.
+hyper-parameters (`dqn.default_hyperparameters()`) trains on the default
+scenario with 64 users (collect + gradient steps, as in lerl-train), after a
+warm-up; prints user-steps/s, and for lerl the planner's overhead against
+dqn measured here.
 
   python bench/train_speed.py
   python bench/train_speed.py --planner_cache=/tmp/planner.sqlite  # warm cache
 
-The embedded planner is measured over a fixed wall-time budget: with a cold
-cache its first minutes are dominated by LLM calls, so both the whole window
-and its last quarter are printed.
+The embedded planner runs as lerl-train trains by default, in the
+background (--planner_mode=background: training never waits, and users the
+LLM has not answered yet get the heuristic plan): it trains for the same
+iterations as dqn, and the share of users the LLM planned is printed. Then,
+waiting for every plan (--planner_mode=wait), for a fixed wall-time budget:
+with a cold cache its first minutes are dominated by LLM calls, so both the
+whole window and its last quarter are printed.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 
 from absl import app, flags
 
 import lerl_recsim
 from lerl_recsim import planner_environment
-from lerl_recsim.agents import dqn, learners
+from lerl_recsim.agents import dqn
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
-flags.DEFINE_integer("iterations", 300, "Timed iterations (dqn, heuristic).")
+flags.DEFINE_integer("iterations", 300, "Timed iterations (dqn, heuristic, "
+                     "embedded in the background).")
 flags.DEFINE_float("embedded_seconds", 180.0, "Wall-time budget of the "
-                   "embedded-planner measurement (0 skips it).")
+                   "embedded planner waiting for every plan (0 skips it).")
+flags.DEFINE_boolean("embedded", True, "Measure the embedded planner.")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
 
-# lerl-train's defaults, read from the DQN family's train_eval.
-DEFAULTS = {name: parameter.default for name, parameter in
-            inspect.signature(dqn.train_eval).parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
-AGENT_OPTIONS = ("fc_layer_params", "learning_rate", "gamma", "epsilon_greedy",
-                 "target_update_period")
-
-
-def learner_for(env) -> learners.OffPolicyLearner:
-  agent = dqn.make_agent(env, **{k: DEFAULTS[k] for k in AGENT_OPTIONS})
-  return dqn.learner(
-      agent, env, epsilon_greedy=DEFAULTS["epsilon_greedy"],
-      replay_capacity=DEFAULTS["replay_capacity"],
-      batch_size=DEFAULTS["batch_size"],
-      collect_steps=DEFAULTS["collect_steps_per_iteration"],
-      train_steps=DEFAULTS["train_steps_per_iteration"],
-      initial_collect_steps=DEFAULTS["initial_collect_steps"])
+HYPERPARAMETERS = dqn.default_hyperparameters()
 
 
 def timed(env, iterations: int | None, seconds: float | None) -> dict[str, float]:
-  learner = learner_for(env)
+  learner = dqn.build_learner(env, **HYPERPARAMETERS)
   for _ in range(20):
     learner.run_iteration()
-  steps_per_iteration = env.batch_size * DEFAULTS["collect_steps_per_iteration"]
+  steps_per_iteration = (env.batch_size *
+                         HYPERPARAMETERS["collect_steps_per_iteration"])
   marks = [(time.perf_counter(), 0)]
   done = 0
   while (iterations is not None and done < iterations) or (
@@ -72,10 +62,11 @@ def timed(env, iterations: int | None, seconds: float | None) -> dict[str, float
           "user_steps": done * steps_per_iteration, "seconds": elapsed}
 
 
-def planned(backend: str, num_users: int, cache: str | None):
+def planned(backend: str, num_users: int, cache: str | None, wait: bool = True):
   options = {"cache_path": cache} if cache and backend != "heuristic" else None
   return planner_environment.make_planned_env(
-      planner=backend, num_users=num_users, seed=0, planner_options=options)
+      planner=backend, num_users=num_users, seed=0, planner_options=options,
+      wait_for_planner=wait)
 
 
 def main(argv) -> None:
@@ -89,19 +80,35 @@ def main(argv) -> None:
   heuristic = timed(env, FLAGS.iterations, None)
   print(f"lerl, heuristic planner:    {heuristic['rate']:8.0f} user-steps/s; "
         f"overhead vs dqn {base['rate'] / heuristic['rate']:.2f}x time")
+  if not FLAGS.embedded:
+    return
+  env = planned("embedded", u, FLAGS.planner_cache, wait=False)
+  background = timed(env, FLAGS.iterations, None)
+  metrics = env.planner_metrics()
+  env.planner.close()
+  print(f"lerl, embedded, background: {background['rate']:8.0f} user-steps/s; "
+        f"overhead vs dqn {base['rate'] / background['rate']:.2f}x time, vs "
+        f"heuristic {heuristic['rate'] / background['rate']:.2f}x")
+  print(f"  planner {metrics['planner_seconds']:.1f} s of "
+        f"{background['seconds']:.1f} s wall time "
+        f"({metrics['planner_seconds'] / background['seconds']:.1%}); users "
+        f"planned by the LLM {metrics['llm_plan_share']:.1%}; LLM calls "
+        f"{metrics['llm_calls']:.0f} "
+        f"({metrics['llm_calls_per_1k_user_steps']:.1f} per 1,000 "
+        f"user-steps); worker busy {metrics['background_busy_s']:.0f} s")
   if FLAGS.embedded_seconds > 0:
     env = planned("embedded", u, FLAGS.planner_cache)
     embedded = timed(env, None, FLAGS.embedded_seconds)
     metrics = env.planner_metrics()
-    print(f"lerl, embedded planner:     {embedded['rate']:8.0f} user-steps/s over "
+    print(f"lerl, embedded, waiting:    {embedded['rate']:8.0f} user-steps/s over "
           f"{embedded['seconds']:.0f} s ({embedded['user_steps']} user-steps); "
           f"last quarter {embedded['last_quarter_rate']:.0f} user-steps/s")
     print(f"  overhead vs dqn: {base['rate'] / embedded['rate']:.1f}x time overall, "
           f"{base['rate'] / max(embedded['last_quarter_rate'], 1e-9):.1f}x in the "
-          f"last quarter; LLM calls {metrics.get('llm_calls', 0):.0f} "
-          f"({1000 * metrics.get('llm_calls', 0) / max(metrics.get('user_steps', 1), 1):.1f}"
-          f" per 1,000 user-steps), cache hits {metrics.get('cache_hits', 0):.0f}, "
-          f"planner {metrics.get('planner_seconds', 0):.0f} s of wall time")
+          f"last quarter; LLM calls {metrics['llm_calls']:.0f} "
+          f"({metrics['llm_calls_per_1k_user_steps']:.1f} per 1,000 user-steps), "
+          f"cache hits {metrics['cache_hits']:.0f}, planner "
+          f"{metrics['planner_seconds']:.0f} s of wall time")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ wrapped environment's own mask, into `observation['mask']`. When a session
 ends, the planner reflects on that session, read from the LAST observation
 before the slot is refilled.
 
+With `wait_for_planner=False` the planner answers what it can at once and
+asks about new situations in the background (see `Planner.plan`): training
+never waits for the LLM, at the price of runs that no longer repeat exactly
+(which users get the LLM's plan depends on timing).
+
 Widening rule: a plan whose categories leave fewer allowed items than the
 slate needs gets more categories, one at a time in the heuristic planner's
 order for that user, until the slate fits; each widened plan is counted.
@@ -49,10 +54,13 @@ EFFICIENT_REFLECTIONS = {"reflect_every": 16, "reflect_growth": 1.25}
 class PlannerLike(Protocol):
   """What the wrapper needs of a planner (Planner, HeuristicPlanner)."""
 
-  def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
+  def plan(self, histories: Sequence[UserHistory],
+           wait: bool = True) -> list[tuple[int, ...]]:
+    """`wait` is passed (as False) only with wait_for_planner=False."""
     ...
 
-  def end_sessions(self, histories: Sequence[UserHistory]) -> None:
+  def end_sessions(self, histories: Sequence[UserHistory],
+                   wait: bool = True) -> None:
     ...
 
   def metrics(self) -> dict[str, float]:
@@ -134,12 +142,15 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     replan_every: K; a user's plan is renewed every K steps of its session
       and when its session starts.
     seed: Seeds the heuristic ranking used to widen plans.
+    wait_for_planner: False plans in the background (`Planner.plan`).
   """
 
   def __init__(self, env: environment_lib.RecSimEnvironment,
                planner: PlannerLike, replan_every: int = DEFAULT_REPLAN_EVERY,
-               seed: int = 0) -> None:
+               seed: int = 0, wait_for_planner: bool = True) -> None:
     super().__init__(env)
+    # Planners written for waiting only need not know the argument.
+    self._wait_args = () if wait_for_planner else (False,)
     self._replan_every = check_replan_every(replan_every)
     self._planner = planner
     scenario = env.scenario
@@ -183,7 +194,8 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     needed more categories (`plans` shows them widened); per-1,000-user-step
     rates of LLM calls and planned users.
     """
-    out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks")}
+    out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
+                                "llm_plans", "provisional_plans")}
     out.update(self._planner.metrics())
     out.update({key: float(self._counts[key]) for key in
                 ("user_steps", "planned_users", "plan_batches", "widenings",
@@ -220,7 +232,7 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     slots = np.flatnonzero(due)
     if slots.size:
       histories = [self.history(observation, s) for s in slots]
-      plans = self._timed(self._planner.plan, histories)
+      plans = self._timed(self._planner.plan, histories, *self._wait_args)
       if len(plans) != len(slots):
         raise RuntimeError(
             f"the planner returned {len(plans)} plans for {len(slots)} users")
@@ -279,7 +291,8 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
       # The LAST observation still holds the departed session.
       self._counts["ended_sessions"] += ended.size
       self._timed(self._planner.end_sessions,
-                  [self.history(observation, s) for s in ended])
+                  [self.history(observation, s) for s in ended],
+                  *self._wait_args)
     self._since_plan[~first] += 1
     due = first | ((self._since_plan >= self._replan_every) & ~self._last)
     self._update(observation, time_step.observation["mask"], due)
@@ -290,6 +303,7 @@ def make_planned_env(scenario: str = "interest_evolution",
                      planner: str | PlannerLike = "embedded",
                      replan_every: int = DEFAULT_REPLAN_EVERY,
                      num_users: int = 64, seed: int = 0, *,
+                     wait_for_planner: bool = True,
                      model_options: Mapping[str, Any] | None = None,
                      planner_options: Mapping[str, Any] | None = None,
                      **overrides: Any) -> PlannedEnvironment:
@@ -301,6 +315,8 @@ def make_planned_env(scenario: str = "interest_evolution",
       (`embedded`, `gguf:PATH`, `openai:MODEL`, `ollama:MODEL`, `heuristic`,
       `fake`) or a ready planner object.
     replan_every: K, steps between a user's plans (1 is LERL).
+    wait_for_planner: False asks the LLM in the background, and users in
+      situations it has not answered yet get the heuristic plan meanwhile.
     model_options: For the backend's chat model (e.g. `base_url`).
     planner_options: For `Planner`; LLM backends default to
       SCENARIO_PROMPT_CONFIG and EFFICIENT_REFLECTIONS.
@@ -320,4 +336,5 @@ def make_planned_env(scenario: str = "interest_evolution",
     raise ValueError(
         "model_options and planner_options apply only when planner is a "
         f"backend string, got the object {type(planner).__name__}")
-  return PlannedEnvironment(env, planner, replan_every, seed=seed)
+  return PlannedEnvironment(env, planner, replan_every, seed=seed,
+                            wait_for_planner=wait_for_planner)

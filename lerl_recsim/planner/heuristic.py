@@ -99,13 +99,20 @@ class HeuristicPlanner:
         plan.append(c)
     return tuple(plan)
 
-  def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
-    """One plan (category ids, best first) per history."""
+  def plan(self, histories: Sequence[UserHistory],
+           wait: bool = True) -> list[tuple[int, ...]]:
+    """One plan (category ids, best first) per history; always immediate,
+    so `wait` (part of the common interface) changes nothing."""
+    del wait
     return [self.plan_one(h) for h in histories]
 
-  def end_sessions(self, histories: Sequence[UserHistory]) -> None:
+  def end_sessions(self, histories: Sequence[UserHistory],
+                   wait: bool = True) -> None:
     """Nothing to learn from finished sessions; kept for the common interface."""
-    del histories
+    del histories, wait
 
   def metrics(self) -> dict[str, float]:
     return {}
+
+  def close(self) -> None:
+    """Nothing runs in the background; kept for the common interface."""

@@ -4,6 +4,12 @@ Many users are planned in one batch call. Whatever goes wrong with the model
 (unreadable or invalid reply, an exception, a timeout) the user gets the
 heuristic plan instead and the cause is counted, so training never stops
 because of the LLM.
+
+Two ways to wait: `plan(..., wait=True)` asks the model and waits (runs
+repeat exactly); `wait=False` answers from what the model has already said
+and asks about new situations on a background thread, giving those users
+the heuristic plan meanwhile (a provisional plan, counted), so training runs
+at its own speed while the answers accumulate.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from langchain_core.runnables import (Runnable, RunnableConfig,
                                       RunnableLambda, RunnablePassthrough)
 
 from lerl_recsim.planner import backends
+from lerl_recsim.planner.background import BackgroundWorker
 from lerl_recsim.planner.caching import CountingCache, make_cache
 from lerl_recsim.planner.heuristic import HeuristicPlanner
 from lerl_recsim.planner.history import UserHistory
@@ -124,6 +131,7 @@ class Planner:
     max_concurrency: Requests of a batch in flight at once.
     memo_size: Situations whose validated plan is kept in process memory
       (oldest out first); a hit there skips the chain and its overhead.
+    max_pending: Background requests queued at most (`wait=False`).
     seed: Seeds the reflection sampling and the default fallback.
   """
 
@@ -140,6 +148,7 @@ class Planner:
                timeout_s: float = 60.0,
                max_concurrency: int = 4,
                memo_size: int = 100_000,
+               max_pending: int = 256,
                seed: int = 0) -> None:
     rules.check_catalogue(catalogue)
     if isinstance(reflect_every, bool) or not isinstance(reflect_every, int) \
@@ -170,6 +179,11 @@ class Planner:
         collections.OrderedDict())
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
+    # Situations whose request failed in the background: not asked again.
+    self._failed: set[Any] = set()
+    self._lessons_asked: dict[int, UserHistory] = {}  # in the background
+    self._worker = BackgroundWorker(self._answer_requests, max_pending,
+                                    batch_size=max_concurrency)
 
   def _check(self, history: UserHistory) -> None:
     for step in history.steps:
@@ -204,37 +218,93 @@ class Planner:
     except Exception as e:  # The whole batch failed (e.g. timed out).
       return [e] * len(inputs)
 
-  def plan(self, histories: Sequence[UserHistory]) -> list[tuple[int, ...]]:
+  def _remember(self, key: Any, plan: tuple[int, ...]) -> None:
+    self._memo[key] = plan
+    if len(self._memo) > self.memo_size:
+      self._memo.popitem(last=False)
+
+  def _answer_requests(self, requests: list[tuple[str, Any]]) -> list[Any]:
+    """The background worker's batches: plan inputs and lesson histories."""
+    results: list[Any] = [None] * len(requests)
+    for kind, chain in (("plan", self._chain), ("lesson", self._reflect)):
+      at = [i for i, (k, _) in enumerate(requests) if k == kind]
+      for i, result in zip(at, self._batch(chain, [requests[i][1] for i in at])):
+        results[i] = result
+    return results
+
+  def _collect_background(self) -> None:
+    """Takes in what the background worker has answered since last time."""
+    for (kind, key), result in self._worker.drain():
+      if kind == "plan":
+        if isinstance(result, BaseException):
+          self._failed.add(key)
+          self._count_fallback(result)
+        else:
+          self._remember(key, result)
+      else:
+        self._store_lesson(self._lessons_asked.pop(key), result)
+
+  def _count_fallback(self, error: BaseException) -> None:
+    cause = fallback_cause(error)
+    self._counts[f"fallback_{cause}"] += 1
+    _log.debug("planner fallback (%s): %s", cause, error)
+
+  def flush(self, timeout_s: float | None = None) -> bool:
+    """Waits for the background requests and takes their answers in; False
+    if `timeout_s` passed first."""
+    done = self._worker.wait(timeout_s)
+    self._collect_background()
+    return done
+
+  def close(self) -> None:
+    """Stops the background thread; queued requests are dropped."""
+    self._worker.close()
+    self._collect_background()
+
+  def plan(self, histories: Sequence[UserHistory],
+           wait: bool = True) -> list[tuple[int, ...]]:
     """One plan (category ids) per history, from one batch call.
 
     Users in the same discretised situation share one request, and a
     situation already answered in this process is answered from memory
-    without going through the chain (a cheap first-level cache).
+    without going through the chain (a cheap first-level cache). With
+    `wait=False`, situations not answered yet are asked in the background
+    and their users get the heuristic plan for now; in background mode a
+    failed request counts one fallback, and its situation gets the heuristic
+    plan from then on.
     """
     start = time.perf_counter()
+    self._collect_background()
     inputs = [self.prompt_input(h) for h in histories]
     keys = [(tuple(sorted(x["prompt"].items())),
              saturated(x["history"], self.rules)) for x in inputs]
     unique = list(dict.fromkeys(keys))
-    answers = {k: self._memo[k] for k in unique if k in self._memo}
+    answers: dict[Any, Any] = {k: self._memo[k] for k in unique
+                               if k in self._memo}
     self._counts["memo_hits"] += len(answers)
     ask = [k for k in unique if k not in answers]
     first = {key: inputs[keys.index(key)] for key in ask}
-    answers.update(zip(ask, self._batch(self._chain, [first[k] for k in ask])))
-    for key in ask:
-      if not isinstance(answers[key], BaseException):
-        self._memo[key] = answers[key]
-        if len(self._memo) > self.memo_size:
-          self._memo.popitem(last=False)
+    if wait:
+      answers.update(zip(ask, self._batch(self._chain, [first[k] for k in ask])))
+      for key in ask:
+        if not isinstance(answers[key], BaseException):
+          self._remember(key, answers[key])
+    else:
+      for key in ask:
+        if key not in self._failed:
+          self._worker.submit(("plan", key), ("plan", first[key]))
+        answers[key] = None  # provisional
     plans = []
     for history, key in zip(histories, keys):
       result = answers[key]
-      if isinstance(result, BaseException):
-        cause = fallback_cause(result)
-        self._counts[f"fallback_{cause}"] += 1
-        _log.debug("planner fallback (%s): %s", cause, result)
+      if result is None:
+        self._counts["provisional_plans"] += 1
+        plans.append(self.fallback.plan_one(history))
+      elif isinstance(result, BaseException):
+        self._count_fallback(result)
         plans.append(self.fallback.plan_one(history))
       else:
+        self._counts["llm_plans"] += 1
         plans.append(result)
     self._counts["plan_calls"] += 1
     self._counts["users_planned"] += len(histories)
@@ -251,26 +321,41 @@ class Planner:
     self._next_reflection += self._reflection_gap
     return True
 
-  def end_sessions(self, histories: Sequence[UserHistory]) -> None:
+  def end_sessions(self, histories: Sequence[UserHistory],
+                   wait: bool = True) -> None:
     """Writes lessons about finished sessions into the pool, as scheduled.
 
     `histories` must be the sessions that ended (not their successors'); each
     lesson is stored with its own session's cumulative reward. Which sessions
-    get a lesson follows `reflect_every`/`reflect_growth`.
+    get a lesson follows `reflect_every`/`reflect_growth`. With `wait=False`
+    the lessons are written in the background (dropped when its queue is
+    full, and counted).
     """
     if self.reflections is None:
       return
     for h in histories:
       self._check(h)
     chosen = [h for h in histories if self._due_for_lesson()]
-    self._counts["reflection_requests"] += len(chosen)
-    for history, lesson in zip(chosen, self._batch(self._reflect, chosen)):
-      if isinstance(lesson, BaseException):
-        self._counts["reflection_failures"] += 1
-        _log.debug("reflection failed: %s", lesson)
+    if wait:
+      self._counts["reflection_requests"] += len(chosen)
+      for history, lesson in zip(chosen, self._batch(self._reflect, chosen)):
+        self._store_lesson(history, lesson)
+      return
+    for history in chosen:
+      number = self._counts["reflection_requests"]
+      if self._worker.submit(("lesson", number), ("lesson", history)):
+        self._lessons_asked[number] = history
+        self._counts["reflection_requests"] += 1
       else:
-        self.reflections.add(lesson, history.cumulative_reward)
-        self._counts["reflections_written"] += 1
+        self._counts["reflections_dropped"] += 1
+
+  def _store_lesson(self, history: UserHistory, lesson: Any) -> None:
+    if isinstance(lesson, BaseException):
+      self._counts["reflection_failures"] += 1
+      _log.debug("reflection failed: %s", lesson)
+    else:
+      self.reflections.add(lesson, history.cumulative_reward)
+      self._counts["reflections_written"] += 1
 
   def metrics(self) -> dict[str, float]:
     """Counters and latency.
@@ -280,13 +365,21 @@ class Planner:
     in-process memo (`memo_hits`); `plan_llm_calls`: plan requests the
     cache did not answer;
     `reflection_requests`: lessons asked for (never cached); `llm_calls`:
-    both together, the requests that reached the model. Latency is per
+    both together, the requests that reached the model. `llm_plans`: users
+    whose plan is the model's (`llm_plan_share` of those planned);
+    `provisional_plans`: users given the heuristic plan while their
+    situation was asked in the background; `background_busy_s`: the
+    worker's time answering. Latency is per
     plan() call, and `latency_per_user_s` is its total over users planned.
     """
     out: dict[str, float] = {
         key: float(self._counts[key]) for key in
         ("plan_calls", "users_planned", "shared_requests", "sessions_ended",
-         "reflection_requests", "reflections_written", "reflection_failures")}
+         "reflection_requests", "reflections_written", "reflection_failures",
+         "reflections_dropped", "llm_plans", "provisional_plans")}
+    out["llm_plan_share"] = out["llm_plans"] / max(out["users_planned"], 1.0)
+    out["background_pending"] = float(self._worker.pending)
+    out["background_busy_s"] = self._worker.busy_seconds
     for cause in FALLBACK_CAUSES:
       out[f"fallback_{cause}"] = float(self._counts[f"fallback_{cause}"])
     out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)

@@ -1,0 +1,182 @@
+"""Planning in the background: the worker thread, the planner's provisional
+plans, and a training environment that never waits for the LLM."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+import lerl_recsim
+from lerl_recsim import planner_environment
+from lerl_recsim.planner import (Planner, ReflectionPool, StepRecord,
+                                 UserHistory)
+from lerl_recsim.planner.background import BackgroundWorker
+from lerl_recsim.scenarios.catalogue import default_catalogue
+
+CAT = default_catalogue()
+ROCK, JAZZ, TENNIS = (CAT.index(n) for n in ("rock", "jazz", "tennis"))
+
+
+def reply(*names: str) -> str:
+  return json.dumps({"categories": list(names)})
+
+
+class GatedFake(FakeListChatModel):
+  """Replies only once the test opens the gate; counts the prompts it got."""
+  gate: Any = None
+  calls: list = []
+
+  def _call(self, *args: Any, **kwargs: Any) -> str:
+    assert self.gate.wait(30), "the test never opened the gate"
+    self.calls.append(1)
+    return super()._call(*args, **kwargs)
+
+
+def gated_planner(*responses: str, **options: Any) -> tuple[Planner, threading.Event]:
+  gate = threading.Event()
+  model = GatedFake(responses=list(responses), gate=gate, calls=[])
+  return Planner(model, CAT, **options), gate
+
+
+def rock_history(reward: float = 4.0) -> UserHistory:
+  return UserHistory((StepRecord((ROCK,), 0.9, True),), 1, reward)
+
+
+# The worker.
+
+def test_worker_answers_in_batches_dedupes_and_bounds_its_queue():
+  batches = []
+  gate = threading.Event()
+
+  def run_batch(requests):
+    gate.wait(30)
+    batches.append(list(requests))
+    return [r * 10 if r >= 0 else ValueError(f"bad {r}") for r in requests]
+
+  worker = BackgroundWorker(run_batch, max_pending=3, batch_size=2)
+  assert worker.submit("a", 1) and worker.submit("b", 2)
+  assert not worker.submit("a", 1)  # already pending
+  assert worker.submit("c", -1)
+  assert not worker.submit("d", 4)  # queue full (3 pending)
+  assert worker.pending == 3 and worker.drain() == []
+  gate.set()
+  assert worker.wait(30)
+  finished = dict(worker.drain())
+  assert finished["a"] == 10 and finished["b"] == 20
+  assert isinstance(finished["c"], ValueError)
+  assert worker.pending == 0
+  assert sorted(len(b) for b in batches) in ([1, 2], [1, 1, 1], [2, 1])
+  assert sum(len(b) for b in batches) == 3
+  worker.close()
+
+
+def test_closing_the_worker_drops_queued_requests():
+  started, gate = threading.Event(), threading.Event()
+
+  def run_batch(requests):
+    started.set()
+    gate.wait(30)
+    return requests
+
+  worker = BackgroundWorker(run_batch, batch_size=1)
+  for key in range(4):
+    worker.submit(key, key)
+  assert started.wait(30)  # request 0 is in flight, 1-3 queued
+  threading.Timer(0.1, gate.set).start()
+  worker.close()
+  assert dict(worker.drain()) == {0: 0}
+  assert worker.pending == 0 and worker.wait(1)
+
+
+# The planner.
+
+def test_unanswered_situations_get_the_heuristic_plan_until_the_llm_answers():
+  planner, gate = gated_planner(reply("jazz", "tennis"))
+  users = [rock_history(), rock_history()]  # one situation
+  provisional = planner.plan(users, wait=False)
+  assert provisional == planner.fallback.plan(users)
+  m = planner.metrics()
+  assert m["provisional_plans"] == 2 and m["llm_plans"] == 0
+  assert m["background_pending"] == 1  # one request for both users
+  assert planner.plan(users, wait=False) == provisional  # not asked twice
+  gate.set()
+  assert planner.flush(30)
+  assert planner.plan(users, wait=False) == [(JAZZ, TENNIS)] * 2
+  m = planner.metrics()
+  assert m["llm_plans"] == 2 and m["provisional_plans"] == 4
+  assert m["plan_llm_calls"] == 1
+  assert m["llm_plan_share"] == pytest.approx(2 / 6)
+
+
+def test_a_failed_background_request_counts_once_and_is_not_repeated():
+  planner, gate = gated_planner("no json here", reply("jazz", "tennis"))
+  gate.set()
+  planner.plan([rock_history()], wait=False)
+  assert planner.flush(30)
+  again = planner.plan([rock_history()], wait=False)
+  assert planner.flush(30)
+  m = planner.metrics()
+  assert m["fallback_parse_error"] == 1 and m["plan_llm_calls"] == 1
+  assert again == planner.fallback.plan([rock_history()])
+  assert m["llm_plans"] == 0 and m["provisional_plans"] == 2
+
+
+def test_waiting_plans_equal_background_plans_once_answered():
+  waited, gate = gated_planner(reply("jazz", "tennis"))
+  gate.set()
+  background, gate2 = gated_planner(reply("jazz", "tennis"))
+  gate2.set()
+  background.plan([rock_history()], wait=False)
+  background.flush(30)
+  assert (waited.plan([rock_history()]) ==
+          background.plan([rock_history()], wait=False) == [(JAZZ, TENNIS)])
+
+
+def test_background_lessons_land_in_the_pool_with_their_own_reward():
+  planner, gate = gated_planner("Rock kept this user for 12 steps.",
+                                reflections=ReflectionPool(capacity=10))
+  planner.end_sessions([rock_history(reward=7.5)], wait=False)
+  assert len(planner.reflections) == 0
+  gate.set()
+  assert planner.flush(30)
+  assert [(e.lesson, e.cumulative_reward) for e in planner.reflections.entries] == [
+      ("Rock kept this user for 12 steps.", 7.5)]
+  assert planner.metrics()["reflections_written"] == 1
+
+
+# The environment.
+
+def test_training_environment_steps_while_the_llm_is_busy():
+  planner, gate = gated_planner(*[reply("jazz", "tennis")] * 50)
+  # Plans only at session start, where every user is in one situation.
+  env = planner_environment.make_planned_env(
+      planner=planner, num_users=4, seed=0, num_items=60,
+      wait_for_planner=False, replan_every=1000)
+  rng = np.random.default_rng(0)
+  time_step = env.reset()
+
+  def step(time_step):
+    return env.step(np.array([rng.choice(np.flatnonzero(row))
+                              for row in time_step.observation["mask"]],
+                             np.int32))
+
+  for _ in range(6):  # would block forever if the wrapper waited
+    time_step = step(time_step)
+  m = env.planner_metrics()
+  assert m["llm_plans"] == 0 and m["provisional_plans"] == m["planned_users"]
+  assert m["background_pending"] == 1 and m["plan_llm_calls"] == 1
+  gate.set()
+  assert planner.flush(30)
+  for _ in range(300):  # until a new session starts with the LLM's plan
+    time_step = step(time_step)
+    if env.planner_metrics()["llm_plans"]:
+      break
+  assert env.planner_metrics()["llm_plans"] >= 1
+  slot = next(s for s, first in enumerate(time_step.is_first()) if first)
+  assert env.plans[slot][:2] == (JAZZ, TENNIS)
+  planner.close()
