@@ -129,6 +129,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("repetition_rate", "repetition rate", False, 3),
     Column("majority_category_share", "majority-category share", False, 3),
     Column("llm_calls_per_1k", "LLM calls / 1k user-steps", False, 1),
+    Column("llm_plan_share", "training plans by the LLM", True, 2),
     Column("wall_time_s", "wall time (s)", False, 0),
 )
 
@@ -137,8 +138,9 @@ def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
   """One value per column from a run's summary.json.
 
   The episode metrics are the run's means over its evaluation sessions; LLM
-  calls are the planner's calls per 1,000 training user-steps (NaN without a
-  planner or training).
+  calls are the planner's calls per 1,000 training user-steps, and the plan
+  share the fraction of training plans the LLM made (not the heuristic
+  while it was busy or failed): both NaN without an LLM planner or training.
   """
   values = {name: float(summary[name]["mean"])
             for name in metrics.EPISODE_METRICS}
@@ -146,6 +148,10 @@ def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
   steps = train.get("user_steps", 0.0)
   values["llm_calls_per_1k"] = (1000.0 * train["llm_calls"] / steps
                                 if steps else math.nan)
+  planned = train.get("planned_users", 0.0)
+  values["llm_plan_share"] = (train["llm_plans"] / planned
+                              if planned and (train["llm_plans"] or
+                                              train["llm_calls"]) else math.nan)
   values["wall_time_s"] = float(summary["wall_time_s"])
   return values
 

@@ -7,7 +7,9 @@ table of long-term satisfaction.
 
   python -m lerl_recsim.agents.quickstart --root_dir=runs/main
 
-Each agent's run lives in ROOT_DIR/<agent> (an ordinary lerl-train run);
+Each agent's run lives in ROOT_DIR/<agent> (an ordinary lerl-train run,
+planning in the background: training never waits for the LLM, and the
+table says what share of training plans the LLM made);
 the planner's LLM answers are cached in ROOT_DIR/planner_cache.sqlite so a
 second run reuses them. The table is also written to ROOT_DIR/table.md.
 """
@@ -70,7 +72,8 @@ def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNE
 
 def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
   """Markdown, one row per agent: mean ± CI95 over evaluation sessions."""
-  header = ["agent", *(label for _, label, _ in COLUMNS), "LLM calls / 1k user-steps",
+  header = ["agent", *(label for _, label, _ in COLUMNS),
+            "LLM calls / 1k user-steps", "plans by the LLM (training)",
             "wall time (s)"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for agent, summary in summaries.items():
@@ -80,6 +83,8 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     planner = summary["planner"]["train"]
     cells.append(f"{1000 * planner['llm_calls'] / planner['user_steps']:.1f}"
                  if planner.get("user_steps") else "—")
+    cells.append(f"{planner['llm_plans'] / planner['planned_users']:.0%}"
+                 if planner.get("planned_users") else "—")
     cells.append(f"{summary['wall_time_s']:.0f}")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -82,7 +82,26 @@ def planner_counts(env: py_environment.PyEnvironment) -> dict[str, float]:
           "fallbacks": float(fallbacks),
           "llm_plans": float(m.get("llm_plans", 0)),
           "provisional_plans": float(m.get("provisional_plans", 0)),
+          "planned_users": float(m.get("planned_users", 0)),
           "user_steps": float(m.get("user_steps", 0))}
+
+
+# Counted by the planner itself, which serves both the training and the
+# evaluation environment; the rest (user-steps, planned users) by each wrapper.
+PLANNER_OWN_COUNTS = ("llm_calls", "cache_hits", "fallbacks", "llm_plans",
+                      "provisional_plans")
+
+
+def training_counts(train_env: py_environment.PyEnvironment,
+                    evaluations: Sequence[Mapping[str, float]]
+                    ) -> dict[str, float]:
+  """`planner_counts` of training alone: the evaluations' share (their
+  `counts_delta`s) taken out of the planner's own counters."""
+  counts = planner_counts(train_env)
+  for key in PLANNER_OWN_COUNTS:
+    if key in counts:
+      counts[key] -= sum(e.get(key, 0.0) for e in evaluations)
+  return counts
 
 
 def counts_delta(after: Mapping[str, float],
@@ -186,22 +205,24 @@ def train_and_evaluate(
   train_writer = tf.summary.create_file_writer(str(directory.train))
   eval_writer = tf.summary.create_file_writer(str(directory.eval))
   wall_start = time.perf_counter()
-  eval_planner = {}
+  evaluations: list[dict[str, float]] = []  # planner counts of each
   if learner is not None:
     with train_writer.as_default(step=iteration):
       run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                   directory, eval_writer)
+                   directory, eval_writer, evaluations)
     evaluated = run_evaluation(eval_env, learners.eager_policy(learner.greedy_policy),
                                eval_writer, iteration, directory)
   else:
     evaluated = run_evaluation(eval_env, scripted_policy(eval_env),
                                eval_writer, iteration, directory)
   values, eval_planner, exposure = evaluated
+  evaluations.append(eval_planner)
   summary: dict[str, Any] = metrics.summarise(values)
   summary["exposure_curve"] = exposure.to_dict()
   summary["config"] = config
   summary["planner"] = {
-      "train": planner_counts(train_env) if learner is not None else {},
+      "train": (training_counts(train_env, evaluations)
+                if learner is not None else {}),
       "eval": eval_planner,
   }
   summary["wall_time_s"] = time.perf_counter() - wall_start
@@ -216,8 +237,10 @@ def train_and_evaluate(
 
 
 def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                 directory, eval_writer) -> None:
-  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating."""
+                 directory, eval_writer,
+                 evaluations: list[dict[str, float]]) -> None:
+  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating
+  (appending each evaluation's planner counts to `evaluations`)."""
   window_start = time.perf_counter()
   window_steps = 0
   recorder = networks.base_environment(train_env).episode_metrics
@@ -243,7 +266,7 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       if recent["num_sessions"]:
         for name in ("cumulative_reward", "interaction_length", "step_reward"):
           tf.summary.scalar(f"train/{name}", recent[name]["mean"])
-      for name, value in planner_counts(train_env).items():
+      for name, value in training_counts(train_env, evaluations).items():
         tf.summary.scalar(f"planner/{name}", value)
       recorder.clear()
       losses.clear()
@@ -252,8 +275,11 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       checkpointer.save(global_step=iteration)
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
-      run_evaluation(eval_env, learners.eager_policy(learner.greedy_policy),
-                     eval_writer, iteration, directory)
+      paused = time.perf_counter()
+      evaluations.append(run_evaluation(
+          eval_env, learners.eager_policy(learner.greedy_policy), eval_writer,
+          iteration, directory)[1])
+      window_start += time.perf_counter() - paused  # rates count training only
 
 
 

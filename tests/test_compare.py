@@ -55,6 +55,8 @@ def write_run(directory: pathlib.Path, seed: int, base: float,
   summary = {name: {"mean": base + 0.1 * seed * (i + 1), "ci95": 0.0}
              for i, name in enumerate(metrics.EPISODE_METRICS)}
   summary["planner"] = {"train": {"llm_calls": 5.0 + seed,
+                                  "llm_plans": 40.0 + 10 * seed,
+                                  "planned_users": 100.0,
                                   "user_steps": 1000.0} if planner else {}}
   summary["wall_time_s"] = 10.0 + seed
   summary["exposure_curve"] = {
@@ -90,7 +92,8 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
     for column in comparison.COLUMNS:
       values = [comparison.run_values(s)[column.key] for s in mine]
       got = row.stats[column.key]
-      if column.key == "llm_calls_per_1k" and row.method.planner is None:
+      if (column.key in ("llm_calls_per_1k", "llm_plan_share")
+          and row.method.planner is None):
         assert math.isnan(got["mean"])
         continue
       assert (got["mean"], got["ci95"]) == pytest.approx(hand_ci95(values))
@@ -100,6 +103,7 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
         assert got["p"] == pytest.approx(
             stats.ttest_ind(values, dqn, equal_var=False).pvalue, nan_ok=True)
   assert rows[1].stats["llm_calls_per_1k"]["mean"] == pytest.approx(6.0)
+  assert rows[1].stats["llm_plan_share"]["mean"] == pytest.approx(0.5)
 
   markdown = comparison.format_markdown(rows, reference, ["header line"])
   lerl_row = next(l for l in markdown.splitlines() if l.startswith("| lerl+"))
