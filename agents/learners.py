@@ -110,6 +110,7 @@ class Collector:
     self._observer = observer
     self._recorded_action = recorded_action or (lambda action: action)
     self._time_step = None
+    self.user_steps = 0  # every slot's steps, since construction
 
   def run(self, steps: int) -> None:
     if self._time_step is None:
@@ -123,6 +124,7 @@ class Collector:
       collected.append(trajectory_lib.from_transition(
           self._time_step, recorded, next_time_step))
       self._time_step = next_time_step
+    self.user_steps += steps * self._env.batch_size
     self._observer(tf.nest.map_structure(lambda *steps: np.stack(steps, 1),
                                          *collected))
 
@@ -175,6 +177,11 @@ class OffPolicyLearner:
         self.replay_buffer.get_next(sample_batch_size=batch_size,
                                     num_steps=sequence_length)[0])))
 
+  @property
+  def user_steps(self) -> int:
+    """User-steps collected by this learner (not restored from checkpoints)."""
+    return self._collector.user_steps
+
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "replay_buffer": self.replay_buffer}
 
@@ -209,6 +216,11 @@ class OnPolicyLearner:
                                 observer_of(self._buffer))
     self._collect_steps = collect_steps
     self._train = common.function(agent.train)
+
+  @property
+  def user_steps(self) -> int:
+    """User-steps collected by this learner (not restored from checkpoints)."""
+    return self._collector.user_steps
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent}

@@ -34,6 +34,7 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
 class Learner(Protocol):
   agent: Any
   greedy_policy: Any
+  user_steps: int  # collected so far, for progress rates
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     ...
@@ -242,7 +243,7 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating
   (appending each evaluation's planner counts to `evaluations`)."""
   window_start = time.perf_counter()
-  window_steps = 0
+  window_first_step = learner.user_steps
   recorder = networks.base_environment(train_env).episode_metrics
   losses: list[float] = []
   while int(iteration.numpy()) < run.num_iterations:
@@ -250,11 +251,10 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
     iteration.assign_add(1)
     step = int(iteration.numpy())
     losses.append(outcome["loss"])
-    window_steps += train_env.batch_size
     if step % run.log_interval == 0 or step == run.num_iterations:
       elapsed = time.perf_counter() - window_start
       recent = recorder.summary()
-      rate = window_steps / max(elapsed, 1e-9)
+      rate = (learner.user_steps - window_first_step) / max(elapsed, 1e-9)
       logging.info(
           "iteration %d/%d | %.0f user-steps/s | recent cumulative reward "
           "%.2f | interaction length %.1f | sessions %d | loss %.4f", step,
@@ -270,7 +270,7 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
         tf.summary.scalar(f"planner/{name}", value)
       recorder.clear()
       losses.clear()
-      window_start, window_steps = time.perf_counter(), 0
+      window_start, window_first_step = time.perf_counter(), learner.user_steps
     if step % run.checkpoint_interval == 0:
       checkpointer.save(global_step=iteration)
       save_reflections(train_env, directory)

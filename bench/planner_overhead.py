@@ -162,7 +162,8 @@ def main(argv: list[str]) -> None:
     env = make_planned_env(planner=FLAGS.backend, replan_every=k,
                            num_users=FLAGS.num_users, seed=FLAGS.seed,
                            wait_for_planner=FLAGS.planner_mode == "wait",
-                           planner_options={"prompt_config": prompt_config})
+                           planner_options=None if FLAGS.backend == "heuristic"
+                           else {"prompt_config": prompt_config})
     results[k] = run(env, driver, FLAGS.user_steps, FLAGS.max_seconds)
     report(f"{FLAGS.backend}, K={k}, {FLAGS.planner_mode}", results[k])
     env.planner.close()

@@ -84,13 +84,13 @@ def observation_history(observation: Mapping[str, np.ndarray], slot: int,
   Categories instead of items; `item_categories[i]` holds item i's category
   ids. Shared with serving, which rebuilds the same observation.
   """
-  items = observation["item_history"][slot]
-  clicks = observation["click_history"][slot]
-  responses = observation["response_history"][slot]
+  items = observation["item_history"][slot].tolist()
+  engagement = observation["response_history"][slot].sum(axis=1).tolist()
+  clicked = (observation["click_history"][slot].sum(axis=1) > 0).tolist()
   steps = [
-      StepRecord(sum((item_categories[i] for i in row), ()),
-                 float(responses[t].sum()), bool(clicks[t].sum() > 0))
-      for t, row in enumerate(items.tolist()) if row[0] >= 0]
+      StepRecord(sum((item_categories[i] for i in row), ()), engagement[t],
+                 clicked[t])
+      for t, row in enumerate(items) if row[0] >= 0]
   length = int(observation["session_length"][slot])
   return UserHistory(tuple(steps), length,
                      float(observation["mean_engagement"][slot]) * length)

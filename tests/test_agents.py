@@ -208,3 +208,14 @@ def test_same_seed_same_training_run(tmp_path):
   for name in metrics.EPISODE_METRICS:
     assert first[name] == second[name]
   assert any(first[name] != other[name] for name in metrics.EPISODE_METRICS)
+
+
+def test_learners_count_the_user_steps_they_collect():
+  """Progress lines divide these by wall time: every slot's steps count."""
+  env = lerl_recsim.make_env(num_users=8, seed=0, **TINY)
+  hyperparameters = {**dqn.default_hyperparameters(), "batch_size": 16}
+  learner = dqn.build_learner(env, **hyperparameters)
+  learner.run_iteration()
+  learner.run_iteration()
+  assert learner.user_steps == 8 * (hyperparameters["initial_collect_steps"] +
+                                    2 * hyperparameters["collect_steps_per_iteration"])

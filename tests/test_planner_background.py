@@ -75,6 +75,21 @@ def test_worker_answers_in_batches_dedupes_and_bounds_its_queue():
   worker.close()
 
 
+def test_a_crashing_batch_answers_every_request_with_its_error():
+  def run_batch(requests):
+    raise RuntimeError("model server died")
+
+  worker = BackgroundWorker(run_batch)
+  worker.submit("a", 1)
+  worker.submit("b", 2)
+  assert worker.wait(30)
+  answers = dict(worker.drain())
+  assert set(answers) == {"a", "b"}
+  assert all(isinstance(e, RuntimeError) and "died" in str(e)
+             for e in answers.values())
+  worker.close()
+
+
 def test_closing_the_worker_drops_queued_requests():
   started, gate = threading.Event(), threading.Event()
 

@@ -24,3 +24,25 @@ def test_embedded_model_returns_a_valid_plan():
   assert rules.min_categories <= len(plan) <= rules.max_categories
   assert len(set(plan)) == len(plan) and rock not in plan
   assert all(0 <= c < catalogue.num_categories for c in plan)
+
+
+def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
+  """Training plans in the background; evaluation waits, so every one of its
+  users is planned by the LLM (or counted as a fallback)."""
+  pytest.importorskip("xllamacpp")
+  from lerl_recsim.agents import run_config, training
+  run = run_config.RunConfig(
+      agent="lerl", num_users=8, num_iterations=6, num_eval_sessions=8,
+      eval_interval=3, checkpoint_interval=6, log_interval=3,
+      scenario_overrides={"num_items": 40})
+  assert run.planner == "embedded" and run.planner_mode == "background"
+  summary = training.train_eval(run, str(tmp_path / "lerl"))
+  train, evaluation = summary["planner"]["train"], summary["planner"]["eval"]
+  # Training planned 8 users at the start: the LLM could not have answered
+  # any of them yet.
+  assert train["provisional_plans"] >= 8
+  assert train["provisional_plans"] + train["llm_plans"] <= train["planned_users"]
+  assert min(train.values()) >= 0
+  assert evaluation["provisional_plans"] == 0
+  assert (evaluation["llm_plans"] + evaluation["fallbacks"]
+          == evaluation["planned_users"] > 0)

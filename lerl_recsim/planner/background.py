@@ -53,9 +53,6 @@ class BackgroundWorker:
     """Wall time the worker has spent answering."""
     return self._busy_seconds
 
-  def is_pending(self, key: Hashable) -> bool:
-    return key in self._pending
-
   def submit(self, key: Hashable, request: Any) -> bool:
     """Queues `request` under `key` unless that key is already pending or
     the queue is full; True when queued."""
@@ -126,7 +123,10 @@ class BackgroundWorker:
   def _serve(self) -> None:
     while (batch := self._take_batch()) is not None:
       start = time.perf_counter()
-      results = self._run_batch([request for _, request in batch])
+      try:
+        results = self._run_batch([request for _, request in batch])
+      except Exception as error:  # Handed to the caller as every answer.
+        results = [error] * len(batch)
       self._busy_seconds += time.perf_counter() - start
       for (key, _), result in zip(batch, results):
         self._results.put((key, result))

@@ -62,6 +62,10 @@ class LlamaCppChatModel(BaseChatModel):
             "max_tokens": self.max_tokens, "temperature": self.temperature,
             "frequency_penalty": self.frequency_penalty, "seed": self.seed}
 
+  def load(self) -> None:
+    """Loads the weights now rather than on the first request."""
+    self._get_server()
+
   def _get_server(self) -> Any:
     with self._lock:
       if self._server is None:

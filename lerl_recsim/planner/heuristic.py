@@ -43,34 +43,45 @@ class HeuristicPlanner:
     self.category_penalty = category_penalty
     self._priority = np.random.default_rng(seed).permutation(
         catalogue.num_categories)
+    self._group_index = np.asarray(catalogue.category_group, np.int64)
+    self._groups = [int(g) for g in catalogue.category_group]
 
   def scores(self, history: UserHistory) -> np.ndarray:
     """float [num_categories]; higher is a better next category."""
+    # Counting in Python: for a handful of steps over ~20 categories, NumPy's
+    # per-call overhead costs more than the arithmetic (this runs for every
+    # planned user).
     num = self.catalogue.num_categories
-    groups = self.catalogue.category_group
+    groups = self._groups
     recent = history.recent(self.window)
-    cat_seen = np.zeros(num)
-    group_seen = np.zeros(self.catalogue.num_groups)
+    cat_seen = [0.0] * num
+    group_seen = [0.0] * self.catalogue.num_groups
     for step in recent:
-      shown = np.unique(np.asarray(step.categories, dtype=np.int64))
-      cat_seen[shown] += 1
-      group_seen[np.unique(groups[shown])] += 1
-    if recent:
-      cat_seen /= len(recent)
-      group_seen /= len(recent)
-    total = np.zeros(num)
-    count = np.zeros(num)
+      shown = set(step.categories)
+      for c in shown:
+        cat_seen[c] += 1
+      for g in {groups[c] for c in shown}:
+        group_seen[g] += 1
+    total = [0.0] * num
+    count = [0] * num
     for step in history.steps:
-      shown = np.unique(np.asarray(step.categories, dtype=np.int64))
-      total[shown] += step.engagement
-      count[shown] += 1
+      for c in set(step.categories):
+        total[c] += step.engagement
+        count[c] += 1
+    cat_seen_arr = np.asarray(cat_seen)
+    group_seen_arr = np.asarray(group_seen)
+    if recent:
+      cat_seen_arr /= len(recent)
+      group_seen_arr /= len(recent)
     affinity = np.zeros(num)
     if history.steps:
       scale = max(abs(s.engagement) for s in history.steps) or 1.0
       prior = np.mean([s.engagement for s in history.steps]) / scale
-      affinity = np.where(count > 0, total / np.maximum(count, 1) / scale, prior)
-    return (affinity - self.group_penalty * group_seen[groups]
-            - self.category_penalty * cat_seen)
+      counts = np.asarray(count)
+      affinity = np.where(counts > 0, np.asarray(total) /
+                          np.maximum(counts, 1) / scale, prior)
+    return (affinity - self.group_penalty * group_seen_arr[self._group_index]
+            - self.category_penalty * cat_seen_arr)
 
   def ranking(self, history: UserHistory) -> list[int]:
     """Every category id, best first (ties by the seeded priority)."""
@@ -90,7 +101,7 @@ class HeuristicPlanner:
     plan: list[int] = []
     used_groups: set[int] = set()
     for c in order:
-      group = int(self.catalogue.category_group[c])
+      group = self._groups[c]
       if len(plan) < self.size and group not in used_groups:
         plan.append(c)
         used_groups.add(group)

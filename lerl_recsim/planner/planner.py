@@ -29,6 +29,7 @@ from langchain_core.runnables import (Runnable, RunnableConfig,
 from lerl_recsim.planner import backends
 from lerl_recsim.planner.background import BackgroundWorker
 from lerl_recsim.planner.caching import CountingCache, make_cache
+from lerl_recsim.planner.chat_models import LlamaCppChatModel
 from lerl_recsim.planner.heuristic import HeuristicPlanner
 from lerl_recsim.planner.history import UserHistory
 from lerl_recsim.planner.prompt import (PromptConfig, plan_prompt, plan_schema,
@@ -169,11 +170,15 @@ class Planner:
     self.max_concurrency = max_concurrency
     self.seed = seed
     self.cache = CountingCache(make_cache(cache, cache_path))
-    self._chain = plan_chain(model.model_copy(update={"cache": self.cache}),
-                             catalogue, rules)
-    self._reflect = reflection_chain(
-        backends.shorten(model.model_copy(update={"cache": False}), 80),
-        catalogue, prompt_config)
+    plan_model = model.model_copy(update={"cache": self.cache})
+    lesson_model = model.model_copy(update={"cache": False})
+    self._chain = plan_chain(plan_model, catalogue, rules)
+    self._reflect = reflection_chain(backends.shorten(lesson_model, 80),
+                                     catalogue, prompt_config)
+    # Local models load their weights on first use; that must not count
+    # against a request's timeout.
+    self._loaders = [m.load for m in (plan_model, lesson_model)
+                     if isinstance(m, LlamaCppChatModel)]
     self.memo_size = memo_size
     self._memo: collections.OrderedDict[Any, tuple[int, ...]] = (
         collections.OrderedDict())
@@ -209,6 +214,8 @@ class Planner:
     """Per input a result or an exception; never raises for model trouble."""
     if not inputs:
       return []
+    for load in self._loaders:  # once each; later calls return at once
+      load()
     try:
       return call_with_timeout(
           lambda: chain.batch(inputs,
