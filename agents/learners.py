@@ -129,7 +129,18 @@ class Collector:
                                          *collected))
 
 
-class OffPolicyLearner:
+class _CollectingLearner:
+  """What every learner shares: a `Collector` in `self._collector`."""
+
+  _collector: Collector
+
+  @property
+  def user_steps(self) -> int:
+    """User-steps collected by this learner (not restored from checkpoints)."""
+    return self._collector.user_steps
+
+
+class OffPolicyLearner(_CollectingLearner):
   """Replay-buffer learning (DQN, bandits): each iteration collects
   `collect_steps` environment steps (each one step of every user) and runs
   `train_steps` gradient steps on sampled experience.
@@ -177,11 +188,6 @@ class OffPolicyLearner:
         self.replay_buffer.get_next(sample_batch_size=batch_size,
                                     num_steps=sequence_length)[0])))
 
-  @property
-  def user_steps(self) -> int:
-    """User-steps collected by this learner (not restored from checkpoints)."""
-    return self._collector.user_steps
-
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "replay_buffer": self.replay_buffer}
 
@@ -195,7 +201,7 @@ class OffPolicyLearner:
     return {"loss": float(loss)}
 
 
-class OnPolicyLearner:
+class OnPolicyLearner(_CollectingLearner):
   """PPO-style learning: each iteration collects `collect_steps` steps of
   every user with the current policy and trains on that batch once.
 
@@ -216,11 +222,6 @@ class OnPolicyLearner:
                                 observer_of(self._buffer))
     self._collect_steps = collect_steps
     self._train = common.function(agent.train)
-
-  @property
-  def user_steps(self) -> int:
-    """User-steps collected by this learner (not restored from checkpoints)."""
-    return self._collector.user_steps
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent}

@@ -282,7 +282,6 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       window_start += time.perf_counter() - paused  # rates count training only
 
 
-
 def run_evaluation(eval_env, policy, eval_writer, iteration, directory
                    ) -> tuple[dict[str, np.ndarray], dict[str, float],
                               evaluation.ExposureCurve]:

@@ -43,7 +43,6 @@ class HeuristicPlanner:
     self.category_penalty = category_penalty
     self._priority = np.random.default_rng(seed).permutation(
         catalogue.num_categories)
-    self._group_index = np.asarray(catalogue.category_group, np.int64)
     self._groups = [int(g) for g in catalogue.category_group]
 
   def scores(self, history: UserHistory) -> np.ndarray:
@@ -80,7 +79,7 @@ class HeuristicPlanner:
       counts = np.asarray(count)
       affinity = np.where(counts > 0, np.asarray(total) /
                           np.maximum(counts, 1) / scale, prior)
-    return (affinity - self.group_penalty * group_seen_arr[self._group_index]
+    return (affinity - self.group_penalty * group_seen_arr[self.catalogue.category_group]
             - self.category_penalty * cat_seen_arr)
 
   def ranking(self, history: UserHistory) -> list[int]:
