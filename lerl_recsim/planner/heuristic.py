@@ -7,17 +7,189 @@ as many different groups as it can, then fills up with the next best.
 Saturated categories are left out as in LLM plans. Ties are broken by a
 permutation drawn from the seed once, so a plan is a pure function of the
 history: same seed and history, same plan.
+
+One implementation serves both callers: `BatchHeuristic` computes ranking and
+plan for a whole batch of users in TensorFlow (inside the training graph it
+runs at every step for every user), and `HeuristicPlanner` feeds it
+`UserHistory` objects for the Python planner interface.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from lerl_recsim.planner.history import UserHistory
-from lerl_recsim.planner.validation import PlanRules, saturated
+from lerl_recsim.planner.validation import PlanRules
 from lerl_recsim.scenarios.catalogue import Catalogue
+
+
+class CategorySteps(NamedTuple):
+  """A batch of users' recent steps at category level, most recent last.
+
+  Attributes:
+    shown: float [B, H, C], how many items of each category each step
+      showed (0 on padding steps).
+    engagement: float64 [B, H], the response at each step.
+    clicked: bool [B, H].
+    valid: bool [B, H]; padding (steps before the session began) comes first.
+  """
+
+  shown: tf.Tensor
+  engagement: tf.Tensor
+  clicked: tf.Tensor
+  valid: tf.Tensor
+
+
+# Histories are padded to a multiple of this many steps, so that the
+# compiled heuristic is traced for few lengths.
+PAD_STEPS = 10
+
+
+def histories_to_steps(histories: Sequence[UserHistory],
+                       num_categories: int) -> dict[str, np.ndarray]:
+  """`UserHistory` objects as `CategorySteps` arrays, padded at the front."""
+  longest = max([len(h.steps) for h in histories] + [1])
+  length = -(-longest // PAD_STEPS) * PAD_STEPS
+  batch = len(histories)
+  shown = np.zeros((batch, length, num_categories), np.float32)
+  engagement = np.zeros((batch, length), np.float64)
+  clicked = np.zeros((batch, length), bool)
+  valid = np.zeros((batch, length), bool)
+  for b, history in enumerate(histories):
+    offset = length - len(history.steps)
+    for t, step in enumerate(history.steps, offset):
+      np.add.at(shown[b, t], list(step.categories), 1.0)
+      engagement[b, t] = step.engagement
+      clicked[b, t] = step.clicked
+      valid[b, t] = True
+  return {"shown": shown, "engagement": engagement, "clicked": clicked,
+          "valid": valid}
+
+
+def recent_steps(valid: tf.Tensor, window: int) -> tf.Tensor:
+  """bool [B, H]: the last `window` valid steps of each user."""
+  from_end = tf.cumsum(tf.cast(valid, tf.int32), axis=1, reverse=True)
+  return valid & (from_end <= window)
+
+
+def saturated_categories(steps: CategorySteps, window: int) -> tf.Tensor:
+  """bool [B, C]: categories shown at each of the last `window` steps (none
+  when fewer steps exist)."""
+  recent = recent_steps(steps.valid, window)
+  shown = tf.cast(steps.shown > 0, tf.int32) * tf.cast(recent, tf.int32)[..., None]
+  enough = tf.reduce_sum(tf.cast(recent, tf.int32), axis=1) >= window
+  return (tf.reduce_sum(shown, axis=1) >= window) & enough[:, None]
+
+
+class BatchHeuristic(tf.Module):
+  """The heuristic's ranking and plan for a batch of users, in TensorFlow.
+
+  Arithmetic is float64 and sums run over steps in time order, so scores
+  are those of a plain per-user computation.
+  """
+
+  def __init__(self, catalogue: Catalogue, rules: PlanRules, *, window: int,
+               size: int, seed: int, group_penalty: float,
+               category_penalty: float) -> None:
+    super().__init__(name="batch_heuristic")
+    self.rules = rules
+    self.window = window
+    self.size = size
+    self.num_categories = catalogue.num_categories
+    groups = np.asarray(catalogue.category_group, np.int32)
+    self._groups = tf.constant(groups)
+    self._group_onehot = tf.constant(
+        np.eye(catalogue.num_groups, dtype=np.float32)[groups])  # [C, G]
+    priority = np.random.default_rng(seed).permutation(catalogue.num_categories)
+    self.priority = priority
+    # Categories in tie-break order: a stable sort over them breaks ties
+    # of equal score by the seeded priority.
+    self._by_priority = tf.constant(np.argsort(priority).astype(np.int32))
+    self._group_penalty = float(group_penalty)
+    self._category_penalty = float(category_penalty)
+
+  def scores(self, steps: CategorySteps) -> tf.Tensor:
+    """float64 [B, C]; higher is a better next category."""
+    valid = tf.cast(steps.valid, tf.float64)
+    shown = tf.cast(steps.shown > 0, tf.float64) * valid[..., None]
+    recent = tf.cast(recent_steps(steps.valid, self.window), tf.float64)
+    num_recent = tf.reduce_sum(recent, axis=1, keepdims=True)
+    cat_seen = tf.reduce_sum(shown * recent[..., None], axis=1)
+    groups_shown = tf.cast(tf.einsum("bhc,cg->bhg", tf.cast(shown, tf.float32),
+                                     self._group_onehot) > 0, tf.float64)
+    group_seen = tf.reduce_sum(groups_shown * recent[..., None], axis=1)
+    divisor = tf.maximum(num_recent, 1.0)
+    cat_seen, group_seen = cat_seen / divisor, group_seen / divisor
+    engagement = steps.engagement * valid
+    # Time-ordered sums, as a per-user loop over the steps adds them.
+    batch, num = tf.shape(shown)[0], self.num_categories
+    total = tf.zeros([batch, num], tf.float64)
+    overall = tf.zeros([batch], tf.float64)
+    for t in range(shown.shape[1]):  # the history length is static
+      total += shown[:, t] * engagement[:, t, None]
+      overall += engagement[:, t]
+    count = tf.reduce_sum(shown, axis=1)
+    num_valid = tf.reduce_sum(valid, axis=1)
+    largest = tf.reduce_max(tf.abs(engagement), axis=1)
+    scale = tf.where(largest > 0, largest, 1.0)[:, None]
+    prior = (overall / tf.maximum(num_valid, 1.0))[:, None] / scale
+    affinity = tf.where(count > 0, total / tf.maximum(count, 1.0) / scale,
+                        prior)
+    affinity = tf.where(num_valid[:, None] > 0, affinity, 0.0)
+    return (affinity - self._group_penalty * tf.gather(group_seen, self._groups,
+                                                       axis=1)
+            - self._category_penalty * cat_seen)
+
+  def ranking(self, steps: CategorySteps) -> tf.Tensor:
+    """int32 [B, C]: every category id, best first (ties by priority)."""
+    return self._order(self.scores(steps))
+
+  def _order(self, keys: tf.Tensor) -> tf.Tensor:
+    """Category ids by descending `keys`, ties by the seeded priority."""
+    permuted = tf.gather(keys, self._by_priority, axis=1)
+    order = tf.argsort(permuted, axis=1, direction="DESCENDING", stable=True)
+    return tf.gather(self._by_priority, order)
+
+  def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
+    """(ranking int32 [B, C], plan int32 [B, size] in the order chosen)."""
+    ranking = self.ranking(steps)
+    order = ranking
+    if self.rules.exclude_saturated:
+      # Saturated categories go last: picked only when too few others remain.
+      blocked = saturated_categories(steps, self.rules.saturation_window)
+      demote = tf.cast(tf.gather(blocked, ranking, batch_dims=1), tf.int32)
+      position = tf.argsort(demote, axis=1, stable=True)
+      order = tf.gather(ranking, position, batch_dims=1)
+    return ranking, self._pick(order)
+
+  def _pick(self, order: tf.Tensor) -> tf.Tensor:
+    """The best category of each new group in `order`, then the rest."""
+    batch = tf.shape(order)[0]
+    groups = tf.gather(self._groups, order)
+    num_groups = self._group_onehot.shape[1]
+    used_groups = tf.zeros([batch, num_groups], tf.bool)
+    taken = tf.zeros([batch, self.num_categories], tf.bool)
+    count = tf.zeros([batch], tf.int32)
+    picks = tf.fill([batch, self.size], -1)
+    slots = tf.range(self.size)[None, :]
+    for first_pass in (True, False):
+      for i in range(self.num_categories):
+        category, group = order[:, i], groups[:, i]
+        take = (count < self.size) & ~tf.gather(taken, category, batch_dims=1)
+        if first_pass:
+          take &= ~tf.gather(used_groups, group, batch_dims=1)
+        picks = tf.where(take[:, None] & (slots == count[:, None]),
+                         category[:, None], picks)
+        taken |= take[:, None] & tf.one_hot(category, self.num_categories,
+                                            on_value=True, off_value=False)
+        used_groups |= take[:, None] & tf.one_hot(group, num_groups,
+                                                  on_value=True,
+                                                  off_value=False)
+        count += tf.cast(take, tf.int32)
+    return picks
 
 
 class HeuristicPlanner:
@@ -37,84 +209,39 @@ class HeuristicPlanner:
       raise ValueError(f"window must be >= 1, got {window}")
     self.catalogue = catalogue
     self.rules = rules
-    self.window = window
-    self.size = size
-    self.group_penalty = group_penalty
-    self.category_penalty = category_penalty
-    self._priority = np.random.default_rng(seed).permutation(
-        catalogue.num_categories)
-    self._groups = [int(g) for g in catalogue.category_group]
+    self.batch = BatchHeuristic(catalogue, rules, window=window, size=size,
+                                seed=seed, group_penalty=group_penalty,
+                                category_penalty=category_penalty)
+    self._compiled = tf.function(
+        lambda steps: (*self.batch.rank_and_plan(steps),
+                       self.batch.scores(steps)), autograph=False)
+
+  def _run(self, histories: Sequence[UserHistory]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrays = histories_to_steps(histories, self.catalogue.num_categories)
+    ranking, plan, scores = self._compiled(CategorySteps(
+        **{k: tf.constant(v) for k, v in arrays.items()}))
+    return ranking.numpy(), plan.numpy(), scores.numpy()
 
   def scores(self, history: UserHistory) -> np.ndarray:
     """float [num_categories]; higher is a better next category."""
-    # Counting in Python: for a handful of steps over ~20 categories, NumPy's
-    # per-call overhead costs more than the arithmetic (this runs for every
-    # planned user).
-    num = self.catalogue.num_categories
-    groups = self._groups
-    recent = history.recent(self.window)
-    cat_seen = [0.0] * num
-    group_seen = [0.0] * self.catalogue.num_groups
-    for step in recent:
-      shown = set(step.categories)
-      for c in shown:
-        cat_seen[c] += 1
-      for g in {groups[c] for c in shown}:
-        group_seen[g] += 1
-    total = [0.0] * num
-    count = [0] * num
-    for step in history.steps:
-      for c in set(step.categories):
-        total[c] += step.engagement
-        count[c] += 1
-    cat_seen_arr = np.asarray(cat_seen)
-    group_seen_arr = np.asarray(group_seen)
-    if recent:
-      cat_seen_arr /= len(recent)
-      group_seen_arr /= len(recent)
-    affinity = np.zeros(num)
-    if history.steps:
-      scale = max(abs(s.engagement) for s in history.steps) or 1.0
-      prior = np.mean([s.engagement for s in history.steps]) / scale
-      counts = np.asarray(count)
-      affinity = np.where(counts > 0, np.asarray(total) /
-                          np.maximum(counts, 1) / scale, prior)
-    return (affinity - self.group_penalty * group_seen_arr[self.catalogue.category_group]
-            - self.category_penalty * cat_seen_arr)
+    return self._run([history])[2][0]
 
   def ranking(self, history: UserHistory) -> list[int]:
     """Every category id, best first (ties by the seeded priority)."""
-    scores = self.scores(history)
-    return sorted(range(self.catalogue.num_categories),
-                  key=lambda c: (-scores[c], self._priority[c]))
+    return self._run([history])[0][0].tolist()
 
   def plan_one(self, history: UserHistory) -> tuple[int, ...]:
-    order = self.ranking(history)
-    if self.rules.exclude_saturated:
-      blocked = saturated(history, self.rules)
-      allowed = [c for c in order if c not in blocked]
-      # Only when too few categories remain are saturated ones used, last.
-      if len(allowed) < self.size:
-        allowed += [c for c in order if c in blocked]
-      order = allowed
-    plan: list[int] = []
-    used_groups: set[int] = set()
-    for c in order:
-      group = self._groups[c]
-      if len(plan) < self.size and group not in used_groups:
-        plan.append(c)
-        used_groups.add(group)
-    for c in order:
-      if len(plan) < self.size and c not in plan:
-        plan.append(c)
-    return tuple(plan)
+    return self.plan([history])[0]
 
   def plan(self, histories: Sequence[UserHistory],
            wait: bool = True) -> list[tuple[int, ...]]:
     """One plan (category ids, best first) per history; always immediate,
     so `wait` (part of the common interface) changes nothing."""
     del wait
-    return [self.plan_one(h) for h in histories]
+    if not histories:
+      return []
+    return [tuple(row.tolist()) for row in self._run(histories)[1]]
 
   def end_sessions(self, histories: Sequence[UserHistory],
                    wait: bool = True) -> None:
