@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
-from tf_agents.environments import py_environment
+from tf_agents.environments import py_environment, tf_environment
 from tf_agents.policies import py_policy, py_tf_eager_policy, tf_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
@@ -129,10 +129,84 @@ class Collector:
                                          *collected))
 
 
-class _CollectingLearner:
-  """What every learner shares: a `Collector` in `self._collector`."""
+class GraphCollector:
+  """Collection on the fast path: for a `tf_environment` environment, the
+  policy, the environment step and the observer (a replay write) of many
+  steps run as one graph call, a `tf.while_loop`; afterwards the
+  environment absorbs the steps' reports (metrics of ended sessions, the
+  planner's part). Same interface as `Collector`.
+  """
 
-  _collector: Collector
+  def __init__(self, env: Any, policy: tf_policy.TFPolicy,
+               observer: Callable[[trajectory_lib.Trajectory], Any],
+               recorded_action: Callable[[Any], Any] | None = None):
+    self._env = env
+    self._policy = policy
+    self._observer = observer
+    self._recorded_action = recorded_action or (lambda action: action)
+    self._compiled: dict[int, Any] = {}
+    self._started = False
+    self.user_steps = 0  # every slot's steps, since construction
+
+  def _collect_fn(self, steps: int) -> Any:
+    env, policy = self._env, self._policy
+    report_structure = env.step_report()
+
+    def collect() -> Any:
+      arrays = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape)
+                for x in tf.nest.flatten(report_structure)]
+
+      def body(t, time_step, arrays):
+        action_step = policy.action(time_step)
+        next_time_step = env.step(action_step.action)
+        recorded = action_step._replace(
+            action=self._recorded_action(action_step.action))
+        self._observer(trajectory_lib.from_transition(time_step, recorded,
+                                                      next_time_step))
+        arrays = [a.write(t, x) for a, x in
+                  zip(arrays, tf.nest.flatten(env.step_report()))]
+        return t + 1, next_time_step, arrays
+
+      _, _, arrays = tf.while_loop(
+          lambda t, *_: t < steps, body,
+          [tf.constant(0), env.current_time_step(), arrays])
+      return tf.nest.pack_sequence_as(report_structure,
+                                      [a.stack() for a in arrays])
+
+    return tf.function(collect, autograph=False)
+
+  def run(self, steps: int) -> None:
+    if not self._started:
+      self._env.reset_and_absorb()
+      self._started = True
+    chunk = self._env.steps_per_call or steps
+    done = 0
+    while done < steps:
+      n = min(chunk, steps - done)
+      if n not in self._compiled:
+        self._compiled[n] = self._collect_fn(n)
+      reports = self._compiled[n]()
+      self._env.absorb_reports(tf.nest.map_structure(lambda x: x.numpy(),
+                                                     reports))
+      done += n
+    self.user_steps += steps * self._env.batch_size
+
+
+def make_collector(env: Any, policy: tf_policy.TFPolicy,
+                   buffer: tf_uniform_replay_buffer.TFUniformReplayBuffer,
+                   recorded_action: Callable[[Any], Any] | None = None
+                   ) -> Collector | GraphCollector:
+  """The graph collector for TensorFlow environments (training's fast
+  path), the step-by-step one for Python environments."""
+  if isinstance(env, tf_environment.TFEnvironment):
+    return GraphCollector(env, policy, buffer.add_batch, recorded_action)
+  return Collector(env, policy, observer_of(buffer), recorded_action)
+
+
+class _CollectingLearner:
+  """What every learner shares: a collector in `self._collector`."""
+
+  _collector: Collector | GraphCollector
 
   @property
   def user_steps(self) -> int:
@@ -175,9 +249,8 @@ class OffPolicyLearner(_CollectingLearner):
     self.replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=env.batch_size,
         max_length=max(replay_capacity // env.batch_size, sequence_length + 1))
-    self._collector = Collector(env, self.collect_policy,
-                                observer_of(self.replay_buffer),
-                                recorded_action)
+    self._collector = make_collector(env, self.collect_policy,
+                                     self.replay_buffer, recorded_action)
     self._collect_steps = collect_steps
     self._initial_collect_steps = initial_collect_steps
     self._train_steps = train_steps
@@ -218,8 +291,7 @@ class OnPolicyLearner(_CollectingLearner):
     self._buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=env.batch_size,
         max_length=collect_steps + 1)
-    self._collector = Collector(env, agent.collect_policy,
-                                observer_of(self._buffer))
+    self._collector = make_collector(env, agent.collect_policy, self._buffer)
     self._collect_steps = collect_steps
     self._train = common.function(agent.train)
 

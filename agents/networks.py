@@ -19,6 +19,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.typing import types
 
 from lerl_recsim import environment as environment_lib
+from lerl_recsim import tf_environment
 
 
 class ObservationEncoder(tf.keras.layers.Layer):
@@ -171,8 +172,10 @@ def agent_inputs(env: Any, agent_name: str,
                                  scenario.max_session_length))
 
 
-def base_environment(env: Any) -> environment_lib.RecSimEnvironment:
+def base_environment(env: Any) -> (environment_lib.RecSimEnvironment
+                                  | tf_environment.TFRecSimEnvironment):
   """The scenario environment under any wrappers."""
-  while not isinstance(env, environment_lib.RecSimEnvironment):
+  while not isinstance(env, (environment_lib.RecSimEnvironment,
+                             tf_environment.TFRecSimEnvironment)):
     env = env.wrapped_env()
   return env

@@ -4,7 +4,8 @@ One batch entry per simulated user slot. Each slot runs its own sessions:
 when its user leaves, the slot returns a LAST step, and on the next step a
 new user arrives (FIRST) while the other slots carry on. The whole step —
 user response, state updates, exit rules, resets — is one compiled
-`tf.function` over all users.
+`tf.function` over all users (`simulator.CompiledSimulator`, which the
+TensorFlow-native environment in `tf_environment` steps too).
 """
 
 from __future__ import annotations
@@ -13,18 +14,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
-from recsim_ng.core import value
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.environments import py_environment
 from tf_agents.typing import types
 
 from lerl_recsim import metrics as metrics_lib
-from lerl_recsim.scenarios import interest_evolution, registry, seeding
-from lerl_recsim.scenarios import session_history, story
-
-Value = value.Value
-NestedTensors = dict[str, dict[str, tf.Tensor]]
+from lerl_recsim import simulator
+from lerl_recsim.scenarios import interest_evolution, registry
 
 
 def splitter(observation: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -86,6 +83,40 @@ def check_actions(actions: np.ndarray, mask: np.ndarray, active: np.ndarray,
   return slates.astype(np.int32)
 
 
+def environment_specs(scenario: interest_evolution.Scenario
+                      ) -> tuple[types.NestedArraySpec, types.ArraySpec,
+                                 types.ArraySpec]:
+  """(observation, action, reward) array specs of a scenario's environments."""
+  h, k, c, n = (scenario.history_length, scenario.slate_size,
+                scenario.catalogue.num_categories, scenario.items.num_items)
+  bounded = array_spec.BoundedArraySpec
+  observation = {
+      "observation": {
+          "item_history": bounded((h, k), np.int32, -1, n - 1,
+                                  name="item_history"),
+          "click_history": bounded((h, k), np.float32, 0.0, 1.0,
+                                   name="click_history"),
+          "response_history": bounded((h, k), np.float32, 0.0, 1.0,
+                                      name="response_history"),
+          "category_counts": bounded((c,), np.float32, 0.0,
+                                     float(scenario.max_session_length * k),
+                                     name="category_counts"),
+          "category_engagement": bounded(
+              (c,), np.float32, 0.0, float(scenario.max_session_length),
+              name="category_engagement"),
+          "session_length": bounded((), np.int32, 0,
+                                    scenario.max_session_length,
+                                    name="session_length"),
+          "mean_engagement": bounded((), np.float32, 0.0, 1.0,
+                                     name="mean_engagement"),
+      },
+      "mask": array_spec.ArraySpec((n,), np.bool_, name="mask"),
+  }
+  shape = () if k == 1 else (k,)
+  return (observation, bounded(shape, np.int32, 0, n - 1, name="item"),
+          array_spec.ArraySpec((), np.float32, name="reward"))
+
+
 class RecSimEnvironment(py_environment.PyEnvironment):
   """Batched per-user-episode environment over a scenario's network.
 
@@ -98,52 +129,21 @@ class RecSimEnvironment(py_environment.PyEnvironment):
   def __init__(self, scenario: interest_evolution.Scenario, seed: int):
     super().__init__(handle_auto_reset=False)
     self._scenario = scenario
-    self._network = scenario.network
+    self._simulator = simulator.CompiledSimulator(scenario)
     self._seed = int(seed)
     self._num_users = scenario.num_users
     self._num_items = scenario.items.num_items
     self._steps_taken = 0
-    self._state: dict[str, dict[str, tf.Variable]] | None = None
     self._last = np.zeros(self._num_users, bool)
     self._mask = np.ones((self._num_users, self._num_items), bool)
     self._mask.setflags(write=False)
     self._metrics = metrics_lib.EpisodeMetricsRecorder()
-    self._build_specs()
-    self._reset_fn = tf.function(self._reset_graph, autograph=False)
+    (self._observation_spec, self._action_spec,
+     self._reward_spec) = environment_specs(scenario)
+    self._reset_fn = tf.function(self._simulator.reset, autograph=False)
     self._step_fn: Any = None  # traced once the state variables exist
-    self._oracle_fn = tf.function(self._expected_engagement, autograph=False)
-
-  # --- specs -----------------------------------------------------------
-
-  def _build_specs(self) -> None:
-    s = self._scenario
-    h, k, c, n = (s.history_length, s.slate_size, s.catalogue.num_categories,
-                  self._num_items)
-    bounded = array_spec.BoundedArraySpec
-    self._observation_spec = {
-        "observation": {
-            "item_history": bounded((h, k), np.int32, -1, n - 1,
-                                    name="item_history"),
-            "click_history": bounded((h, k), np.float32, 0.0, 1.0,
-                                     name="click_history"),
-            "response_history": bounded((h, k), np.float32, 0.0, 1.0,
-                                        name="response_history"),
-            "category_counts": bounded((c,), np.float32, 0.0,
-                                       float(s.max_session_length * k),
-                                       name="category_counts"),
-            "category_engagement": bounded(
-                (c,), np.float32, 0.0, float(s.max_session_length),
-                name="category_engagement"),
-            "session_length": bounded((), np.int32, 0, s.max_session_length,
-                                      name="session_length"),
-            "mean_engagement": bounded((), np.float32, 0.0, 1.0,
-                                       name="mean_engagement"),
-        },
-        "mask": array_spec.ArraySpec((n,), np.bool_, name="mask"),
-    }
-    shape = () if k == 1 else (k,)
-    self._action_spec = bounded(shape, np.int32, 0, n - 1, name="item")
-    self._reward_spec = array_spec.ArraySpec((), np.float32, name="reward")
+    self._oracle_fn = tf.function(self._simulator.expected_engagement,
+                                  autograph=False)
 
   def observation_spec(self) -> types.NestedArraySpec:
     return self._observation_spec
@@ -184,79 +184,9 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     Reads the hidden user state; for oracle references only, never a
     deployable policy.
     """
-    if self._state is None:
+    if not self._simulator.built:
       self.reset()
     return self._oracle_fn().numpy()
-
-  # --- compiled graph --------------------------------------------------------
-  # The network value lives in tf.Variables so that a compiled step takes and
-  # returns only a few small tensors: passing the whole nested state in and
-  # out of a tf.function costs more Python time than the step itself.
-
-  @staticmethod
-  def _pack(network_value: Mapping[str, Value]) -> NestedTensors:
-    return {name: dict(v.as_dict) for name, v in network_value.items()}
-
-  def _read_state(self) -> dict[str, Value]:
-    return {name: Value(**{field: variable.read_value()
-                           for field, variable in fields.items()})
-            for name, fields in self._state.items()}
-
-  def _assign_state(self, packed: NestedTensors) -> None:
-    tf.nest.map_structure(lambda variable, new: variable.assign(new),
-                          self._state, packed)
-
-  def _initial(self, seed: tf.Tensor) -> NestedTensors:
-    with seeding.stateless_sampling(seed):
-      return self._pack(self._network.initial_step())
-
-  def _reset_graph(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    self._assign_state(self._initial(seed))
-    return self._observed()
-
-  def _observed(self) -> dict[str, tf.Tensor]:
-    history = self._state[story.HISTORY]
-    return {name: history[name].read_value()
-            for name in session_history.OBSERVED_FIELDS}
-
-  def _step_graph(self, actions: tf.Tensor, reset: tf.Tensor,
-                  seed: tf.Tensor) -> dict[str, Any]:
-    previous = self._read_state()
-    previous[story.SLATE_REQUEST] = Value(items=actions)
-    with seeding.stateless_sampling(seed):
-      stepped = self._network.step(previous)
-      fresh = self._network.initial_step()
-
-    def select(new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
-      condition = tf.reshape(reset, [-1] + [1] * (len(old.shape) - 1))
-      return tf.where(condition, new, old)
-
-    merged = dict(stepped)
-    for name in story.PER_USER_VARIABLES:
-      merged[name] = Value(**tf.nest.map_structure(
-          select, dict(fresh[name].as_dict), dict(stepped[name].as_dict)))
-    self._assign_state(self._pack(merged))
-    exit_state = merged[story.EXIT_STATE]
-    ended = (exit_state.get("left") + exit_state.get("truncated")) > 0.0
-    step_type = tf.where(
-        reset, ts.StepType.FIRST,
-        tf.where(ended, ts.StepType.LAST, ts.StepType.MID))
-    history = merged[story.HISTORY]
-    return {
-        "step_type": tf.cast(step_type, tf.int32),
-        "reward": merged[story.USER_RESPONSE].get("engagement"),
-        "discount": 1.0 - exit_state.get("left"),
-        "observation": {name: history.get(name)
-                        for name in session_history.OBSERVED_FIELDS},
-        # What the metrics of a session that ends on this step need.
-        "session": {name: history.get(name)
-                    for name in session_history.SESSION_TOTALS},
-    }
-
-  def _expected_engagement(self) -> tf.Tensor:
-    state = self._read_state()
-    return self._scenario.user.expected_engagement(
-        state[story.USER_STATE], state[story.CORPUS])
 
   # --- PyEnvironment -----------------------------------------------------
 
@@ -276,11 +206,11 @@ class RecSimEnvironment(py_environment.PyEnvironment):
   def _reset(self) -> ts.TimeStep:
     self._steps_taken = 0
     seed = self._next_seed()
-    if self._state is None:
-      self._state = tf.nest.map_structure(tf.Variable, self._initial(seed))
+    if not self._simulator.built:
+      self._simulator.build(seed)
       # A concrete function of flat tensors: calling it skips matching the
       # arguments to a trace, which costs as much as the step's ops.
-      self._step_fn = tf.function(self._step_graph, autograph=False
+      self._step_fn = tf.function(self._simulator.step, autograph=False
                                   ).get_concrete_function(
           tf.TensorSpec([self._num_users, self._scenario.slate_size], tf.int32),
           tf.TensorSpec([self._num_users], tf.bool),
@@ -293,7 +223,7 @@ class RecSimEnvironment(py_environment.PyEnvironment):
         np.ones(self._num_users, np.float32), observed)
 
   def _step(self, action: types.NestedArray) -> ts.TimeStep:
-    if self._state is None:
+    if not self._simulator.built:
       return self.reset()
     slates = check_actions(action, self._mask, ~self._last, self._num_items,
                            self._scenario.slate_size)
@@ -324,8 +254,14 @@ def make_env(scenario: str = "interest_evolution", num_users: int = 64,
       `exit_rule="temper"`, `exit_params={"initial_temper": 10}`,
       `satiation_decay=0.9`; see the README for the full list.
   """
+  return RecSimEnvironment(build_scenario(scenario, num_users, seed,
+                                          **overrides), seed=int(seed))
+
+
+def build_scenario(scenario: str, num_users: int, seed: int,
+                   **overrides: Any) -> interest_evolution.Scenario:
+  """The registered scenario, checked (see `make_env` for the arguments)."""
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise TypeError(f"seed must be an int, got {seed!r}")
-  built = registry.build_scenario(scenario, num_users=num_users, seed=int(seed),
-                                  **overrides)
-  return RecSimEnvironment(built, seed=int(seed))
+  return registry.build_scenario(scenario, num_users=num_users, seed=int(seed),
+                                 **overrides)

@@ -31,6 +31,7 @@ from tf_agents.typing import types
 from lerl_recsim import environment as environment_lib
 from lerl_recsim.planner import (HeuristicPlanner, PromptConfig, StepRecord,
                                  UserHistory, make_planner)
+from lerl_recsim.scenarios.catalogue import Catalogue
 
 # Replan every 10 steps: the planner's calls stay within the budget of
 # 50 LLM calls per 1,000 user-steps (see docs/planner.md for measurements).
@@ -324,17 +325,28 @@ def make_planned_env(scenario: str = "interest_evolution",
   check_replan_every(replan_every)
   env = environment_lib.make_env(scenario, num_users=num_users, seed=seed,
                                  **overrides)
+  planner = build_planner(planner, env.scenario.catalogue, seed,
+                          model_options, planner_options)
+  return PlannedEnvironment(env, planner, replan_every, seed=seed,
+                            wait_for_planner=wait_for_planner)
+
+
+def build_planner(planner: str | PlannerLike, catalogue: Catalogue, seed: int,
+                  model_options: Mapping[str, Any] | None = None,
+                  planner_options: Mapping[str, Any] | None = None
+                  ) -> PlannerLike:
+  """A backend string's planner with this module's defaults for LLMs
+  (SCENARIO_PROMPT_CONFIG, EFFICIENT_REFLECTIONS); a ready planner as is."""
   if isinstance(planner, str):
     options = dict(planner_options or {})
     if planner != "heuristic":
       options.setdefault("prompt_config", SCENARIO_PROMPT_CONFIG)
       for key, value in EFFICIENT_REFLECTIONS.items():
         options.setdefault(key, value)
-    planner = make_planner(planner, env.scenario.catalogue,
-                           model_options=model_options, seed=seed, **options)
-  elif model_options or planner_options:
+    return make_planner(planner, catalogue, model_options=model_options,
+                        seed=seed, **options)
+  if model_options or planner_options:
     raise ValueError(
         "model_options and planner_options apply only when planner is a "
         f"backend string, got the object {type(planner).__name__}")
-  return PlannedEnvironment(env, planner, replan_every, seed=seed,
-                            wait_for_planner=wait_for_planner)
+  return planner

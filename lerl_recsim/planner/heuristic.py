@@ -69,6 +69,24 @@ def histories_to_steps(histories: Sequence[UserHistory],
           "valid": valid}
 
 
+def observation_steps(observation: dict[str, tf.Tensor],
+                      item_categories: tf.Tensor) -> CategorySteps:
+  """An environment observation batch as `CategorySteps`, in the graph.
+
+  Args:
+    observation: the recommender's observation (without the mask).
+    item_categories: float [N, C], 1 where an item has a category.
+  """
+  items = tf.cast(observation["item_history"], tf.int32)  # [B, H, k]
+  padded = tf.concat([tf.zeros_like(item_categories[:1]), item_categories], 0)
+  return CategorySteps(
+      shown=tf.reduce_sum(tf.gather(padded, items + 1), axis=2),
+      engagement=tf.cast(tf.reduce_sum(observation["response_history"], -1),
+                         tf.float64),
+      clicked=tf.reduce_sum(observation["click_history"], -1) > 0,
+      valid=items[:, :, 0] >= 0)
+
+
 def recent_steps(valid: tf.Tensor, window: int) -> tf.Tensor:
   """bool [B, H]: the last `window` valid steps of each user."""
   from_end = tf.cumsum(tf.cast(valid, tf.int32), axis=1, reverse=True)
@@ -166,30 +184,23 @@ class BatchHeuristic(tf.Module):
     return ranking, self._pick(order)
 
   def _pick(self, order: tf.Tensor) -> tf.Tensor:
-    """The best category of each new group in `order`, then the rest."""
-    batch = tf.shape(order)[0]
-    groups = tf.gather(self._groups, order)
-    num_groups = self._group_onehot.shape[1]
-    used_groups = tf.zeros([batch, num_groups], tf.bool)
-    taken = tf.zeros([batch, self.num_categories], tf.bool)
-    count = tf.zeros([batch], tf.int32)
-    picks = tf.fill([batch, self.size], -1)
-    slots = tf.range(self.size)[None, :]
-    for first_pass in (True, False):
-      for i in range(self.num_categories):
-        category, group = order[:, i], groups[:, i]
-        take = (count < self.size) & ~tf.gather(taken, category, batch_dims=1)
-        if first_pass:
-          take &= ~tf.gather(used_groups, group, batch_dims=1)
-        picks = tf.where(take[:, None] & (slots == count[:, None]),
-                         category[:, None], picks)
-        taken |= take[:, None] & tf.one_hot(category, self.num_categories,
-                                            on_value=True, off_value=False)
-        used_groups |= take[:, None] & tf.one_hot(group, num_groups,
-                                                  on_value=True,
-                                                  off_value=False)
-        count += tf.cast(take, tf.int32)
-    return picks
+    """The best category of each new group in `order` (up to `size`), then
+    the next best of the rest, in that order."""
+    num = self.num_categories
+    groups = tf.one_hot(tf.gather(self._groups, order),
+                        self._group_onehot.shape[1])  # [B, C, G]
+    earlier = tf.cumsum(groups, axis=1, exclusive=True)
+    first_of_group = tf.reduce_sum(groups * earlier, axis=-1) == 0
+    rank = tf.cumsum(tf.cast(first_of_group, tf.int32), axis=1)
+    first_pass = first_of_group & (rank <= self.size)
+    left = self.size - tf.reduce_sum(tf.cast(first_pass, tf.int32), axis=1)
+    rest_rank = tf.cumsum(tf.cast(~first_pass, tf.int32), axis=1)
+    second_pass = ~first_pass & (rest_rank <= left[:, None])
+    position = tf.range(num)[None, :]
+    sort_key = tf.where(first_pass, position,
+                        tf.where(second_pass, num + position, 2 * num + position))
+    chosen = tf.argsort(sort_key, axis=1)[:, :self.size]
+    return tf.gather(order, chosen, batch_dims=1)
 
 
 class HeuristicPlanner:

@@ -280,6 +280,19 @@ class Planner:
     failed request counts one fallback, and its situation gets the heuristic
     plan from then on.
     """
+    answers = self.llm_plans(histories, wait)
+    heuristic = [h for h, a in zip(histories, answers) if a is None]
+    fallback = iter(self.fallback.plan(heuristic))
+    return [next(fallback) if a is None else a for a in answers]
+
+  def llm_plans(self, histories: Sequence[UserHistory], wait: bool = True
+                ) -> list[tuple[int, ...] | None]:
+    """Per history the LLM's validated plan, or None where it has none (yet).
+
+    Like `plan`, and counted the same way, but a user without the LLM's plan
+    gets None instead of the heuristic plan: callers that compute the
+    heuristic themselves (the TensorFlow planned environment) use this.
+    """
     start = time.perf_counter()
     self._collect_background()
     inputs = [self.prompt_input(h) for h in histories]
@@ -301,15 +314,15 @@ class Planner:
         if key not in self._failed:
           self._worker.submit(("plan", key), ("plan", first[key]))
         answers[key] = None  # provisional
-    plans = []
-    for history, key in zip(histories, keys):
+    plans: list[tuple[int, ...] | None] = []
+    for key in keys:
       result = answers[key]
       if result is None:
         self._counts["provisional_plans"] += 1
-        plans.append(self.fallback.plan_one(history))
+        plans.append(None)
       elif isinstance(result, BaseException):
         self._count_fallback(result)
-        plans.append(self.fallback.plan_one(history))
+        plans.append(None)
       else:
         self._counts["llm_plans"] += 1
         plans.append(result)

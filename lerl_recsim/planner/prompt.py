@@ -123,10 +123,12 @@ def plan_prompt(catalogue: Catalogue, rules: PlanRules) -> ChatPromptTemplate:
 def step_text(step: StepRecord, catalogue: Catalogue,
               config: PromptConfig) -> str:
   """`rock x2, jazz -> clicked, engagement high`."""
-  counts = collections.Counter(step.categories)
+  # In category order, so that a slate's item order does not make a new
+  # situation.
+  counts = sorted(collections.Counter(step.categories).items())
   shown = ", ".join(
       catalogue.category_names[c] + (f" x{n}" if n > 1 else "")
-      for c, n in counts.items()) or "nothing"
+      for c, n in counts) or "nothing"
   response = "clicked" if step.clicked else "no click"
   return f"{shown} -> {response}, engagement {config.engagement_level(step.engagement)}"
 

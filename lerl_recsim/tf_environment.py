@@ -1,0 +1,514 @@
+"""TensorFlow-native environments: the training fast path.
+
+`TFRecSimEnvironment` is a TF-Agents `TFEnvironment` over the same
+`CompiledSimulator` as the Python `RecSimEnvironment` (same dynamics, same
+stateless seeding: a seed and actions give the same trajectories), with its
+time step in variables, so that a driver can run policy, environment step
+and replay write for many steps as one graph call. `PlannedTFEnvironment`
+adds the planner inside the graph: each slot's plan lives in a variable, the
+heuristic plans the whole batch at once, and the LLM's plans are served from
+a hash table keyed by situation (`planner.situations`); new situations are
+reported back to Python after the graph call, asked of the LLM (waiting or in
+the background), and their answers enter the table for later steps.
+
+The Python environments stay the public, validated contract; these serve
+training. After each graph call the collector hands the stacked per-step
+`step_report()`s to `absorb_reports`, where the metrics of ended sessions
+are recorded and the planner hears about them.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.environments import tf_environment
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from lerl_recsim import environment as environment_lib
+from lerl_recsim import metrics as metrics_lib
+from lerl_recsim import planner_environment, simulator
+from lerl_recsim.planner import HeuristicPlanner, Planner
+from lerl_recsim.planner.heuristic import observation_steps
+from lerl_recsim.planner.situations import situation_keys
+from lerl_recsim.scenarios import interest_evolution
+
+Report = Mapping[str, Any]
+
+
+def _time_axis(report: Report) -> dict[str, Any]:
+  """A single step's report as a stack of one step."""
+  return tf.nest.map_structure(lambda x: np.asarray(x)[None], report)
+
+
+class TFRecSimEnvironment(tf_environment.TFEnvironment):
+  """Batched per-user-episode scenario environment, stepped in the graph.
+
+  Same specs, per-slot episodes and seeding as `RecSimEnvironment`; the
+  mask is all True.
+  """
+
+  def __init__(self, scenario: interest_evolution.Scenario, seed: int):
+    observation_spec, action_spec, reward_spec = (
+        environment_lib.environment_specs(scenario))
+    super().__init__(
+        ts.time_step_spec(tensor_spec.from_spec(observation_spec),
+                          tensor_spec.from_spec(reward_spec)),
+        tensor_spec.from_spec(action_spec), batch_size=scenario.num_users)
+    self._scenario = scenario
+    self._seed = int(seed)
+    self._num_items = scenario.items.num_items
+    self._simulator = simulator.CompiledSimulator(scenario)
+    self._simulator.build(tf.constant([self._seed, 1], tf.int64))
+    users = scenario.num_users
+    self._steps_taken = tf.Variable(1, dtype=tf.int64, name="steps_taken")
+    self._step_type = tf.Variable(tf.fill([users], ts.StepType.FIRST),
+                                  name="step_type")
+    self._reward = tf.Variable(tf.zeros([users]), name="reward")
+    self._discount = tf.Variable(tf.ones([users]), name="discount")
+    self._mask = tf.ones([users, self._num_items], tf.bool)
+    self._metrics = metrics_lib.EpisodeMetricsRecorder()
+
+  @property
+  def scenario(self) -> interest_evolution.Scenario:
+    return self._scenario
+
+  @property
+  def config(self) -> Mapping[str, Any]:
+    return self._scenario.config
+
+  @property
+  def episode_metrics(self) -> metrics_lib.EpisodeMetricsRecorder:
+    """Metrics of every session that ended, recorded by `absorb_reports`."""
+    return self._metrics
+
+  @property
+  def steps_per_call(self) -> int | None:
+    """At most this many steps per graph call (None: no limit)."""
+    return None
+
+  def _current_time_step(self) -> ts.TimeStep:
+    return ts.TimeStep(
+        step_type=self._step_type.read_value(),
+        reward=self._reward.read_value(),
+        discount=self._discount.read_value(),
+        observation={"observation": self._simulator.observed(),
+                     "mask": self._mask})
+
+  def _reset(self) -> ts.TimeStep:
+    self._steps_taken.assign(1)
+    self._simulator.reset(tf.stack([tf.constant(self._seed, tf.int64),
+                                    self._steps_taken]))
+    self._step_type.assign(tf.fill(tf.shape(self._step_type),
+                                   ts.StepType.FIRST))
+    self._reward.assign(tf.zeros_like(self._reward))
+    self._discount.assign(tf.ones_like(self._discount))
+    return self._current_time_step()
+
+  def check_actions(self, slates: tf.Tensor, mask: tf.Tensor) -> tf.Operation:
+    """An assertion that every used slate item lies in range and in `mask`."""
+    in_range = (slates >= 0) & (slates < self._num_items)
+    allowed = tf.gather(mask, tf.clip_by_value(slates, 0, self._num_items - 1),
+                        batch_dims=1)
+    ignored = (self._step_type == ts.StepType.LAST)[:, None]
+    return tf.debugging.Assert(
+        tf.reduce_all((in_range & allowed) | ignored),
+        ["an action lies outside its user's mask or the catalogue; slates:",
+         slates], summarize=8)
+
+  def _step(self, action: tf.Tensor) -> ts.TimeStep:
+    slates = tf.reshape(tf.cast(action, tf.int32),
+                        [self.batch_size, self._scenario.slate_size])
+    with tf.control_dependencies([self.check_actions(slates, self._mask)]):
+      reset = self._step_type == ts.StepType.LAST
+    self._steps_taken.assign_add(1)
+    outputs = self._simulator.step(
+        slates, reset, tf.stack([tf.constant(self._seed, tf.int64),
+                                 self._steps_taken]))
+    self._step_type.assign(outputs["step_type"])
+    self._reward.assign(outputs["reward"])
+    self._discount.assign(outputs["discount"])
+    return ts.TimeStep(outputs["step_type"], outputs["reward"],
+                       outputs["discount"],
+                       {"observation": outputs["observation"],
+                        "mask": self._mask})
+
+  def step_report(self) -> dict[str, Any]:
+    """What Python needs of the last step (read in the graph after it)."""
+    return {"step_type": self._step_type.read_value(),
+            "session": self._simulator.session_totals()}
+
+  def absorb_reports(self, reports: Report) -> None:
+    """Records the metrics of the sessions that ended in these steps.
+
+    Args:
+      reports: `step_report()`s as NumPy arrays stacked on a leading time
+        axis [T, ...].
+    """
+    for t, step_type in enumerate(reports["step_type"]):
+      last = step_type == ts.StepType.LAST
+      if last.any():
+        self._metrics.record(
+            metrics_lib.session_metrics(
+                {name: values[t][last]
+                 for name, values in reports["session"].items()}),
+            slots=np.flatnonzero(last))
+
+  def reset_and_absorb(self) -> None:
+    """Resets (new users everywhere) and absorbs the reset's report."""
+    self.reset()
+    self.absorb_reports(_time_axis(tf.nest.map_structure(
+        lambda x: x.numpy(), self.step_report())))
+
+
+class PlannedTFEnvironment(tf_environment.TFEnvironment):
+  """`TFRecSimEnvironment` whose mask follows the planner, in the graph.
+
+  The semantics of `planner_environment.PlannedEnvironment` (plans at
+  session start and every K steps, the mask is the plan's items, plans too
+  small for a slate are widened in the heuristic's order), computed for all
+  slots at once. With the heuristic planner everything happens in the graph.
+  With an LLM planner a due user gets the LLM's plan for its situation when
+  the table holds one, else the heuristic plan (provisional), and its
+  situation is reported; `absorb_reports` asks the planner about reported
+  situations and stores its answers. With `wait_for_planner=True` the
+  environment allows one step per graph call and, after each, replaces the
+  provisional plans of that step by the LLM's, so that a run repeats
+  exactly and equals the Python planned environment's.
+
+  Args:
+    env: the scenario's TF environment.
+    planner: a `HeuristicPlanner` or an LLM `Planner`.
+    replan_every: K.
+    seed: seeds the heuristic ranking used to widen plans.
+    wait_for_planner: see above.
+  """
+
+  def __init__(self, env: TFRecSimEnvironment,
+               planner: HeuristicPlanner | Planner,
+               replan_every: int = planner_environment.DEFAULT_REPLAN_EVERY,
+               seed: int = 0, wait_for_planner: bool = True) -> None:
+    super().__init__(env.time_step_spec(), env.action_spec(), env.batch_size)
+    self._env = env
+    self._planner = planner
+    self._replan_every = planner_environment.check_replan_every(replan_every)
+    self._wait = bool(wait_for_planner)
+    scenario = env.scenario
+    self._slate_size = scenario.slate_size
+    self._num_categories = scenario.catalogue.num_categories
+    categories = np.asarray(scenario.items.categories) > 0  # [N, C]
+    self._item_categories = tf.constant(categories, tf.float32)
+    self._category_items = tf.constant(categories.T, tf.float32)
+    self._item_category_ids = [tuple(np.flatnonzero(row).tolist())
+                               for row in categories]
+    self._llm = planner if isinstance(planner, Planner) else None
+    heuristic = planner.fallback if self._llm else planner
+    if not isinstance(heuristic, HeuristicPlanner):
+      raise TypeError(
+          f"the graph planner needs a HeuristicPlanner or a Planner, got "
+          f"{type(planner).__name__}; use planner_environment.PlannedEnvironment")
+    self._heuristic = heuristic.batch
+    self._widener = HeuristicPlanner(scenario.catalogue, seed=seed).batch
+    users, c = env.batch_size, self._num_categories
+    self._plans = tf.Variable(tf.zeros([users, c], tf.bool), name="plans")
+    self._since_plan = tf.Variable(tf.zeros([users], tf.int64),
+                                   name="since_plan")
+    self._mask = tf.Variable(tf.zeros([users, scenario.items.num_items],
+                                      tf.bool), name="mask")
+    self._due = tf.Variable(tf.zeros([users], tf.bool), name="due")
+    self._missed = tf.Variable(tf.zeros([users], tf.bool), name="missed")
+    self._keys = tf.Variable(tf.zeros([users], tf.int64), name="keys")
+    self._counters = {name: tf.Variable(0, dtype=tf.int64, name=name)
+                      for name in ("user_steps", "planned_users",
+                                   "widenings", "ended_sessions",
+                                   "table_plans")}
+    self._table = tf.lookup.experimental.MutableHashTable(
+        tf.int64, tf.int32, default_value=tf.fill([c], -1))
+    self._apply = tf.function(self._apply_plans, autograph=False,
+                              input_signature=[
+                                  tf.TensorSpec([None, c], tf.bool),
+                                  tf.TensorSpec([None], tf.int32)])
+    self._pool_size = self._reflection_pool_size()
+    self._counts: collections.Counter[str] = collections.Counter()
+    self._planner_seconds = 0.0
+
+  # --- what callers may read ----------------------------------------------
+
+  @property
+  def planner(self) -> HeuristicPlanner | Planner:
+    return self._planner
+
+  @property
+  def replan_every(self) -> int:
+    return self._replan_every
+
+  @property
+  def scenario(self) -> interest_evolution.Scenario:
+    return self._env.scenario
+
+  def wrapped_env(self) -> TFRecSimEnvironment:
+    return self._env
+
+  @property
+  def steps_per_call(self) -> int | None:
+    return 1 if self._wait and self._llm else None
+
+  def plan_sets(self) -> np.ndarray:
+    """bool [U, C]: each slot's current plan (after widening)."""
+    return self._plans.numpy()
+
+  def planner_metrics(self) -> dict[str, float]:
+    """As `PlannedEnvironment.planner_metrics`: the planner's counters plus
+    the environment's (user-steps, planned users, widenings, ...)."""
+    out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
+                                "llm_plans", "provisional_plans")}
+    out.update(self._planner.metrics())
+    counted = {name: float(v.numpy()) for name, v in self._counters.items()}
+    out.update({key: counted[key] for key in
+                ("user_steps", "planned_users", "widenings", "ended_sessions")})
+    if self._llm is not None:
+      # Users planned from the table never reach the planner: they count as
+      # the LLM's plans, the rest of the due users as provisional unless a
+      # waiting planner replaced them.
+      llm_plans = counted["table_plans"] + self._counts["llm_plan_adjustment"]
+      out["llm_plans"] = llm_plans
+      out["provisional_plans"] = counted["planned_users"] - llm_plans
+      out["llm_plan_share"] = llm_plans / max(counted["planned_users"], 1.0)
+      out["cache_hits"] += counted["table_plans"]
+      out["situations_in_table"] = float(self._table.size().numpy())
+    out["planner_seconds"] = self._planner_seconds
+    per_1k = 1000.0 / max(out["user_steps"], 1.0)
+    out["llm_calls_per_1k_user_steps"] = out["llm_calls"] * per_1k
+    out["planned_users_per_1k_user_steps"] = out["planned_users"] * per_1k
+    return out
+
+  # --- planning in the graph ----------------------------------------------
+
+  def _steps(self, observation: Mapping[str, tf.Tensor]):
+    return observation_steps(observation, self._item_categories)
+
+  def _plan_due(self, observation: Mapping[str, tf.Tensor], due: tf.Tensor,
+                base_mask: tf.Tensor) -> tf.Tensor:
+    """Plans the due slots, rebuilds the mask; returns it."""
+    steps = self._steps(observation)
+    _, picks = self._heuristic.rank_and_plan(steps)
+    plans = tf.reduce_any(tf.one_hot(picks, self._num_categories,
+                                     on_value=True, off_value=False), axis=1)
+    if self._llm is not None:
+      length = observation["session_length"]
+      reward = (tf.cast(observation["mean_engagement"], tf.float64)
+                * tf.cast(length, tf.float64))
+      keys = situation_keys(steps, length, reward,
+                            self._llm.prompt_config, self._llm.rules)
+      found = self._table.lookup(keys)
+      hit = found[:, 0] >= 0
+      plans = tf.where(hit[:, None], found > 0, plans)
+      self._counters["table_plans"].assign_add(
+          tf.reduce_sum(tf.cast(hit & due, tf.int64)))
+      self._missed.assign(due & ~hit)
+      self._keys.assign(keys)
+    self._due.assign(due)
+    self._counters["planned_users"].assign_add(
+        tf.reduce_sum(tf.cast(due, tf.int64)))
+    self._plans.assign(tf.where(due[:, None], plans, self._plans))
+    self._since_plan.assign(tf.where(due, tf.zeros_like(self._since_plan),
+                                     self._since_plan))
+    return self._rebuild_mask(steps, base_mask)
+
+  def _items(self, plans: tf.Tensor) -> tf.Tensor:
+    return tf.matmul(tf.cast(plans, tf.float32), self._category_items) > 0
+
+  def _rebuild_mask(self, steps, base_mask: tf.Tensor) -> tf.Tensor:
+    """Plan items AND the base mask; plans too small for a slate get more
+    categories in the widener's ranking order."""
+    mask = self._items(self._plans) & base_mask
+    short = tf.reduce_sum(tf.cast(mask, tf.int32), 1) < self._slate_size
+
+    def widen() -> tf.Tensor:
+      ranking = self._widener.ranking(steps)
+      plans = self._plans.read_value()
+      for i in range(self._num_categories):
+        room = tf.reduce_sum(tf.cast(self._items(plans) & base_mask, tf.int32),
+                             1)
+        add = (room < self._slate_size)[:, None] & tf.one_hot(
+            ranking[:, i], self._num_categories, on_value=True,
+            off_value=False)
+        plans |= add
+      self._counters["widenings"].assign_add(
+          tf.reduce_sum(tf.cast(short, tf.int64)))
+      self._plans.assign(plans)
+      return self._items(plans) & base_mask
+
+    mask = tf.cond(tf.reduce_any(short), widen, lambda: mask)
+    self._mask.assign(mask)
+    return mask
+
+  def _apply_plans(self, plans: tf.Tensor, slots: tf.Tensor) -> None:
+    """Replaces the plans of `slots` (the LLM's answers) and the mask."""
+    self._plans.scatter_nd_update(slots[:, None], plans)
+    observation = self._env.current_time_step().observation
+    self._rebuild_mask(self._steps(observation["observation"]),
+                       observation["mask"])
+
+  # --- TFEnvironment --------------------------------------------------------
+
+  def _with_mask(self, time_step: ts.TimeStep, mask: tf.Tensor) -> ts.TimeStep:
+    return time_step._replace(observation=dict(time_step.observation,
+                                               mask=mask))
+
+  def _current_time_step(self) -> ts.TimeStep:
+    return self._with_mask(self._env.current_time_step(),
+                           self._mask.read_value())
+
+  def _reset(self) -> ts.TimeStep:
+    time_step = self._env.reset()
+    due = tf.ones([self.batch_size], tf.bool)
+    mask = self._plan_due(time_step.observation["observation"], due,
+                          time_step.observation["mask"])
+    return self._with_mask(time_step, mask)
+
+  def _step(self, action: tf.Tensor) -> ts.TimeStep:
+    slates = tf.reshape(tf.cast(action, tf.int32),
+                        [self.batch_size, self._slate_size])
+    with tf.control_dependencies([self._env.check_actions(slates,
+                                                          self._mask)]):
+      time_step = self._env.step(action)
+    first = time_step.step_type == ts.StepType.FIRST
+    last = time_step.step_type == ts.StepType.LAST
+    self._counters["user_steps"].assign_add(
+        tf.reduce_sum(tf.cast(~first, tf.int64)))
+    self._counters["ended_sessions"].assign_add(
+        tf.reduce_sum(tf.cast(last, tf.int64)))
+    since = tf.where(first, self._since_plan, self._since_plan + 1)
+    self._since_plan.assign(since)
+    due = first | ((since >= self._replan_every) & ~last)
+    mask = self._plan_due(time_step.observation["observation"], due,
+                          time_step.observation["mask"])
+    return self._with_mask(time_step, mask)
+
+  # --- between graph calls ------------------------------------------------
+
+  def step_report(self) -> dict[str, Any]:
+    report = self._env.step_report()
+    if self._llm is not None:
+      report.update(
+          observation=self._env.current_time_step().observation["observation"],
+          due=self._due.read_value(), missed=self._missed.read_value(),
+          keys=self._keys.read_value())
+    return report
+
+  def reset_and_absorb(self) -> None:
+    self.reset()
+    self.absorb_reports(_time_axis(tf.nest.map_structure(
+        lambda x: x.numpy(), self.step_report())))
+
+  def absorb_reports(self, reports: Report) -> None:
+    """Metrics and lessons about ended sessions; the LLM's answers for the
+    situations the table did not hold."""
+    self._env.absorb_reports(reports)
+    if self._llm is None:
+      return
+    start = time.perf_counter()
+    try:
+      self._serve_planner(reports)
+    finally:
+      self._planner_seconds += time.perf_counter() - start
+
+  def _history(self, observation: Mapping[str, np.ndarray], slot: int):
+    return planner_environment.observation_history(observation, slot,
+                                                   self._item_category_ids)
+
+  def _reflection_pool_size(self) -> int:
+    pool = getattr(self._planner, "reflections", None)
+    return -1 if pool is None else len(pool)
+
+  def _serve_planner(self, reports: Report) -> None:
+    wait = self._wait
+    wait_args = () if wait else (False,)
+    asked: dict[Any, tuple[Any, int, bool]] = {}
+    for t, step_type in enumerate(reports["step_type"]):
+      observation = {k: v[t] for k, v in reports["observation"].items()}
+      ended = np.flatnonzero(step_type == ts.StepType.LAST)
+      if ended.size:
+        self._planner.end_sessions(
+            [self._history(observation, s) for s in ended], *wait_args)
+      ask = reports["missed"][t]
+      if self._pool_size != self._reflection_pool_size():
+        # New lessons change prompts: answers stored before may be stale.
+        self._pool_size = self._reflection_pool_size()
+        self._table.remove(self._table.export()[0])
+        if wait:  # as the Python environment, which plans after the lessons
+          ask = reports["due"][t]
+      for slot in np.flatnonzero(ask):
+        key = int(reports["keys"][t][slot])
+        # Waiting, every slot is planned (and counted) as the Python
+        # environment does; in the background one request per situation.
+        entry = (key, int(slot)) if wait else key
+        asked.setdefault(entry, (self._history(observation, slot), int(slot),
+                                 bool(reports["missed"][t][slot])))
+      if wait:
+        self._ask(asked, wait=True)
+        asked = {}
+    self._ask(asked, wait=False)
+
+  def _ask(self, asked: Mapping[Any, tuple[Any, int, bool]],
+           wait: bool) -> None:
+    """Asks the planner about situations the table lacks and stores its
+    answers; waiting, the asking slots get them (or the heuristic's) now."""
+    if not asked:
+      return
+    entries = list(asked.values())
+    keys = [k[0] if wait else k for k in asked]
+    answers = self._llm.llm_plans([history for history, _, _ in entries], wait)
+    c = self._num_categories
+    plans = np.zeros((len(entries), c), bool)
+    fallback = [i for i, a in enumerate(answers) if a is None]
+    for i, plan in zip(fallback, self._llm.fallback.plan(
+        [entries[i][0] for i in fallback]) if wait else ()):
+      plans[i, list(plan)] = True
+    for i, answer in enumerate(answers):
+      if answer is not None:
+        plans[i, list(answer)] = True
+    stored = [i for i, a in enumerate(answers) if a is not None]
+    if stored:
+      self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),
+                         tf.constant(plans[stored].astype(np.int32)))
+    if wait:
+      self._apply(tf.constant(plans),
+                  tf.constant([slot for _, slot, _ in entries], tf.int32))
+      # The graph counted table hits as the LLM's plans and misses as not.
+      self._counts["llm_plan_adjustment"] += sum(
+          (a is not None) - (not missed)
+          for a, (_, _, missed) in zip(answers, entries))
+
+
+def make_tf_env(scenario: str = "interest_evolution", num_users: int = 64,
+                seed: int = 0, **overrides: Any) -> TFRecSimEnvironment:
+  """The TensorFlow-native twin of `lerl_recsim.make_env` (same arguments,
+  same trajectories for a seed and actions)."""
+  return TFRecSimEnvironment(
+      environment_lib.build_scenario(scenario, num_users, seed, **overrides),
+      seed=int(seed))
+
+
+def make_planned_tf_env(scenario: str = "interest_evolution",
+                        planner: str | HeuristicPlanner | Planner = "embedded",
+                        replan_every: int = (
+                            planner_environment.DEFAULT_REPLAN_EVERY),
+                        num_users: int = 64, seed: int = 0, *,
+                        wait_for_planner: bool = True,
+                        model_options: Mapping[str, Any] | None = None,
+                        planner_options: Mapping[str, Any] | None = None,
+                        **overrides: Any) -> PlannedTFEnvironment:
+  """The TensorFlow-native twin of `planner_environment.make_planned_env`
+  (same arguments and planner defaults)."""
+  planner_environment.check_replan_every(replan_every)
+  env = make_tf_env(scenario, num_users=num_users, seed=seed, **overrides)
+  planner = planner_environment.build_planner(
+      planner, env.scenario.catalogue, seed, model_options, planner_options)
+  return PlannedTFEnvironment(env, planner, replan_every, seed=seed,
+                              wait_for_planner=wait_for_planner)

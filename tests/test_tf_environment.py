@@ -1,0 +1,175 @@
+"""The TensorFlow-native environments and graph collection: the same
+trajectories as the Python environments and step-by-step collection."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from tf_agents.environments import tf_environment as tf_env_lib
+from tf_agents.policies import tf_policy
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import policy_step
+
+import lerl_recsim
+from lerl_recsim import planner_environment, tf_environment
+from lerl_recsim.agents import learners
+from lerl_recsim.planner import Planner, ReflectionPool
+from lerl_recsim.scenarios.catalogue import default_catalogue
+
+CATALOGUE = default_catalogue()
+
+SCENARIO = dict(num_items=60, exit_rule="category_window",
+                exit_params={"preset": "dorl"})
+
+
+class HashPolicy(tf_policy.TFPolicy):
+  """Deterministic but varied: the allowed item with the largest
+  sin(item · (1 + session length + slot)), so both paths act alike."""
+
+  def __init__(self, time_step_spec, action_spec):
+    super().__init__(time_step_spec, action_spec,
+                     observation_and_action_constraint_splitter=lerl_recsim.splitter)
+
+  def _distribution(self, time_step, policy_state):
+    raise NotImplementedError
+
+  def _action(self, time_step, policy_state, seed=None):
+    observation, mask = lerl_recsim.splitter(time_step.observation)
+    items = tf.cast(tf.range(tf.shape(mask)[1]), tf.float32)[None, :]
+    phase = (1.0 + tf.cast(observation["session_length"], tf.float32)
+             + tf.cast(tf.range(tf.shape(mask)[0]), tf.float32))[:, None]
+    scores = tf.where(mask, tf.sin(items * phase * 0.37), -2.0)
+    action = tf.cast(tf.argmax(scores, axis=1), tf.int32)
+    return policy_step.PolicyStep(action, policy_state, ())
+
+
+def collect(env, steps: int):
+  """Collected trajectories (replay contents) and ended-session metrics."""
+  specs = (tensor_spec.from_spec(env.time_step_spec()),
+           tensor_spec.from_spec(env.action_spec()))
+  policy = HashPolicy(*specs)
+  buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+      policy.trajectory_spec, batch_size=env.batch_size, max_length=steps + 1)
+  collector = learners.make_collector(env, policy, buffer)
+  is_graph = isinstance(env, tf_env_lib.TFEnvironment)
+  assert isinstance(collector, learners.GraphCollector) == is_graph
+  for _ in range(steps // 5):
+    collector.run(5)
+  recorder = env.wrapped_env().episode_metrics if hasattr(
+      env, "wrapped_env") and not isinstance(
+          env, lerl_recsim.environment.RecSimEnvironment) else env.episode_metrics
+  return (tf.nest.map_structure(lambda x: x.numpy(), buffer.gather_all()),
+          recorder.values())
+
+
+def assert_same(a, b):
+  tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+
+
+def test_flat_graph_environment_repeats_the_python_trajectories():
+  py = collect(lerl_recsim.make_env(num_users=6, seed=3, **SCENARIO), 60)
+  graph = collect(tf_environment.make_tf_env(num_users=6, seed=3, **SCENARIO),
+                  60)
+  assert_same(py, graph)
+  assert len(py[1]["cumulative_reward"]) > 6  # sessions ended and restarted
+
+
+@pytest.mark.parametrize("replan_every", [1, 3])
+def test_heuristic_planned_graph_environment_repeats_the_python_one(
+    replan_every):
+  args = dict(planner="heuristic", replan_every=replan_every, num_users=6,
+              seed=5, **SCENARIO)
+  py_env = planner_environment.make_planned_env(**args)
+  graph_env = tf_environment.make_planned_tf_env(**args)
+  py, graph = collect(py_env, 60), collect(graph_env, 60)
+  assert_same(py, graph)
+  masks = py[0].observation["mask"]
+  assert (masks.sum(-1) < 60).all()  # planned masks, not all items
+  planned = np.stack([np.isin(np.arange(20), plan) for plan in py_env.plans])
+  np.testing.assert_array_equal(graph_env.plan_sets(), planned)
+  py_counts, graph_counts = (py_env.planner_metrics(),
+                             graph_env.planner_metrics())
+  for key in ("user_steps", "planned_users", "ended_sessions"):
+    assert graph_counts[key] == py_counts[key], key
+
+
+class PromptHashChatModel(BaseChatModel):
+  """A fake LLM whose reply depends only on the prompt (a CRC of its text),
+  so that answers do not depend on the order of concurrent calls; one reply
+  in five is unreadable, to exercise fallbacks."""
+
+  @property
+  def _llm_type(self) -> str:
+    return "prompt-hash"
+
+  def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+    text = "\n".join(str(m.content) for m in messages)
+    code = zlib.crc32(text.encode())
+    if "Choose the categories" not in text:
+      reply = f"lesson {code % 7}"
+    elif code % 5 == 0:
+      reply = "no idea"
+    else:
+      names = CATALOGUE.category_names
+      reply = json.dumps({"categories": [names[code % 20],
+                                         names[(code // 20) % 20],
+                                         names[(code // 400) % 20]]})
+    return ChatResult(generations=[ChatGeneration(
+        message=AIMessage(content=reply))])
+
+
+def hash_planner() -> Planner:
+  return Planner(PromptHashChatModel(), CATALOGUE,
+                 prompt_config=planner_environment.SCENARIO_PROMPT_CONFIG,
+                 reflections=ReflectionPool(), reflect_every=3)
+
+
+@pytest.mark.parametrize("replan_every", [1, 2])
+def test_llm_planned_graph_environment_waiting_repeats_the_python_one(
+    replan_every):
+  args = dict(replan_every=replan_every, num_users=6, seed=1, **SCENARIO)
+  py_env = planner_environment.make_planned_env(planner=hash_planner(), **args)
+  graph_env = tf_environment.make_planned_tf_env(planner=hash_planner(), **args)
+  py, graph = collect(py_env, 60), collect(graph_env, 60)
+  assert_same(py, graph)
+  py_counts, graph_counts = (py_env.planner_metrics(),
+                             graph_env.planner_metrics())
+  for key in ("llm_calls", "llm_plans", "planned_users", "fallbacks",
+              "reflection_pool_size"):
+    assert graph_counts[key] == py_counts[key], key
+  assert graph_counts["reflection_pool_size"] > 0
+  assert 0 < graph_counts["fallbacks"] < graph_counts["llm_plans"]
+
+
+def test_background_planning_serves_stored_situations_from_the_table():
+  reply = json.dumps({"categories": ["jazz", "tennis", "cooking"]})
+  env = tf_environment.make_planned_tf_env(
+      planner="fake", replan_every=1, num_users=8, seed=0,
+      wait_for_planner=False, model_options={"responses": [reply]},
+      planner_options={"reflections": None}, **SCENARIO)
+  collect(env, 30)
+  env.planner.flush()
+  collect(env, 30)
+  m = env.planner_metrics()
+  assert m["situations_in_table"] > 0
+  assert 0 < m["llm_plans"] < m["planned_users"]
+  assert m["llm_plans"] + m["provisional_plans"] == m["planned_users"]
+  env.planner.close()
+
+
+def test_graph_environment_rejects_actions_outside_the_mask():
+  env = tf_environment.make_planned_tf_env(planner="heuristic", num_users=2,
+                                           seed=0, num_items=40)
+  env.reset()
+  mask = env.current_time_step().observation["mask"].numpy()
+  outside = np.argmin(mask, axis=1).astype(np.int32)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="outside its user"):
+    env.step(tf.constant(outside))
