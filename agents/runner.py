@@ -24,7 +24,8 @@ from tf_agents.utils import common
 
 import lerl_recsim
 from lerl_recsim import environment as environment_lib
-from lerl_recsim import evaluation, metrics, planner_environment, results
+from lerl_recsim import (evaluation, metrics, planner_environment, results,
+                         tf_environment)
 from lerl_recsim.agents import learners, networks
 from lerl_recsim.agents import run_config as run_config_lib
 
@@ -50,18 +51,20 @@ def scenario_environment(run: run_config_lib.RunConfig, num_users: int,
 
 
 def build_environments(run: run_config_lib.RunConfig, train_seed: int
-                       ) -> tuple[py_environment.PyEnvironment,
-                                  py_environment.PyEnvironment]:
-  """Training and evaluation environments; both share one planner."""
-  train = scenario_environment(run, run.num_users, train_seed)
+                       ) -> tuple[Any, py_environment.PyEnvironment]:
+  """Training environment (TensorFlow-native: the fast path) and evaluation
+  environment (the Python one); both share one planner."""
   evaluation_env = scenario_environment(run, run.num_eval_sessions,
                                         run.seed + EVAL_SEED_OFFSET)
   backend = run.planner_backend
   if backend is None:
-    return train, evaluation_env
+    return (tf_environment.make_tf_env(run.scenario, num_users=run.num_users,
+                                       seed=train_seed,
+                                       **run.scenario_overrides),
+            evaluation_env)
   planner_options = ({"cache_path": run.planner_cache}
                      if run.planner_cache and backend != "heuristic" else None)
-  planned = planner_environment.make_planned_env(
+  planned = tf_environment.make_planned_tf_env(
       run.scenario, planner=backend, replan_every=run.replan_every,
       num_users=run.num_users, seed=train_seed,
       wait_for_planner=run.planner_mode == "wait",
@@ -70,9 +73,13 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int
       evaluation_env, planned.planner, run.replan_every, seed=run.seed)
 
 
-def planner_counts(env: py_environment.PyEnvironment) -> dict[str, float]:
+PLANNED_ENVIRONMENTS = (planner_environment.PlannedEnvironment,
+                        tf_environment.PlannedTFEnvironment)
+
+
+def planner_counts(env: Any) -> dict[str, float]:
   """LLM calls, cache hits, fallbacks and user-steps of a planned env."""
-  if not isinstance(env, planner_environment.PlannedEnvironment):
+  if not isinstance(env, PLANNED_ENVIRONMENTS):
     return {}
   m = env.planner_metrics()
   fallbacks = m.get("fallbacks", 0)
@@ -337,7 +344,7 @@ def restore_reflections(env: py_environment.PyEnvironment,
     env.planner.reflections = type(pool).load(directory.reflections)
 
 
-def reflection_pool(env: py_environment.PyEnvironment) -> Any:
-  if not isinstance(env, planner_environment.PlannedEnvironment):
+def reflection_pool(env: Any) -> Any:
+  if not isinstance(env, PLANNED_ENVIRONMENTS):
     return None
   return getattr(env.planner, "reflections", None)

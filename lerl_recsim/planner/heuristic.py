@@ -105,8 +105,9 @@ def saturated_categories(steps: CategorySteps, window: int) -> tf.Tensor:
 class BatchHeuristic(tf.Module):
   """The heuristic's ranking and plan for a batch of users, in TensorFlow.
 
-  Arithmetic is float64 and sums run over steps in time order, so scores
-  are those of a plain per-user computation.
+  Arithmetic is float64, so scores are those of a plain per-user
+  computation up to rounding in the last bits (checked to give the same
+  plans on thousands of random histories).
   """
 
   def __init__(self, catalogue: Catalogue, rules: PlanRules, *, window: int,
@@ -142,13 +143,8 @@ class BatchHeuristic(tf.Module):
     divisor = tf.maximum(num_recent, 1.0)
     cat_seen, group_seen = cat_seen / divisor, group_seen / divisor
     engagement = steps.engagement * valid
-    # Time-ordered sums, as a per-user loop over the steps adds them.
-    batch, num = tf.shape(shown)[0], self.num_categories
-    total = tf.zeros([batch, num], tf.float64)
-    overall = tf.zeros([batch], tf.float64)
-    for t in range(shown.shape[1]):  # the history length is static
-      total += shown[:, t] * engagement[:, t, None]
-      overall += engagement[:, t]
+    total = tf.einsum("bhc,bh->bc", shown, engagement)
+    overall = tf.reduce_sum(engagement, axis=1)
     count = tf.reduce_sum(shown, axis=1)
     num_valid = tf.reduce_sum(valid, axis=1)
     largest = tf.reduce_max(tf.abs(engagement), axis=1)
