@@ -87,6 +87,22 @@ def agent_methods(agents: Sequence[str], planners: Sequence[str]
   return methods
 
 
+def parse_exit_rules(names: Sequence[str]) -> list[comparison.ExitRuleChoice]:
+  """`--exit_rules` entries (`name` or `name:preset`), each checked against
+  the known rules and presets."""
+  check_unique("exit_rules", names)
+  rules = [comparison.ExitRuleChoice.parse(text) for text in names]
+  for rule in rules:
+    if rule.name not in exit_rules.EXIT_RULES:
+      raise ValueError(f"--exit_rules: unknown exit rule {rule.name!r} in "
+                       f"{rule.label!r}; accepted: {sorted(exit_rules.EXIT_RULES)}")
+    try:
+      exit_rules.resolve_exit_rule(rule.name, rule.params, None)
+    except ValueError as error:
+      raise ValueError(f"--exit_rules: {rule.label!r}: {error}") from None
+  return rules
+
+
 def parse_overrides(text: str | None, flag_values: dict[str, Any]
                     ) -> dict[str, Any]:
   try:
@@ -121,16 +137,7 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
   """
   methods = agent_methods(agents, planners)
   check_known("scenarios", scenarios, list(registry.SCENARIOS))
-  check_unique("exit_rules", exit_rule_names)
-  rules = [comparison.ExitRuleChoice.parse(text) for text in exit_rule_names]
-  for rule in rules:
-    if rule.name not in exit_rules.EXIT_RULES:
-      raise ValueError(f"--exit_rules: unknown exit rule {rule.name!r} in "
-                       f"{rule.label!r}; accepted: {sorted(exit_rules.EXIT_RULES)}")
-    try:
-      exit_rules.resolve_exit_rule(rule.name, rule.params, None)
-    except ValueError as error:
-      raise ValueError(f"--exit_rules: {rule.label!r}: {error}") from None
+  rules = parse_exit_rules(exit_rule_names)
   for name, value in (("num_seeds", num_seeds), ("parallel", parallel)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"--{name} must be an int >= 1, got {value!r}")

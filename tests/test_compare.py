@@ -156,6 +156,14 @@ def test_bad_input_is_named_before_any_run(changes, message):
     setup.plan(**arguments)
 
 
+def test_exit_rules_parse_into_make_env_arguments():
+  rules = setup.parse_exit_rules(["satisfaction", "category_window:dorl"])
+  assert [(r.name, r.params) for r in rules] == [
+      ("satisfaction", {}), ("category_window", {"preset": "dorl"})]
+  with pytest.raises(ValueError, match=r"--exit_rules lists \['temper'\] more"):
+    setup.parse_exit_rules(["temper", "temper"])
+
+
 def test_ambiguous_reference_and_overrides_that_set_the_exit_rule():
   methods = setup.agent_methods(["lerl", "dqn"], ["heuristic", "openai:m"])
   assert [m.label for m in methods] == ["lerl+heuristic", "lerl+openai:m", "dqn"]
