@@ -66,7 +66,7 @@ def test_prompt_fixed_part_first_names_every_category_and_group():
   assert "- music: rock, jazz, hip-hop, classical" in system
   # The per-user part is only in the last message.
   assert "rock x2, jazz -> clicked, engagement medium" in user
-  assert "football -> no click, engagement none" in user
+  assert "football, rock -> no click, engagement none" in user  # category order
   assert "cumulative reward about 10" in user
   assert "(saturated): rock" in user
   assert "rock x2" not in system
