@@ -95,9 +95,11 @@ def evaluate(load_dir: str | os.PathLike[str],
           f"scenario {scenario!r} has the categories "
           f"{list(env.scenario.catalogue.category_names)}; the policy's "
           f"planner plans over {spec['catalogue']['category_names']}")
+    # Planned as lerl-train's evaluation is: the saved lessons are read,
+    # none are written about evaluation sessions.
+    planned_by = bundle.planner_from_spec(spec, backend, reflections, seed)
     env = planner_environment.PlannedEnvironment(
-        env, bundle.planner_from_spec(spec, backend, reflections, seed),
-        replan_every, seed=seed)
+        env, planned_by.evaluation_view(), replan_every, seed=seed)
   py_policy = py_tf_eager_policy.PyTFEagerPolicyBase(
       policy, tensor_spec.from_spec(env.time_step_spec()),
       tensor_spec.from_spec(env.action_spec()), policy_state_spec=(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +28,7 @@ from lerl_recsim import (evaluation, metrics, planner_environment, results,
                          tf_environment)
 from lerl_recsim.agents import learners, networks
 from lerl_recsim.agents import run_config as run_config_lib
+from lerl_recsim.planner import ReflectionPool
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
 
@@ -50,10 +51,17 @@ def scenario_environment(run: run_config_lib.RunConfig, num_users: int,
                               **run.scenario_overrides)
 
 
-def build_environments(run: run_config_lib.RunConfig, train_seed: int
+def build_environments(run: run_config_lib.RunConfig, train_seed: int,
+                       reflections: pathlib.Path | None = None
                        ) -> tuple[Any, py_environment.PyEnvironment]:
   """Training environment (TensorFlow-native: the fast path) and evaluation
-  environment (the Python one); both share one planner."""
+  environment (the Python one).
+
+  Evaluation plans with the training planner's evaluation view: the same
+  model, cache and reflection pool (read, never written), counters of its
+  own. An LLM planner starts from the pool saved at `reflections`, if any,
+  which the view then reads.
+  """
   evaluation_env = scenario_environment(run, run.num_eval_sessions,
                                         run.seed + EVAL_SEED_OFFSET)
   backend = run.planner_backend
@@ -62,15 +70,20 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int
                                        seed=train_seed,
                                        **run.scenario_overrides),
             evaluation_env)
-  planner_options = ({"cache_path": run.planner_cache}
-                     if run.planner_cache and backend != "heuristic" else None)
+  planner_options: dict[str, Any] = {}
+  if backend != "heuristic":
+    if run.planner_cache:
+      planner_options["cache_path"] = run.planner_cache
+    if reflections is not None and reflections.exists():
+      planner_options["reflections"] = ReflectionPool.load(reflections)
   planned = tf_environment.make_planned_tf_env(
       run.scenario, planner=backend, replan_every=run.replan_every,
       num_users=run.num_users, seed=train_seed,
       wait_for_planner=run.planner_mode == "wait",
       planner_options=planner_options, **run.scenario_overrides)
   return planned, planner_environment.PlannedEnvironment(
-      evaluation_env, planned.planner, run.replan_every, seed=run.seed)
+      evaluation_env, planned.planner.evaluation_view(), run.replan_every,
+      seed=run.seed)
 
 
 PLANNED_ENVIRONMENTS = (planner_environment.PlannedEnvironment,
@@ -92,24 +105,6 @@ def planner_counts(env: Any) -> dict[str, float]:
           "provisional_plans": float(m.get("provisional_plans", 0)),
           "planned_users": float(m.get("planned_users", 0)),
           "user_steps": float(m.get("user_steps", 0))}
-
-
-# Counted by the planner itself, which serves both the training and the
-# evaluation environment; the rest (user-steps, planned users) by each wrapper.
-PLANNER_OWN_COUNTS = ("llm_calls", "cache_hits", "fallbacks", "llm_plans",
-                      "provisional_plans")
-
-
-def training_counts(train_env: py_environment.PyEnvironment,
-                    evaluations: Sequence[Mapping[str, float]]
-                    ) -> dict[str, float]:
-  """`planner_counts` of training alone: the evaluations' share (their
-  `counts_delta`s) taken out of the planner's own counters."""
-  counts = planner_counts(train_env)
-  for key in PLANNER_OWN_COUNTS:
-    if key in counts:
-      counts[key] -= sum(e.get(key, 0.0) for e in evaluations)
-  return counts
 
 
 def counts_delta(after: Mapping[str, float],
@@ -190,7 +185,8 @@ def train_and_evaluate(
     # The training environment's seed depends on where the run (re)starts,
     # so a resumed run meets new users rather than replaying the first ones.
     start = checkpointed_iteration(directory)
-    train_env, eval_env = build_environments(run, run.seed + 7919 * start)
+    train_env, eval_env = build_environments(run, run.seed + 7919 * start,
+                                             directory.reflections)
     learner = make_learner(train_env)
     checkpointer = common.Checkpointer(
         ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
@@ -203,7 +199,6 @@ def train_and_evaluate(
           f"({type(error).__name__}: {str(error).splitlines()[0]}); it is "
           "corrupt or from another program version — remove that directory "
           "to start over, or choose another --root_dir") from None
-    restore_reflections(train_env, directory)
     if int(iteration.numpy()) > 0:
       logging.info("resuming %s at iteration %d", directory.root,
                    int(iteration.numpy()))
@@ -213,24 +208,22 @@ def train_and_evaluate(
   train_writer = tf.summary.create_file_writer(str(directory.train))
   eval_writer = tf.summary.create_file_writer(str(directory.eval))
   wall_start = time.perf_counter()
-  evaluations: list[dict[str, float]] = []  # planner counts of each
   if learner is not None:
     with train_writer.as_default(step=iteration):
       run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                   directory, eval_writer, evaluations)
-    evaluated = run_evaluation(eval_env, learners.eager_policy(learner.greedy_policy),
+                   directory, eval_writer)
+    evaluated = run_evaluation(train_env, eval_env,
+                               learners.eager_policy(learner.greedy_policy),
                                eval_writer, iteration, directory)
   else:
-    evaluated = run_evaluation(eval_env, scripted_policy(eval_env),
+    evaluated = run_evaluation(train_env, eval_env, scripted_policy(eval_env),
                                eval_writer, iteration, directory)
   values, eval_planner, exposure = evaluated
-  evaluations.append(eval_planner)
   summary: dict[str, Any] = metrics.summarise(values)
   summary["exposure_curve"] = exposure.to_dict()
   summary["config"] = config
   summary["planner"] = {
-      "train": (training_counts(train_env, evaluations)
-                if learner is not None else {}),
+      "train": planner_counts(train_env) if learner is not None else {},
       "eval": eval_planner,
   }
   summary["wall_time_s"] = time.perf_counter() - wall_start
@@ -245,10 +238,8 @@ def train_and_evaluate(
 
 
 def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                 directory, eval_writer,
-                 evaluations: list[dict[str, float]]) -> None:
-  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating
-  (appending each evaluation's planner counts to `evaluations`)."""
+                 directory, eval_writer) -> None:
+  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating."""
   window_start = time.perf_counter()
   window_first_step = learner.user_steps
   recorder = networks.base_environment(train_env).episode_metrics
@@ -273,7 +264,7 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       if recent["num_sessions"]:
         for name in ("cumulative_reward", "interaction_length", "step_reward"):
           tf.summary.scalar(f"train/{name}", recent[name]["mean"])
-      for name, value in training_counts(train_env, evaluations).items():
+      for name, value in planner_counts(train_env).items():
         tf.summary.scalar(f"planner/{name}", value)
       recorder.clear()
       losses.clear()
@@ -283,23 +274,25 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
-      evaluations.append(run_evaluation(
-          eval_env, learners.eager_policy(learner.greedy_policy), eval_writer,
-          iteration, directory)[1])
+      run_evaluation(train_env, eval_env,
+                     learners.eager_policy(learner.greedy_policy), eval_writer,
+                     iteration, directory)
       window_start += time.perf_counter() - paused  # rates count training only
 
 
-def run_evaluation(eval_env, policy, eval_writer, iteration, directory
-                   ) -> tuple[dict[str, np.ndarray], dict[str, float],
-                              evaluation.ExposureCurve]:
+def run_evaluation(train_env, eval_env, policy, eval_writer, iteration,
+                   directory) -> tuple[dict[str, np.ndarray], dict[str, float],
+                                       evaluation.ExposureCurve]:
   """One session per fresh evaluation user; records summaries and history.
 
   Evaluation waits for every plan; requests training left queued in the
-  background are dropped first, so that they do not hold up its own (they
-  are asked again when training meets them again).
+  background are dropped first, so that they do not hold up its own (plans
+  are asked again when training meets them again; lessons are lost, and
+  counted in training's `reflections_dropped`). The planner counts returned
+  are this evaluation's alone.
   """
-  if isinstance(eval_env, planner_environment.PlannedEnvironment):
-    eval_env.planner.close()
+  if isinstance(train_env, planner_environment.PlannedEnvironment):
+    train_env.planner.close()
   before = planner_counts(eval_env)
   exposure = evaluation.ExposureCurve()
   values = evaluation.evaluate_sessions(eval_env, policy, exposure)
@@ -335,13 +328,6 @@ def save_reflections(env: py_environment.PyEnvironment,
   pool = reflection_pool(env)
   if pool is not None:
     pool.save(directory.reflections)
-
-
-def restore_reflections(env: py_environment.PyEnvironment,
-                        directory: RunDirectory) -> None:
-  pool = reflection_pool(env)
-  if pool is not None and directory.reflections.exists():
-    env.planner.reflections = type(pool).load(directory.reflections)
 
 
 def reflection_pool(env: Any) -> Any:

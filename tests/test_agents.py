@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 import lerl_recsim
-from lerl_recsim import metrics
+from lerl_recsim import evaluation, metrics, planner_environment
 from lerl_recsim.agents import bandit, dqn, ppo, run_config, runner, training
+from lerl_recsim.planner import ReflectionPool, backends
 
 TINY = {"num_items": 40}
 
@@ -48,6 +51,70 @@ def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
   if uses_planner:
     assert saved["planner"]["train"]["user_steps"] > 0
     assert saved["planner"]["eval"]["user_steps"] > 0
+
+
+class PhaseFake(FakeListChatModel):
+  """Records each prompt with the phase of the run (`phase[0]`) it came in."""
+  phase: list = []
+  prompts: list = []
+
+  def _call(self, messages: list[Any], *args: Any, **kwargs: Any) -> str:
+    self.prompts.append((self.phase[0], messages[-1].content))
+    return super()._call(messages, *args, **kwargs)
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+  """The `fake` backend's model for every planner the run builds."""
+  model = PhaseFake(responses=[json.dumps({"categories": ["jazz", "tennis"]})],
+                    phase=["training"], prompts=[])
+  monkeypatch.setattr(backends, "make_chat_model", lambda backend, **_: model)
+  return model
+
+
+def test_evaluation_writes_no_lessons_and_counts_its_own_calls(
+    tmp_path, monkeypatch, fake_backend):
+  # A lesson about every session, evaluation's too if it wrote any.
+  monkeypatch.setattr(planner_environment, "EFFICIENT_REFLECTIONS",
+                      {"reflect_every": 1, "reflect_growth": 1.0})
+  evaluate = evaluation.evaluate_sessions
+
+  def evaluate_in_phase(*args, **kwargs):
+    fake_backend.phase[0] = "evaluation"
+    try:
+      return evaluate(*args, **kwargs)
+    finally:
+      fake_backend.phase[0] = "training"
+
+  monkeypatch.setattr(evaluation, "evaluate_sessions", evaluate_in_phase)
+  summary = training.train_eval(
+      tiny_run("lerl", planner="fake", planner_mode="wait"), str(tmp_path))
+  lessons = [phase for phase, text in fake_backend.prompts
+             if "Finished session" in text]
+  plans = [phase for phase, text in fake_backend.prompts
+           if "Finished session" not in text]
+  assert lessons and set(lessons) == {"training"}
+  pool = ReflectionPool.load(tmp_path / "train" / "reflections.json")
+  assert len(pool) == min(len(lessons), pool.capacity)
+  evaluations = [json.loads(line)["planner"] for line in
+                 (tmp_path / "eval" / "history.jsonl").read_text().splitlines()]
+  assert len(evaluations) == 2
+  assert (sum(e["llm_calls"] for e in evaluations)
+          == plans.count("evaluation") > 0)
+  assert summary["planner"]["eval"] == evaluations[-1]
+  assert (summary["planner"]["train"]["llm_calls"]
+          == plans.count("training") + len(lessons))
+
+
+def test_evaluation_reads_the_pool_a_resumed_run_restores(tmp_path, fake_backend):
+  saved = ReflectionPool()
+  saved.add("Rotate the genres.", 3.0)
+  saved.save(tmp_path / "reflections.json")
+  train_env, eval_env = runner.build_environments(
+      tiny_run("lerl", planner="fake"), 0, tmp_path / "reflections.json")
+  assert train_env.planner.reflections.entries == saved.entries
+  assert eval_env.planner.reflections is train_env.planner.reflections
+  assert fake_backend.prompts == []
 
 
 def random_masks(rng, batch, num_items):

@@ -27,11 +27,15 @@ def reply(*names: str) -> str:
 
 
 class GatedFake(FakeListChatModel):
-  """Replies only once the test opens the gate; counts the prompts it got."""
+  """Replies only once the test opens the gate; counts the prompts it got,
+  and sets `asked` (if given) when one arrives."""
   gate: Any = None
+  asked: Any = None
   calls: list = []
 
   def _call(self, *args: Any, **kwargs: Any) -> str:
+    if self.asked is not None:
+      self.asked.set()
     assert self.gate.wait(30), "the test never opened the gate"
     self.calls.append(1)
     return super()._call(*args, **kwargs)
@@ -90,22 +94,27 @@ def test_a_crashing_batch_answers_every_request_with_its_error():
   worker.close()
 
 
-def test_closing_the_worker_drops_queued_requests():
+def test_cancel_drops_queued_requests_and_close_answers_the_one_in_flight():
   started, gate = threading.Event(), threading.Event()
 
   def run_batch(requests):
     started.set()
-    gate.wait(30)
+    assert gate.wait(30)
     return requests
 
   worker = BackgroundWorker(run_batch, batch_size=1)
   for key in range(4):
     worker.submit(key, key)
   assert started.wait(30)  # request 0 is in flight, 1-3 queued
-  threading.Timer(0.1, gate.set).start()
+  assert sorted(worker.cancel()) == [1, 2, 3]
+  assert worker.pending == 1
+  gate.set()
   worker.close()
   assert dict(worker.drain()) == {0: 0}
   assert worker.pending == 0 and worker.wait(1)
+  assert worker.submit(1, 1) and worker.wait(30)  # dropped keys may come back
+  assert dict(worker.drain()) == {1: 1}
+  worker.close()
 
 
 # The planner.
@@ -162,6 +171,36 @@ def test_background_lessons_land_in_the_pool_with_their_own_reward():
   assert [(e.lesson, e.cumulative_reward) for e in planner.reflections.entries] == [
       ("Rock kept this user for 12 steps.", 7.5)]
   assert planner.metrics()["reflections_written"] == 1
+
+
+def test_lessons_dropped_before_they_are_answered_are_counted():
+  gate, asked = threading.Event(), threading.Event()
+  model = GatedFake(responses=[reply("jazz", "tennis")], gate=gate,
+                    asked=asked, calls=[])
+  planner = Planner(model, CAT, reflections=ReflectionPool(capacity=10),
+                    max_concurrency=1)  # one request per batch
+  planner.end_sessions([rock_history(r) for r in (1.0, 2.0, 3.0, 4.0)],
+                       wait=False)
+  assert asked.wait(30)  # the first lesson is in flight, three are queued
+  planner.plan([rock_history()], wait=False)  # and a plan request
+  assert planner.metrics()["background_pending"] == 5
+  planner.cancel_background()
+  assert planner.metrics()["reflections_dropped"] == 3
+  assert planner.metrics()["background_pending"] == 1
+  gate.set()
+  planner.close()  # answers the lesson in flight and takes it in
+  m = planner.metrics()
+  assert (m["reflections_scheduled"], m["reflections_written"],
+          m["reflection_failures"], m["reflections_dropped"]) == (4, 1, 0, 3)
+  assert m["reflection_requests"] == 1 and m["background_pending"] == 0
+  assert [e.cumulative_reward for e in planner.reflections.entries] == [1.0]
+  # The dropped plan left nothing behind: its situation is asked again.
+  planner.plan([rock_history()], wait=False)
+  assert planner.metrics()["background_pending"] == 1
+  assert planner.flush(30)
+  assert planner.plan([rock_history()], wait=False) == [(JAZZ, TENNIS)]
+  planner.close()
+  assert planner.metrics()["reflections_dropped"] == 3  # nothing was queued
 
 
 # The environment.

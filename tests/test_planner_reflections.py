@@ -5,15 +5,21 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
+import types
 from typing import Any
 
 import numpy as np
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from lerl_recsim.planner import (Planner, ReflectionPool, StepRecord,
-                                 UserHistory)
+import lerl_recsim
+from lerl_recsim import evaluation
+from lerl_recsim.agents.sanity_policies import RandomPolicy
+from lerl_recsim.planner import (LlamaCppChatModel, Planner, ReflectionPool,
+                                 StepRecord, UserHistory)
 from lerl_recsim.planner.reflections import InvalidReflection, clean_lesson
+from lerl_recsim.planner_environment import PlannedEnvironment
 from lerl_recsim.scenarios.catalogue import default_catalogue
 
 CAT = default_catalogue()
@@ -30,6 +36,9 @@ class RecordingFake(FakeListChatModel):
 def session(names: list[str], reward: float) -> UserHistory:
   steps = tuple(StepRecord((CAT.index(n),), 1.0, True) for n in names)
   return UserHistory(steps, len(steps), reward)
+
+
+JAZZ_TENNIS = json.dumps({"categories": ["jazz", "tennis"]})
 
 
 def test_lesson_is_about_the_departed_session_and_keeps_its_reward():
@@ -149,3 +158,87 @@ def test_load_rejects_other_json(tmp_path):
   path.write_text('{"hello": 1}')
   with pytest.raises(ValueError, match="not a reflection pool"):
     ReflectionPool.load(path)
+
+
+# Evaluation.
+
+def test_evaluation_reads_the_training_pool_and_writes_nothing_into_it():
+  model = RecordingFake(responses=[JAZZ_TENNIS], seen=[])
+  pool = ReflectionPool(capacity=10)
+  pool.add("Vary the music.", 6.0)
+  pool.add("Sports after rock kept users.", 2.0)
+  before = pool.entries
+  training = Planner(model, CAT, reflections=pool, reflection_k=3)
+  env = PlannedEnvironment(
+      lerl_recsim.make_env(num_users=4, seed=1, num_items=60),
+      training.evaluation_view(), replan_every=5)
+  evaluation.evaluate_sessions(env, RandomPolicy(env, seed=0))
+  m = env.planner_metrics()
+  # Every session ended, and none left a lesson: training would have written
+  # one per session (reflect_every=1).
+  assert m["ended_sessions"] >= 4
+  assert pool.entries == before
+  assert m["reflections_scheduled"] == m["reflection_requests"] == 0
+  # Evaluation's counts are its own; training's are untouched.
+  assert m["users_planned"] == m["planned_users"] > 0
+  assert m["llm_calls"] == m["plan_llm_calls"] == len(model.seen) > 0
+  t = training.metrics()
+  assert t["users_planned"] == t["llm_calls"] == t["sessions_ended"] == 0
+  # Every prompt the model saw was a plan prompt with the training lessons.
+  prompts = [messages[-1].content for messages in model.seen]
+  assert all("- Vary the music." in p and "- Sports after rock kept users." in p
+             for p in prompts)
+  # Lessons training writes later reach evaluation's prompts.
+  training.end_sessions([session(["jazz"] * 3, 9.0)])
+  assert len(pool) == 3
+  prompt = env.planner.prompt_input(session(["rock"], 1.0))["prompt"]
+  assert f"- {pool.entries[-1].lesson}" in prompt["reflections"]
+
+
+@pytest.mark.parametrize("memo_size", [100_000, 0])
+def test_evaluation_view_shares_the_memo_and_cache_but_counts_apart(memo_size):
+  model = RecordingFake(responses=[JAZZ_TENNIS], seen=[])
+  training = Planner(model, CAT, reflections=ReflectionPool(),
+                     memo_size=memo_size)
+  view = training.evaluation_view()
+  jazz_tennis = CAT.index("jazz"), CAT.index("tennis")
+  assert view.plan([session(["rock"], 1.0)]) == [jazz_tennis]
+  assert training.plan([session(["rock"], 1.0)]) == [jazz_tennis]
+  assert len(model.seen) == 1  # answered by the memo, else by the LLM cache
+  v, t = view.metrics(), training.metrics()
+  assert (v["plan_llm_calls"], v["cache_hits"]) == (1, 0)
+  assert (t["plan_llm_calls"], t["cache_hits"]) == (0, 1)
+  assert t["memo_hits"] == (memo_size > 0)
+
+
+class FakeServer:
+  """Stands in for xllamacpp.Server; records each construction (a load)."""
+  loads: list = []
+
+  def __init__(self, params: Any) -> None:
+    self.loads.append(params)
+
+  def handle_chat_completions(self, request: dict[str, Any]) -> dict[str, Any]:
+    content = JAZZ_TENNIS if "response_format" in request else "A lesson."
+    return {"choices": [{"message": {"content": content}}]}
+
+
+def test_a_local_model_loads_once_for_a_planner_and_its_evaluation_view(
+    monkeypatch):
+  namespace = types.SimpleNamespace
+  monkeypatch.setitem(sys.modules, "xllamacpp", namespace(
+      CommonParams=lambda: namespace(model=namespace(), cpuparams=namespace(),
+                                     cpuparams_batch=namespace()),
+      Server=FakeServer))
+  monkeypatch.setattr(FakeServer, "loads", [])
+  model = LlamaCppChatModel(model_path="model.gguf")
+  training = Planner(model, CAT, reflections=ReflectionPool())
+  view = training.evaluation_view()
+  training.plan([session(["rock"], 1.0)])
+  training.end_sessions([session(["rock"], 1.0)])
+  view.plan([session(["jazz"], 1.0)])
+  assert len(FakeServer.loads) == 1
+  assert len(training.reflections) == 1 and training.metrics()["llm_plans"] == 1
+  assert view.metrics()["llm_plans"] == 1
+  with pytest.raises(ValueError, match="copies share that server"):
+    model.model_copy(update={"n_ctx": 512}).load()

@@ -1,7 +1,8 @@
 """LERL's high level: an LLM picks the categories a user sees next.
 
 `make_planner(backend)` gives an object with `plan(histories)`,
-`end_sessions(histories)` and `metrics()`; see backends.BACKENDS.
+`end_sessions(histories)`, `metrics()` and `evaluation_view()` (a planner
+for evaluation that writes no lessons); see backends.BACKENDS.
 """
 
 from lerl_recsim.planner.backends import BACKENDS, make_chat_model

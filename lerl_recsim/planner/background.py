@@ -85,21 +85,27 @@ class BackgroundWorker:
     with self._answered:
       return self._answered.wait_for(lambda: self._unanswered == 0, timeout_s)
 
-  def close(self) -> None:
-    """Stops the thread after the batch in flight; queued requests drop."""
-    if self._thread is None:
-      return
+  def cancel(self) -> list[Hashable]:
+    """Drops the queued requests (the batch in flight is answered as usual);
+    returns their keys."""
     dropped = []
     while True:
       try:
         dropped.append(self._requests.get_nowait())
       except queue.Empty:
         break
-    for key, _ in filter(None, dropped):
-      self._pending.discard(key)
+    keys = [key for key, _ in dropped]
+    self._pending.difference_update(keys)
     with self._answered:
-      self._unanswered -= sum(item is not None for item in dropped)
+      self._unanswered -= len(keys)
       self._answered.notify_all()
+    return keys
+
+  def close(self) -> None:
+    """Stops the thread after the batch in flight; queued requests drop."""
+    if self._thread is None:
+      return
+    self.cancel()
     self._requests.put(None)
     self._thread.join()
     self._thread = None

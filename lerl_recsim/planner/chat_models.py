@@ -18,6 +18,21 @@ from langchain_core.messages import (AIMessage, BaseMessage, HumanMessage,
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
+
+class _SharedServer:
+  """The loaded server, one per model and all its copies.
+
+  `model_copy` copies private attributes shallowly, so copies made with
+  other settings (a cache, bound arguments) share this holder and the
+  weights load once for all of them.
+  """
+
+  def __init__(self) -> None:
+    self.lock = threading.Lock()
+    self.server: Any = None
+    self.settings: tuple[Any, ...] = ()  # what the server was loaded with
+
+
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
 
 
@@ -37,7 +52,7 @@ class LlamaCppChatModel(BaseChatModel):
   it; llama.cpp turns the schema into a sampling grammar. The server (and the
   model weights) load on first use. Requests from several threads queue on
   one slot, which keeps that slot's prompt cache: a shared prompt prefix is
-  evaluated once.
+  evaluated once. Copies (`model_copy`) share the loaded server.
   """
 
   model_path: str
@@ -49,8 +64,7 @@ class LlamaCppChatModel(BaseChatModel):
   frequency_penalty: float = 1.0
   seed: int = 0
 
-  _server: Any = PrivateAttr(default=None)
-  _lock: Any = PrivateAttr(default_factory=threading.Lock)
+  _shared: _SharedServer = PrivateAttr(default_factory=_SharedServer)
 
   @property
   def _llm_type(self) -> str:
@@ -67,8 +81,15 @@ class LlamaCppChatModel(BaseChatModel):
     self._get_server()
 
   def _get_server(self) -> Any:
-    with self._lock:
-      if self._server is None:
+    shared = self._shared
+    settings = (self.model_path, self.n_ctx, self.n_threads)
+    with shared.lock:
+      if shared.server is not None and shared.settings != settings:
+        raise ValueError(
+            f"this model is a copy of one loaded with (model_path, n_ctx, "
+            f"n_threads) = {shared.settings}, and copies share that server; "
+            f"got {settings} — make a new LlamaCppChatModel instead")
+      if shared.server is None:
         import xllamacpp  # Imported late: loading it costs time and memory.
         params = xllamacpp.CommonParams()
         params.model.path = self.model_path
@@ -78,8 +99,9 @@ class LlamaCppChatModel(BaseChatModel):
         params.cpuparams_batch.n_threads = self.n_threads
         params.cache_prompt = True
         params.verbosity = -1
-        self._server = xllamacpp.Server(params)
-      return self._server
+        shared.server = xllamacpp.Server(params)
+        shared.settings = settings
+      return shared.server
 
   def _generate(self, messages: list[BaseMessage],
                 stop: list[str] | None = None,

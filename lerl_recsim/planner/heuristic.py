@@ -258,5 +258,10 @@ class HeuristicPlanner:
   def metrics(self) -> dict[str, float]:
     return {}
 
+  def evaluation_view(self) -> HeuristicPlanner:
+    """Itself: it keeps no state for evaluation to disturb; kept for the
+    common interface (see `Planner.evaluation_view`)."""
+    return self
+
   def close(self) -> None:
     """Nothing runs in the background; kept for the common interface."""

@@ -15,6 +15,7 @@ at its own speed while the answers accumulate.
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import threading
 import time
@@ -168,27 +169,53 @@ class Planner:
     self.reflect_growth = float(reflect_growth)
     self.timeout_s = timeout_s
     self.max_concurrency = max_concurrency
+    self.max_pending = max_pending
     self.seed = seed
-    self.cache = CountingCache(make_cache(cache, cache_path))
-    plan_model = model.model_copy(update={"cache": self.cache})
-    lesson_model = model.model_copy(update={"cache": False})
-    self._chain = plan_chain(plan_model, catalogue, rules)
-    self._reflect = reflection_chain(backends.shorten(lesson_model, 80),
-                                     catalogue, prompt_config)
-    # Local models load their weights on first use; that must not count
-    # against a request's timeout.
-    self._loaders = [m.load for m in (plan_model, lesson_model)
-                     if isinstance(m, LlamaCppChatModel)]
+    self._model = model
+    self._reflect = reflection_chain(
+        backends.shorten(model.model_copy(update={"cache": False}), 80),
+        catalogue, prompt_config)
+    self._writes_lessons = True
+    # Local models load their weights on first use (once for all copies);
+    # that must not count against a request's timeout.
+    self._loaders = [model.load] if isinstance(model, LlamaCppChatModel) else []
     self.memo_size = memo_size
     self._memo: collections.OrderedDict[Any, tuple[int, ...]] = (
         collections.OrderedDict())
+    self._start_own_state(make_cache(cache, cache_path))
+
+  def _start_own_state(self, cache: BaseCache) -> None:
+    """What a planner and each of its views keep apart: their counts (cache
+    hits included, hence a plan chain per counting cache) and their
+    background queue."""
+    self.cache = CountingCache(cache)
+    plan_model = self._model.model_copy(update={"cache": self.cache})
+    self._chain = plan_chain(plan_model, self.catalogue, self.rules)
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
     # Situations whose request failed in the background: not asked again.
     self._failed: set[Any] = set()
     self._lessons_asked: dict[int, UserHistory] = {}  # in the background
-    self._worker = BackgroundWorker(self._answer_requests, max_pending,
-                                    batch_size=max_concurrency)
+    self._worker = BackgroundWorker(self._answer_requests, self.max_pending,
+                                    batch_size=self.max_concurrency)
+
+  def evaluation_view(self) -> Planner:
+    """A planner for evaluation that leaves this one's state as it is.
+
+    The view plans with the same model (loaded once), LLM cache, in-process
+    memo of plans, fallback and settings, and its prompts draw lessons from
+    this planner's reflection pool (the same object: lessons written into it
+    later show up too, a pool assigned to `reflections` later does not). It
+    writes no lessons: evaluation sessions neither enter the pool nor cost
+    lesson requests, so an evaluated policy is planned as training left it
+    and evaluation users never shape training's prompts. Its counters
+    (plans, cache hits, LLM calls, fallbacks, latency) and its background
+    queue are its own.
+    """
+    view = copy.copy(self)
+    view._writes_lessons = False
+    view._start_own_state(self.cache.inner)
+    return view
 
   def _check(self, history: UserHistory) -> None:
     for step in history.steps:
@@ -263,8 +290,20 @@ class Planner:
     self._collect_background()
     return done
 
+  def cancel_background(self) -> None:
+    """Drops the requests queued in the background; the batch in flight is
+    answered as usual. A dropped plan is asked again when its situation
+    comes back; a dropped lesson is lost, and counts in `reflections_dropped`.
+    """
+    for kind, key in self._worker.cancel():
+      if kind == "lesson":
+        del self._lessons_asked[key]
+        self._counts["reflections_dropped"] += 1
+
   def close(self) -> None:
-    """Stops the background thread; queued requests are dropped."""
+    """Stops the background thread after the batch in flight, taking its
+    answers in; queued requests are dropped (see `cancel_background`)."""
+    self.cancel_background()
     self._worker.close()
     self._collect_background()
 
@@ -349,23 +388,24 @@ class Planner:
     lesson is stored with its own session's cumulative reward. Which sessions
     get a lesson follows `reflect_every`/`reflect_growth`. With `wait=False`
     the lessons are written in the background (dropped when its queue is
-    full, and counted).
+    full or the planner closes first, and counted). An evaluation view
+    writes none.
     """
-    if self.reflections is None:
+    if self.reflections is None or not self._writes_lessons:
       return
     for h in histories:
       self._check(h)
     chosen = [h for h in histories if self._due_for_lesson()]
     if wait:
-      self._counts["reflection_requests"] += len(chosen)
+      self._counts["reflections_scheduled"] += len(chosen)
       for history, lesson in zip(chosen, self._batch(self._reflect, chosen)):
         self._store_lesson(history, lesson)
       return
     for history in chosen:
-      number = self._counts["reflection_requests"]
+      number = self._counts["reflections_scheduled"]
+      self._counts["reflections_scheduled"] += 1
       if self._worker.submit(("lesson", number), ("lesson", history)):
         self._lessons_asked[number] = history
-        self._counts["reflection_requests"] += 1
       else:
         self._counts["reflections_dropped"] += 1
 
@@ -383,9 +423,13 @@ class Planner:
     `shared_requests`: users answered by another user's request in the same
     batch; `cache_hits`: situations answered by the LLM cache or the
     in-process memo (`memo_hits`); `plan_llm_calls`: plan requests the
-    cache did not answer;
-    `reflection_requests`: lessons asked for (never cached); `llm_calls`:
-    both together, the requests that reached the model. `llm_plans`: users
+    cache did not answer; `reflections_scheduled`: lessons the schedule
+    asked for, each of them written (`reflections_written`), failed in the
+    model (`reflection_failures`), dropped (`reflections_dropped`: the
+    background queue was full, or the planner closed first) or still in the
+    background; `reflection_requests`: lessons that reached the model
+    (written or failed; never cached); `llm_calls`: plan and lesson
+    requests together, those that reached the model. `llm_plans`: users
     whose plan is the model's (`llm_plan_share` of those planned);
     `provisional_plans`: users given the heuristic plan while their
     situation was asked in the background; `background_busy_s`: the
@@ -395,8 +439,10 @@ class Planner:
     out: dict[str, float] = {
         key: float(self._counts[key]) for key in
         ("plan_calls", "users_planned", "shared_requests", "sessions_ended",
-         "reflection_requests", "reflections_written", "reflection_failures",
+         "reflections_scheduled", "reflections_written", "reflection_failures",
          "reflections_dropped", "llm_plans", "provisional_plans")}
+    out["reflection_requests"] = (out["reflections_written"]
+                                  + out["reflection_failures"])
     out["llm_plan_share"] = out["llm_plans"] / max(out["users_planned"], 1.0)
     out["background_pending"] = float(self._worker.pending)
     out["background_busy_s"] = self._worker.busy_seconds
