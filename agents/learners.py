@@ -1,8 +1,9 @@
 """Collect-and-train rounds for off-policy and on-policy TF-Agents agents.
 
 A learner owns the agent, its data path (replay buffer or on-policy batch)
-and the collection driver; the runner only calls `run_iteration` and
-checkpoints `checkpoint_objects`.
+and the collection driver; the runner only calls `run_iteration`,
+checkpoints `checkpoint_objects` and evaluates `greedy_policy` and any
+`extra_evaluation_policies`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,39 @@ class Collector:
                                          *collected))
 
 
+class SeededSamplingPolicy(tf_policy.TFPolicy):
+  """Samples a stateless policy's action distribution with stateless draws
+  keyed on (seed, steps since the initial state).
+
+  Evaluation starts every run from the initial state, so evaluating twice
+  with one seed draws the same actions, whatever ran before; a stateful
+  random op would carry on from its previous draws instead.
+  """
+
+  def __init__(self, policy: tf_policy.TFPolicy, seed: int):
+    if tf.nest.flatten(policy.policy_state_spec):
+      raise ValueError(f"{type(policy).__name__} keeps a policy state; "
+                       "SeededSamplingPolicy samples stateless policies only")
+    super().__init__(policy.time_step_spec, policy.action_spec,
+                     policy_state_spec=tf.TensorSpec((), tf.int64))
+    self._policy = policy
+    self._seed = int(seed)
+
+  def _variables(self):
+    return self._policy.variables()
+
+  def _distribution(self, time_step, policy_state):
+    raise NotImplementedError("SeededSamplingPolicy only samples actions")
+
+  def _action(self, time_step, policy_state, seed=None):
+    del seed  # the policy's own seed and step count key the draws
+    distribution = self._policy.distribution(time_step).action
+    key = tf.stack([tf.constant(self._seed, tf.int64), policy_state[0]])
+    action = distribution.sample(seed=tf.cast(key, tf.int32))
+    return policy_step.PolicyStep(tf.cast(action, self.action_spec.dtype),
+                                  policy_state + 1, ())
+
+
 class GraphCollector:
   """Collection on the fast path: for a `tf_environment` environment, the
   policy, the environment step and the observer (a replay write) of many
@@ -212,6 +246,13 @@ class _CollectingLearner:
   def user_steps(self) -> int:
     """User-steps collected by this learner (not restored from checkpoints)."""
     return self._collector.user_steps
+
+  def extra_evaluation_policies(self, seed: int
+                                ) -> Mapping[str, tf_policy.TFPolicy]:
+    """Policies evaluated besides `greedy_policy`, by the summary key of
+    their results; `seed` seeds any sampling."""
+    del seed
+    return {}
 
 
 class OffPolicyLearner(_CollectingLearner):
@@ -297,6 +338,13 @@ class OnPolicyLearner(_CollectingLearner):
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent}
+
+  def extra_evaluation_policies(self, seed: int
+                                ) -> Mapping[str, tf_policy.TFPolicy]:
+    """The stochastic policy being learned, sampled ("sampled"): the greedy
+    mode of a barely trained categorical can repeat one item a whole
+    session, which the policy that collected the data would not."""
+    return {"sampled": SeededSamplingPolicy(self.agent.collect_policy, seed)}
 
   def run_iteration(self) -> dict[str, float]:
     self._collector.run(self._collect_steps)

@@ -2,8 +2,9 @@
 
 `ObservationEncoder` turns the observation dict (session history and
 aggregates) into one feature vector; it has no weights, so the same
-instance serves as the `preprocessing_combiner` of TF-Agents' Q, actor and
-value networks (and of their target copies).
+instance serves every network of an agent (and their target copies): each
+`ItemScoringNetwork` and, as its `preprocessing_combiner`, PPO's value
+network.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
-from tf_agents.networks import (actor_distribution_network, mask_splitter_network,
-                                network, value_network)
-from tf_agents.specs import tensor_spec
+import tensorflow_probability as tfp
+from tf_agents.networks import (mask_splitter_network, network, utils,
+                                value_network)
+from tf_agents.specs import distribution_spec, tensor_spec
 from tf_agents.typing import types
+from tf_agents.utils import nest_utils
 
 from lerl_recsim import environment as environment_lib
 from lerl_recsim import tf_environment
@@ -75,8 +78,8 @@ class ItemScoringNetwork(network.Network):
   The item representation is a learned projection of the item's categories
   plus a small free embedding, so what is learned about one item carries to
   the others of its categories: with hundreds of items and few visits each,
-  a separate output per item learns far slower. Serves as a DQN Q-network
-  and as a bandit reward network.
+  a separate output per item learns far slower. Serves as a DQN Q-network,
+  a bandit reward network and (through `ItemCategoricalNetwork`) PPO's actor.
   """
 
   def __init__(self, input_tensor_spec: types.NestedTensorSpec,
@@ -106,14 +109,60 @@ class ItemScoringNetwork(network.Network):
   def call(self, observation, step_type=None, network_state=(),
            training=False):
     del step_type
-    state = self._encoder(observation)
+    # PPO's loss calls its actor on [B, T] batches; the encoder takes [B].
+    squash = utils.BatchSquash(nest_utils.get_outer_rank(
+        observation, self.input_tensor_spec))
+    state = self._encoder(tf.nest.map_structure(squash.flatten, observation))
     for layer in self._hidden:
       state = layer(state, training=training)
     state = self._state_projection(state)  # [B, d]
     items = self._item_projection(tf.concat(
         [self._item_categories, self._item_embedding(self._item_ids)], -1))
     bias = tf.squeeze(self._item_bias(self._item_ids), -1)
-    return tf.matmul(state, items, transpose_b=True) + bias, network_state
+    scores = tf.matmul(state, items, transpose_b=True) + bias
+    return squash.unflatten(scores), network_state
+
+
+def mask_scores(scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """Scores with excluded items (mask False) at the lowest float: they never
+  win an argmax or a top-k, and as logits get zero probability (-inf would
+  give NaNs in TFP's log-probabilities and entropies)."""
+  return tf.where(tf.cast(mask, tf.bool), scores,
+                  tf.constant(scores.dtype.min, scores.dtype))
+
+
+class ItemCategoricalNetwork(network.DistributionNetwork):
+  """PPO's actor: a categorical over items whose logits are the scores of an
+  `ItemScoringNetwork`, so a policy gradient on one item moves the items
+  of its categories too, as the Q-network's TD updates do.
+
+  Takes the mask as `mask` (from `MaskSplitterNetwork(passthrough_mask=True)`)
+  and gives excluded items zero probability.
+  """
+
+  def __init__(self, scores: ItemScoringNetwork,
+               action_spec: types.BoundedTensorSpec,
+               name: str = "ItemCategoricalNetwork"):
+    num_items = int(action_spec.maximum) - int(action_spec.minimum) + 1
+    logits = tf.TensorSpec([num_items], tf.float32, name=f"{name}_logits")
+    output_spec = distribution_spec.DistributionSpec(
+        tfp.distributions.Categorical, {"logits": logits},
+        sample_spec=action_spec, dtype=action_spec.dtype)
+    super().__init__(scores.input_tensor_spec, state_spec=(),
+                     output_spec=output_spec, name=name)
+    self._scores = scores
+
+  def call(self, observation, step_type=None, network_state=(),
+           training=False, mask=None):
+    logits, _ = self._scores(observation, step_type=step_type,
+                             training=training)
+    if mask is not None:
+      logits = mask_scores(logits, mask)
+    return self.output_spec.build_distribution(logits=logits), network_state
+
+  def copy(self, **kwargs):
+    # The inherited copy would reuse `scores`, so share its weights.
+    return super().copy(**{"scores": self._scores.copy(), **kwargs})
 
 
 def item_q_network(observation_spec: types.NestedTensorSpec,
@@ -127,13 +176,16 @@ def item_q_network(observation_spec: types.NestedTensorSpec,
 
 def masked_actor_and_value_networks(
     observation_spec: types.NestedTensorSpec,
-    action_spec: types.BoundedTensorSpec, encoder: ObservationEncoder,
+    action_spec: types.BoundedTensorSpec, item_categories: np.ndarray,
+    encoder: ObservationEncoder,
     fc_layer_params: Sequence[int]) -> tuple[network.Network, network.Network]:
-  """PPO networks: the actor gets the mask through TF-Agents'
-  `MaskSplitterNetwork`, so excluded items get zero probability."""
-  actor = actor_distribution_network.ActorDistributionNetwork(
-      split_spec(observation_spec), action_spec,
-      preprocessing_combiner=encoder, fc_layer_params=tuple(fc_layer_params))
+  """PPO networks: an item-scoring actor that gets the mask through
+  TF-Agents' `MaskSplitterNetwork`, so excluded items get zero probability,
+  and a value network over the observation without the mask."""
+  actor = ItemCategoricalNetwork(
+      ItemScoringNetwork(split_spec(observation_spec), action_spec,
+                         item_categories, encoder, fc_layer_params),
+      action_spec)
   value = value_network.ValueNetwork(
       split_spec(observation_spec), preprocessing_combiner=encoder,
       fc_layer_params=tuple(fc_layer_params))

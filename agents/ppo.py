@@ -1,8 +1,10 @@
 """Masked PPO: the low level of `lerl_ppo` and the flat `ppo` baseline.
 
-LERL's authors trained PPO. The actor reads the mask through TF-Agents'
+LERL's authors trained PPO. The actor scores items like the Q-network
+(`networks.ItemCategoricalNetwork`) and reads the mask through TF-Agents'
 `MaskSplitterNetwork`, so excluded items get zero probability; the value
-network sees the observation without the mask.
+network sees the observation without the mask. Runs are evaluated greedily
+and by sampling the stochastic policy (`OnPolicyLearner`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ def make_agent(env: py_environment.PyEnvironment, *,
                entropy_regularization: float) -> ppo_clip_agent.PPOClipAgent:
   inputs = networks.agent_inputs(env, "PPO")
   actor, value = networks.masked_actor_and_value_networks(
-      inputs.time_step_spec.observation, inputs.action_spec, inputs.encoder,
-      fc_layer_params)
+      inputs.time_step_spec.observation, inputs.action_spec,
+      inputs.item_categories, inputs.encoder, fc_layer_params)
   agent = ppo_clip_agent.PPOClipAgent(
       inputs.time_step_spec, inputs.action_spec,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),

@@ -4,8 +4,9 @@ One function, `train_and_evaluate`, serves every agent family: it claims the
 run directory for its configuration, restores the last checkpoint (agent,
 replay buffer, iteration, planner reflections), alternates learner
 iterations with progress lines, TensorBoard summaries, checkpoints and
-evaluations on fresh users, then writes `summary.json` and exports the
-greedy policy.
+evaluations on fresh users (of the greedy policy, and of any policy the
+learner adds, such as PPO's sampled one), then writes `summary.json` and
+exports the greedy policy.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from lerl_recsim.agents import run_config as run_config_lib
 from lerl_recsim.planner import ReflectionPool
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
+# The key of the greedy (or scripted) policy's evaluation, whose results are
+# the summary's top level; extra policies' go under their own keys.
+MAIN = "greedy"
 
 
 class Learner(Protocol):
@@ -39,6 +43,9 @@ class Learner(Protocol):
   user_steps: int  # collected so far, for progress rates
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
+    ...
+
+  def extra_evaluation_policies(self, seed: int) -> Mapping[str, Any]:
     ...
 
   def run_iteration(self) -> dict[str, float]:
@@ -209,25 +216,23 @@ def train_and_evaluate(
   eval_writer = tf.summary.create_file_writer(str(directory.eval))
   wall_start = time.perf_counter()
   if learner is not None:
+    policies = evaluation_policies(learner, run)
     with train_writer.as_default(step=iteration):
       run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                   directory, eval_writer)
-    evaluated = run_evaluation(train_env, eval_env,
-                               learners.eager_policy(learner.greedy_policy),
-                               eval_writer, iteration, directory)
+                   directory, eval_writer, policies)
   else:
-    evaluated = run_evaluation(train_env, eval_env, scripted_policy(eval_env),
-                               eval_writer, iteration, directory)
-  values, eval_planner, exposure = evaluated
-  summary: dict[str, Any] = metrics.summarise(values)
-  summary["exposure_curve"] = exposure.to_dict()
+    policies = {MAIN: scripted_policy(eval_env)}
+  evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
+                             iteration, directory)
+  summary = evaluated.pop(MAIN)
   summary["config"] = config
   summary["planner"] = {
       "train": planner_counts(train_env) if learner is not None else {},
-      "eval": eval_planner,
+      "eval": summary.pop("planner"),
   }
   summary["wall_time_s"] = time.perf_counter() - wall_start
   summary["iterations"] = int(iteration.numpy())
+  summary.update(evaluated)  # the extra policies' evaluations
   if learner is not None:
     summary["policy_dir"] = str(directory.policy)
     export_policy(learner, directory.policy)
@@ -237,8 +242,20 @@ def train_and_evaluate(
   return summary
 
 
+def evaluation_policies(learner: Learner, run: run_config_lib.RunConfig
+                        ) -> dict[str, py_policy.PyPolicy]:
+  """The greedy policy (as `MAIN`) and the learner's extra evaluation
+  policies, as py policies; sampling is seeded by the run's seed."""
+  extra = learner.extra_evaluation_policies(run.seed + EVAL_SEED_OFFSET)
+  if MAIN in extra:
+    raise ValueError(f"an extra evaluation policy may not be named {MAIN!r}")
+  return {key: learners.eager_policy(policy) for key, policy in
+          {MAIN: learner.greedy_policy, **extra}.items()}
+
+
 def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                 directory, eval_writer) -> None:
+                 directory, eval_writer,
+                 policies: Mapping[str, py_policy.PyPolicy]) -> None:
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating."""
   window_start = time.perf_counter()
   window_first_step = learner.user_steps
@@ -274,16 +291,14 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
-      run_evaluation(train_env, eval_env,
-                     learners.eager_policy(learner.greedy_policy), eval_writer,
-                     iteration, directory)
+      run_evaluation(train_env, eval_env, policies, eval_writer, iteration,
+                     directory)
       window_start += time.perf_counter() - paused  # rates count training only
 
 
-def run_evaluation(train_env, eval_env, policy, eval_writer, iteration,
-                   directory) -> tuple[dict[str, np.ndarray], dict[str, float],
-                                       evaluation.ExposureCurve]:
-  """One session per fresh evaluation user; records summaries and history.
+def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
+  """One session per fresh evaluation user: `{mean, ci95}` per metric,
+  `num_sessions`, `exposure_curve` and the evaluation's `planner` counts.
 
   Evaluation waits for every plan; requests training left queued in the
   background are dropped first, so that they do not hold up its own (plans
@@ -291,28 +306,55 @@ def run_evaluation(train_env, eval_env, policy, eval_writer, iteration,
   counted in training's `reflections_dropped`). The planner counts returned
   are this evaluation's alone.
   """
-  if isinstance(train_env, planner_environment.PlannedEnvironment):
+  if isinstance(train_env, PLANNED_ENVIRONMENTS):
     train_env.planner.close()
   before = planner_counts(eval_env)
   exposure = evaluation.ExposureCurve()
   values = evaluation.evaluate_sessions(eval_env, policy, exposure)
-  planner = counts_delta(planner_counts(eval_env), before)
-  summary = metrics.summarise(values)
+  summary: dict[str, Any] = metrics.summarise(values)
+  summary["exposure_curve"] = exposure.to_dict()
+  summary["planner"] = counts_delta(planner_counts(eval_env), before)
+  return summary
+
+
+def run_evaluation(train_env, eval_env,
+                   policies: Mapping[str, py_policy.PyPolicy], eval_writer,
+                   iteration, directory) -> dict[str, dict[str, Any]]:
+  """Evaluates each policy on the same fresh users; returns their
+  `evaluate_policy` summaries by key.
+
+  Records TensorBoard scalars (an extra policy's under "KEY/"), one history
+  line (`MAIN`'s results at its top level, an extra's under its key; no
+  exposure curves).
+  """
   step = int(iteration.numpy())
-  with eval_writer.as_default(step=step):
-    for name in metrics.EPISODE_METRICS:
-      tf.summary.scalar(name, summary[name]["mean"])
+  results = {key: evaluate_policy(eval_env, policy, train_env)
+             for key, policy in policies.items()}
+  history: dict[str, Any] = {"iteration": step}
+  for key, summary in results.items():
+    main = key == MAIN
+    with eval_writer.as_default(step=step):
+      for name in metrics.EPISODE_METRICS:
+        tf.summary.scalar(name if main else f"{key}/{name}",
+                          summary[name]["mean"])
+    logging.info("%sevaluation at iteration %d: cumulative reward %.2f ± "
+                 "%.2f, interaction length %.1f ± %.1f over %d sessions",
+                 "" if main else f"{key} ", step,
+                 summary["cumulative_reward"]["mean"],
+                 summary["cumulative_reward"]["ci95"],
+                 summary["interaction_length"]["mean"],
+                 summary["interaction_length"]["ci95"],
+                 summary["num_sessions"])
+    recorded = {name: value for name, value in summary.items()
+                if name != "exposure_curve"}
+    if main:
+      history.update(recorded)
+    else:
+      history[key] = recorded
   directory.eval.mkdir(parents=True, exist_ok=True)
   with directory.eval_history.open("a") as stream:
-    stream.write(json.dumps({"iteration": step, **summary,
-                             "planner": planner}) + "\n")
-  logging.info("evaluation at iteration %d: cumulative reward %.2f ± %.2f, "
-               "interaction length %.1f ± %.1f over %d sessions", step,
-               summary["cumulative_reward"]["mean"],
-               summary["cumulative_reward"]["ci95"],
-               summary["interaction_length"]["mean"],
-               summary["interaction_length"]["ci95"], summary["num_sessions"])
-  return values, planner, exposure
+    stream.write(json.dumps(history) + "\n")
+  return results
 
 
 def export_policy(learner: Learner, policy_dir: pathlib.Path) -> None:

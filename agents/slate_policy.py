@@ -20,6 +20,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 from tf_agents.typing import types
 
+from lerl_recsim.agents import networks
+
 
 def item_spec(slate_spec: types.BoundedTensorSpec) -> types.BoundedTensorSpec:
   """The one-item action spec matching a slate spec."""
@@ -57,8 +59,7 @@ class TopKQPolicy(tf_policy.TFPolicy):
     observation, mask = self.observation_and_action_constraint_splitter(
         time_step.observation)
     q_values, _ = self._q_network(observation, step_type=time_step.step_type)
-    lowest = tf.fill(tf.shape(q_values), q_values.dtype.min)
-    scores = tf.where(tf.cast(mask, tf.bool), q_values, lowest)
+    scores = networks.mask_scores(q_values, mask)
     if self._epsilon > 0:
       batch = tf.shape(q_values)[0]
       noise = tf.random.uniform(tf.shape(q_values), seed=seed)

@@ -16,7 +16,8 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 import lerl_recsim
 from lerl_recsim import evaluation, metrics, planner_environment
-from lerl_recsim.agents import bandit, dqn, ppo, run_config, runner, training
+from lerl_recsim.agents import (bandit, dqn, learners, networks, ppo,
+                                run_config, runner, training)
 from lerl_recsim.planner import ReflectionPool, backends
 
 TINY = {"num_items": 40}
@@ -28,6 +29,19 @@ def tiny_run(agent, **changes):
                  log_interval=3, planner="heuristic", scenario_overrides=TINY)
   options.update(changes)
   return run_config.RunConfig(**options)
+
+
+def tiny_ppo(env):
+  return ppo.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
+                        gamma=0.9, lambda_value=0.95, num_epochs=1,
+                        importance_ratio_clipping=0.2,
+                        entropy_regularization=0.0)
+
+
+def with_mask(time_step, mask):
+  """The time step as tensors, its observation's mask replaced."""
+  return tf.nest.map_structure(tf.convert_to_tensor, time_step._replace(
+      observation=dict(time_step.observation, mask=mask)))
 
 
 @pytest.mark.parametrize("agent", sorted(run_config.AGENTS))
@@ -46,6 +60,16 @@ def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
     history = (tmp_path / "eval" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in history] == [3, 6]
     assert list((tmp_path / "train").glob("events.out.tfevents.*"))
+  # PPO is also evaluated sampling its policy, on the same users.
+  sampled = run_config.AGENTS[agent].family == "ppo"
+  assert ("sampled" in saved) == sampled
+  if sampled:
+    assert saved["sampled"]["num_sessions"] == 12
+    for name in metrics.EPISODE_METRICS:
+      assert np.isfinite(saved["sampled"][name]["mean"])
+    assert saved["sampled"]["exposure_curve"]["step"]
+    assert all(json.loads(line)["sampled"]["num_sessions"] == 12
+               for line in history)
   uses_planner = run_config.AGENTS[agent].planner is not None
   assert bool(saved["planner"]["train"]) == uses_planner
   if uses_planner:
@@ -127,10 +151,7 @@ def random_masks(rng, batch, num_items):
     lambda env: dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
                                gamma=0.9, epsilon_greedy=0.5,
                                target_update_period=10),
-    lambda env: ppo.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
-                               gamma=0.9, lambda_value=0.95, num_epochs=1,
-                               importance_ratio_clipping=0.2,
-                               entropy_regularization=0.0),
+    tiny_ppo,
     lambda env: bandit.make_agent(env, fc_layer_params=(16,),
                                   learning_rate=1e-3, epsilon=0.5),
 ], ids=["dqn", "ppo", "myopic"])
@@ -143,14 +164,77 @@ def test_no_masked_item_is_ever_recommended(make):
   for policy in (agent.collect_policy, agent.policy):
     for _ in range(60):
       mask = random_masks(rng, 32, 40)
-      observation = dict(observed.observation, mask=mask)
-      step = tf.nest.map_structure(tf.convert_to_tensor,
-                                   observed._replace(observation=observation))
-      action = policy.action(step).action.numpy()
+      action = policy.action(with_mask(observed, mask)).action.numpy()
       assert mask[np.arange(32), action].all()
       chosen_items.update(action.tolist())
   # 3,840 sampled actions spread over many items: the check is not vacuous.
   assert len(chosen_items) > 20
+
+
+def test_ppo_actor_samples_every_allowed_item_and_no_other():
+  env = lerl_recsim.make_env(num_users=32, seed=0, **TINY)
+  agent = tiny_ppo(env)
+  mask = np.zeros((32, 40), bool)
+  mask[:, [5, 23]] = True
+  step = with_mask(env.reset(), mask)
+  distribution = agent.collect_policy.distribution(step).action
+  assert (distribution.probs_parameter().numpy()[~mask] == 0).all()
+  policy = learners.SeededSamplingPolicy(agent.collect_policy, seed=0)
+  state = policy.get_initial_state(32)
+  sampled = set()
+  for _ in range(20):
+    action_step = policy.action(step, state)
+    state = action_step.state
+    sampled.update(action_step.action.numpy().tolist())
+  assert sampled == {5, 23}
+
+
+def test_ppo_actor_moves_an_items_category_mates_with_it():
+  """A gradient step raising one item's log-probability raises the logit of
+  the other item of its category by a good share of its own rise and more
+  than twice any other item's: the actor shares the Q-network's item-category
+  structure (independent logits would leave the category-mate among the
+  other items)."""
+  tf.keras.utils.set_random_seed(0)
+  env = lerl_recsim.make_env(num_users=8, seed=0, **TINY)
+  inputs = networks.agent_inputs(env, "PPO")
+  actor, _ = networks.masked_actor_and_value_networks(
+      inputs.time_step_spec.observation, inputs.action_spec,
+      inputs.item_categories, inputs.encoder, (16,))
+  actor.create_variables(inputs.time_step_spec.observation)
+  time_step = env.reset()
+  for _ in range(3):
+    time_step = env.step(np.arange(8, dtype=np.int32))
+  observation = tf.nest.map_structure(tf.convert_to_tensor,
+                                      time_step.observation)
+  group = inputs.item_categories.argmax(axis=1)
+  assert (inputs.item_categories.sum(axis=1) == 1).all()
+  item = 0
+  mate = [j for j in np.flatnonzero(group == group[item]) if j != item][0]
+  before = actor(observation)[0].logits.numpy()
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(actor(observation)[0].log_prob(tf.fill([8], item)))
+  gradients = tape.gradient(loss, actor.trainable_variables)
+  tf.keras.optimizers.SGD(0.1).apply_gradients(
+      zip(gradients, actor.trainable_variables))
+  moved = (actor(observation)[0].logits.numpy() - before).mean(axis=0)
+  others = np.delete(moved, [item, mate])
+  assert moved[mate] > 0.3 * moved[item] > 0
+  assert moved[mate] > 2 * others.max()
+
+
+def test_sampled_evaluation_repeats_for_a_seed():
+  env = lerl_recsim.make_env(num_users=12, seed=1, **TINY)
+  agent = tiny_ppo(env)
+
+  def evaluate(seed):
+    policy = learners.SeededSamplingPolicy(agent.collect_policy, seed)
+    return runner.evaluate_policy(env, learners.eager_policy(policy))
+
+  first, other, again = evaluate(0), evaluate(1), evaluate(0)
+  for name in metrics.EPISODE_METRICS:
+    assert first[name] == again[name]
+  assert any(first[name] != other[name] for name in metrics.EPISODE_METRICS)
 
 
 def test_planner_masks_hold_during_lerl_training(tmp_path):
@@ -252,8 +336,7 @@ def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
     for _ in range(30):
       mask = random_masks(rng, 16, 40)
       mask[:, :3] = True  # at least a slate's worth
-      step = tf.nest.map_structure(tf.convert_to_tensor, observed._replace(
-          observation=dict(observed.observation, mask=mask)))
+      step = with_mask(observed, mask)
       slates = policy.action(step).action.numpy()
       assert slates.shape == (16, 3)
       assert np.take_along_axis(mask, slates, axis=1).all()

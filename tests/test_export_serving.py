@@ -310,3 +310,19 @@ def test_lerl_eval_rejects_an_item_count_mismatch(exported, tmp_path):
     policy_eval.evaluate(exported, tmp_path / "x.json",
                       overrides={"num_items": 80}, num_eval_sessions=4)
   assert not (tmp_path / "x.json").exists()
+
+
+def test_exported_ppo_policy_is_the_greedy_one_the_run_reports(tmp_path):
+  """lerl-eval of a PPO run's saved policy, on the run's evaluation users,
+  gives the run's top-level (greedy) numbers, not its sampled ones."""
+  root = tmp_path / "run"
+  reported = training.train_eval(run_config.RunConfig(
+      agent="ppo", num_iterations=3, num_users=8, num_eval_sessions=8,
+      eval_interval=3, checkpoint_interval=3, log_interval=3,
+      scenario_overrides=SCENARIO), str(root))
+  evaluated = policy_eval.evaluate(root, tmp_path / "eval.json",
+                                   num_eval_sessions=8)
+  for name in ("cumulative_reward", "interaction_length", "category_coverage"):
+    assert evaluated[name] == pytest.approx(reported[name])
+  assert any(reported["sampled"][name] != reported[name]
+             for name in ("cumulative_reward", "interaction_length"))
