@@ -77,7 +77,8 @@ def reference_plan(history: UserHistory, rules: PlanRules, priority: np.ndarray,
                    window: int = 5, size: int = 4) -> tuple[tuple[int, ...],
                                                           list[int]]:
   """The heuristic as first written, one user at a time in plain Python
-  (ranking, plan): the batched TensorFlow version must agree with it."""
+  (ranking, plan), scores equal to 1e-9 taken as ties: the batched
+  TensorFlow version must agree with it."""
   num, groups = CAT.num_categories, list(CAT.category_group)
   recent = history.recent(window)
   cat_seen, group_seen = [0.0] * num, [0.0] * CAT.num_groups
@@ -100,7 +101,8 @@ def reference_plan(history: UserHistory, rules: PlanRules, priority: np.ndarray,
                 total[c] / count[c] / scale if count[c] else prior)
     seen = len(recent) or 1
     scores.append(affinity - group_seen[groups[c]] / seen - cat_seen[c] / seen)
-  order = sorted(range(num), key=lambda c: (-scores[c], priority[c]))
+  order = sorted(range(num), key=lambda c: (-round(scores[c] * 1e9),
+                                            priority[c]))
   ranking = list(order)
   blocked = saturated(history, rules)
   order = [c for c in order if c not in blocked] + [c for c in order
