@@ -38,6 +38,9 @@ from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios import interest_evolution
 
 Report = Mapping[str, Any]
+# What the planned environment counts in the graph.
+COUNTERS = ("user_steps", "planned_users", "widenings", "ended_sessions",
+            "table_plans")
 
 
 def _time_axis(report: Report) -> dict[str, Any]:
@@ -222,10 +225,11 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._due = tf.Variable(tf.zeros([users], tf.bool), name="due")
     self._missed = tf.Variable(tf.zeros([users], tf.bool), name="missed")
     self._keys = tf.Variable(tf.zeros([users], tf.int64), name="keys")
-    self._counters = {name: tf.Variable(0, dtype=tf.int64, name=name)
-                      for name in ("user_steps", "planned_users",
-                                   "widenings", "ended_sessions",
-                                   "table_plans")}
+    self._counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64),
+                                 name="counters")
+    # Merging plans and building the mask fuse well: one XLA kernel.
+    self._merge = tf.function(self._merge_plans, jit_compile=True,
+                              autograph=False)
     self._table = tf.lookup.experimental.MutableHashTable(
         tf.int64, tf.int32, default_value=tf.fill([c], -1))
     self._apply = tf.function(self._apply_plans, autograph=False,
@@ -267,7 +271,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
                                 "llm_plans", "provisional_plans")}
     out.update(self._planner.metrics())
-    counted = {name: float(v.numpy()) for name, v in self._counters.items()}
+    counted = dict(zip(COUNTERS, self._counters.numpy().astype(float)))
     out.update({key: counted[key] for key in
                 ("user_steps", "planned_users", "widenings", "ended_sessions")})
     if self._llm is not None:
@@ -295,64 +299,77 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                 base_mask: tf.Tensor) -> tf.Tensor:
     """Plans the due slots, rebuilds the mask; returns it."""
     steps = self._steps(observation)
-    _, picks = self._heuristic.rank_and_plan(steps)
-    plans = tf.reduce_any(tf.one_hot(picks, self._num_categories,
-                                     on_value=True, off_value=False), axis=1)
+    plans = self._heuristic.plan_sets(steps)
+    counts = {"planned_users": tf.reduce_sum(tf.cast(due, tf.int64))}
     if self._llm is not None:
       length = observation["session_length"]
       reward = (tf.cast(observation["mean_engagement"], tf.float64)
                 * tf.cast(length, tf.float64))
       keys = situation_keys(steps, length, reward,
                             self._llm.prompt_config, self._llm.rules)
-      found = self._table.lookup(keys)
+      found = tf.reshape(self._table.lookup(keys),
+                         [self.batch_size, self._num_categories])
       hit = found[:, 0] >= 0
       plans = tf.where(hit[:, None], found > 0, plans)
-      self._counters["table_plans"].assign_add(
-          tf.reduce_sum(tf.cast(hit & due, tf.int64)))
+      counts["table_plans"] = tf.reduce_sum(tf.cast(hit & due, tf.int64))
       self._missed.assign(due & ~hit)
       self._keys.assign(keys)
-    self._due.assign(due)
-    self._counters["planned_users"].assign_add(
-        tf.reduce_sum(tf.cast(due, tf.int64)))
-    self._plans.assign(tf.where(due[:, None], plans, self._plans))
+      self._due.assign(due)
     self._since_plan.assign(tf.where(due, tf.zeros_like(self._since_plan),
                                      self._since_plan))
-    return self._rebuild_mask(steps, base_mask)
+    return self._set_plans(steps, due, plans, base_mask, counts)
+
+  def _set_plans(self, steps, due: tf.Tensor, plans: tf.Tensor,
+                 base_mask: tf.Tensor, counts: dict[str, tf.Tensor]
+                 ) -> tf.Tensor:
+    """Takes `plans` for the `due` slots, rebuilds the mask; returns it."""
+    merged, mask, counts["widenings"] = self._merge(
+        steps, due, plans, self._plans.read_value(), base_mask)
+    self._plans.assign(merged)
+    self._mask.assign(mask)
+    self._count(counts)
+    return mask
+
+  def _count(self, counts: Mapping[str, tf.Tensor]) -> None:
+    self._counters.assign_add(tf.stack(
+        [tf.cast(counts.get(name, 0), tf.int64) for name in COUNTERS]))
 
   def _items(self, plans: tf.Tensor) -> tf.Tensor:
     return tf.matmul(tf.cast(plans, tf.float32), self._category_items) > 0
 
-  def _rebuild_mask(self, steps, base_mask: tf.Tensor) -> tf.Tensor:
-    """Plan items AND the base mask; plans too small for a slate get more
-    categories in the widener's ranking order."""
-    mask = self._items(self._plans) & base_mask
+  def _merge_plans(self, steps, due: tf.Tensor, plans: tf.Tensor,
+                   current: tf.Tensor, base_mask: tf.Tensor
+                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(plans, mask, widened plans): `plans` for the due slots, the others
+    kept; plans too small for a slate under `base_mask` get more categories
+    in the widener's ranking order."""
+    plans = tf.where(due[:, None], plans, current)
+    mask = self._items(plans) & base_mask
     short = tf.reduce_sum(tf.cast(mask, tf.int32), 1) < self._slate_size
 
-    def widen() -> tf.Tensor:
+    def widen() -> tuple[tf.Tensor, tf.Tensor]:
       ranking = self._widener.ranking(steps)
-      plans = self._plans.read_value()
+      widened = plans
       for i in range(self._num_categories):
-        room = tf.reduce_sum(tf.cast(self._items(plans) & base_mask, tf.int32),
-                             1)
-        add = (room < self._slate_size)[:, None] & tf.one_hot(
+        room = tf.reduce_sum(tf.cast(self._items(widened) & base_mask,
+                                     tf.int32), 1)
+        widened |= (room < self._slate_size)[:, None] & tf.one_hot(
             ranking[:, i], self._num_categories, on_value=True,
             off_value=False)
-        plans |= add
-      self._counters["widenings"].assign_add(
-          tf.reduce_sum(tf.cast(short, tf.int64)))
-      self._plans.assign(plans)
-      return self._items(plans) & base_mask
+      return widened, self._items(widened) & base_mask
 
-    mask = tf.cond(tf.reduce_any(short), widen, lambda: mask)
-    self._mask.assign(mask)
-    return mask
+    plans, mask = tf.cond(tf.reduce_any(short), widen, lambda: (plans, mask))
+    return plans, mask, tf.reduce_sum(tf.cast(short, tf.int64))
 
   def _apply_plans(self, plans: tf.Tensor, slots: tf.Tensor) -> None:
     """Replaces the plans of `slots` (the LLM's answers) and the mask."""
-    self._plans.scatter_nd_update(slots[:, None], plans)
     observation = self._env.current_time_step().observation
-    self._rebuild_mask(self._steps(observation["observation"]),
-                       observation["mask"])
+    due = tf.scatter_nd(slots[:, None], tf.ones_like(slots, tf.bool),
+                        [self.batch_size])
+    full = tf.scatter_nd(slots[:, None], plans,
+                         [self.batch_size, self._num_categories])
+    self._set_plans(self._steps(observation["observation"]), due, full,
+                    observation["mask"], {})
 
   # --- TFEnvironment --------------------------------------------------------
 
@@ -379,10 +396,8 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       time_step = self._env.step(action)
     first = time_step.step_type == ts.StepType.FIRST
     last = time_step.step_type == ts.StepType.LAST
-    self._counters["user_steps"].assign_add(
-        tf.reduce_sum(tf.cast(~first, tf.int64)))
-    self._counters["ended_sessions"].assign_add(
-        tf.reduce_sum(tf.cast(last, tf.int64)))
+    self._count({"user_steps": tf.reduce_sum(tf.cast(~first, tf.int64)),
+                 "ended_sessions": tf.reduce_sum(tf.cast(last, tf.int64))})
     since = tf.where(first, self._since_plan, self._since_plan + 1)
     self._since_plan.assign(since)
     due = first | ((since >= self._replan_every) & ~last)

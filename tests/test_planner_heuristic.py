@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from lerl_recsim.planner import (HeuristicPlanner, PlanRules, StepRecord,
                                  UserHistory, make_planner)
+from lerl_recsim.planner.heuristic import CategorySteps, histories_to_steps
 from lerl_recsim.planner.validation import saturated
 from lerl_recsim.scenarios.catalogue import default_catalogue
 
@@ -146,3 +148,14 @@ def test_batched_heuristic_matches_the_per_user_reference_on_random_histories():
                                            planner.rules, priority))
     for h in histories[:200]:
       assert planner.ranking(h) == reference_plan(h, planner.rules, priority)[1]
+
+
+def test_plan_sets_of_the_graph_are_the_plans_categories():
+  rng = np.random.default_rng(11)
+  histories = [random_history(rng) for _ in range(1000)]
+  planner = HeuristicPlanner(CAT, seed=2)
+  steps = CategorySteps(**{k: tf.constant(v) for k, v in
+                           histories_to_steps(histories, 20).items()})
+  sets = planner.batch.plan_sets(steps).numpy()
+  for row, plan in zip(sets, planner.plan(histories)):
+    assert set(np.flatnonzero(row)) == set(plan)

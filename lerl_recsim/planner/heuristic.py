@@ -132,11 +132,17 @@ class BatchHeuristic(tf.Module):
     self._by_priority = tf.constant(np.argsort(priority).astype(np.int32))
     self._group_penalty = float(group_penalty)
     self._category_penalty = float(category_penalty)
-    # XLA fuses the many small ops of ranking and picking: about half the
-    # time per call, which matters at every step of training.
+    groups_np = np.asarray(catalogue.category_group)
+    self._same_group = tf.constant(groups_np[:, None] == groups_np[None, :])
+    self._identity = tf.constant(np.eye(catalogue.num_categories, dtype=bool))
+    self._priority_before = tf.constant(priority[:, None] < priority[None, :])
+    # XLA fuses the many small ops of ranking and picking, which run at
+    # every step of training.
     self.ranking = tf.function(self.ranking, jit_compile=True, autograph=False)
     self.rank_and_plan = tf.function(self.rank_and_plan, jit_compile=True,
                                      autograph=False)
+    self.plan_sets = tf.function(self.plan_sets, jit_compile=True,
+                                 autograph=False)
 
   def scores(self, steps: CategorySteps) -> tf.Tensor:
     """float64 [B, C]; higher is a better next category."""
@@ -177,36 +183,53 @@ class BatchHeuristic(tf.Module):
     order = tf.argsort(permuted, axis=1, direction="DESCENDING", stable=True)
     return tf.gather(self._by_priority, order)
 
-  def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
-    """(ranking int32 [B, C], plan int32 [B, size] in the order chosen)."""
-    ranking = self.ranking(steps)
-    order = ranking
-    if self.rules.exclude_saturated:
-      # Saturated categories go last: picked only when too few others remain.
-      blocked = saturated_categories(steps, self.rules.saturation_window)
-      demote = tf.cast(tf.gather(blocked, ranking, batch_dims=1), tf.int32)
-      position = tf.argsort(demote, axis=1, stable=True)
-      order = tf.gather(ranking, position, batch_dims=1)
-    return ranking, self._pick(order)
+  def _selection(self, steps: CategorySteps
+                 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Which categories the plan takes, by comparing every pair (no sort).
 
-  def _pick(self, order: tf.Tensor) -> tf.Tensor:
-    """The best category of each new group in `order` (up to `size`), then
-    the next best of the rest, in that order."""
-    num = self.num_categories
-    groups = tf.one_hot(tf.gather(self._groups, order),
-                        self._group_onehot.shape[1])  # [B, C, G]
-    earlier = tf.cumsum(groups, axis=1, exclusive=True)
-    first_of_group = tf.reduce_sum(groups * earlier, axis=-1) == 0
-    rank = tf.cumsum(tf.cast(first_of_group, tf.int32), axis=1)
-    first_pass = first_of_group & (rank <= self.size)
+    Categories are ordered by score (ties by priority), saturated ones
+    last; the plan takes the first category of each group in that order
+    (up to `size`), then the next ones of the rest.
+
+    Returns:
+      position int32 [B, C] (each category's place in that order),
+      first_pass and second_pass bool [B, C].
+    """
+    key = tf.round(self.scores(steps) * TIE_RESOLUTION)
+    if self.rules.exclude_saturated:
+      demoted = saturated_categories(steps, self.rules.saturation_window)
+    else:
+      demoted = tf.zeros_like(key, tf.bool)
+    k_j, k_c = key[:, :, None], key[:, None, :]
+    d_j, d_c = demoted[:, :, None], demoted[:, None, :]
+    before = (~d_j & d_c) | ((d_j == d_c) & (
+        (k_j > k_c) | ((k_j == k_c) & self._priority_before)))  # [B, j, c]
+    position = tf.reduce_sum(tf.cast(before, tf.int32), axis=1)
+    first = ~tf.reduce_any(before & self._same_group, axis=1)
+    upto = before | self._identity
+    first_rank = tf.reduce_sum(tf.cast(first[:, :, None] & upto, tf.int32), 1)
+    first_pass = first & (first_rank <= self.size)
     left = self.size - tf.reduce_sum(tf.cast(first_pass, tf.int32), axis=1)
-    rest_rank = tf.cumsum(tf.cast(~first_pass, tf.int32), axis=1)
+    rest_rank = tf.reduce_sum(tf.cast(~first_pass[:, :, None] & upto,
+                                      tf.int32), 1)
     second_pass = ~first_pass & (rest_rank <= left[:, None])
-    position = tf.range(num)[None, :]
-    sort_key = tf.where(first_pass, position,
-                        tf.where(second_pass, num + position, 2 * num + position))
-    chosen = tf.argsort(sort_key, axis=1)[:, :self.size]
-    return tf.gather(order, chosen, batch_dims=1)
+    return position, first_pass, second_pass
+
+  def plan_sets(self, steps: CategorySteps) -> tf.Tensor:
+    """bool [B, C]: the categories of each user's plan."""
+    _, first_pass, second_pass = self._selection(steps)
+    return first_pass | second_pass
+
+  def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
+    """(ranking int32 [B, C], plan int32 [B, size] in the order chosen:
+    the first pass's categories, then the second's, each in order)."""
+    position, first_pass, second_pass = self._selection(steps)
+    num = self.num_categories
+    pick_order = tf.where(first_pass, position,
+                          tf.where(second_pass, num + position,
+                                   2 * num + position))
+    plan = tf.argsort(pick_order, axis=1)[:, :self.size]
+    return self.ranking(steps), plan
 
 
 class HeuristicPlanner:
