@@ -15,8 +15,11 @@ Measured back to back on the same machine, 64 users:
 4. `lerl` with the embedded LLM planner in the background (lerl-train's
    default mode; target: at most 1.5x dqn's time), with the LLM's share of
    plans and its calls per 1,000 user-steps.
-Each learner is warmed up (its graphs traced) before timing. The time ratios
-are to `dqn` measured in this run.
+Each learner is warmed up (its graphs traced) before timing; the learners
+without an LLM take turns in several rounds (median rate printed), so that
+they meet the same machine load; the embedded planner runs alone after them,
+since its worker thread takes a core of its own. The time ratios are to `dqn`
+measured in this run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from lerl_recsim.agents import dqn
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
 flags.DEFINE_integer("iterations", 1000, "Timed training iterations per agent.")
+flags.DEFINE_integer("rounds", 5, "Turns the agents without an LLM take, "
+                     "interleaved; the median rate is printed.")
 flags.DEFINE_integer("env_steps", 3000, "Timed steps of the environment alone.")
 flags.DEFINE_boolean("embedded", True, "Measure the embedded LLM planner.")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
@@ -57,16 +62,30 @@ def environment_rate(num_users: int, steps: int) -> float:
   return steps * num_users / (time.perf_counter() - start)
 
 
-def training_rate(env: Any, iterations: int) -> dict[str, float]:
+def warm_learner(env: Any) -> Any:
+  """lerl-train's DQN learner on `env`, its graphs traced."""
   learner = dqn.build_learner(env, **HYPERPARAMETERS)
   for _ in range(20):
     learner.run_iteration()
-  first = learner.user_steps
-  start = time.perf_counter()
+  return learner
+
+
+def timed_rate(learner: Any, iterations: int) -> float:
+  first, start = learner.user_steps, time.perf_counter()
   for _ in range(iterations):
     learner.run_iteration()
-  seconds = time.perf_counter() - start
-  return {"rate": (learner.user_steps - first) / seconds, "seconds": seconds}
+  return (learner.user_steps - first) / (time.perf_counter() - start)
+
+
+def interleaved_rates(learners: dict[str, Any], iterations: int,
+                      rounds: int) -> dict[str, float]:
+  """Median user-steps/s of each learner over `rounds` rounds, the learners
+  taking turns within each round, so that they meet the same machine load."""
+  rates: dict[str, list[float]] = {name: [] for name in learners}
+  for _ in range(rounds):
+    for name, learner in learners.items():
+      rates[name].append(timed_rate(learner, iterations // rounds))
+  return {name: float(np.median(values)) for name, values in rates.items()}
 
 
 def planned(backend: str, replan_every: int, cache: str | None = None,
@@ -83,38 +102,47 @@ def main(argv) -> None:
   simulator = environment_rate(users, FLAGS.env_steps)
   print(f"environment alone, random actions, {users} users: "
         f"{simulator:8.0f} user-steps/s")
-  base = training_rate(tf_environment.make_tf_env(num_users=users, seed=0),
-                       iterations)
-  ratio = base["rate"] / simulator
-  print(f"dqn (no planner):             {base['rate']:8.0f} user-steps/s; "
+  default_k = planner_environment.DEFAULT_REPLAN_EVERY
+  learners = {"dqn (no planner):": tf_environment.make_tf_env(num_users=users,
+                                                             seed=0),
+              "lerl, heuristic, K=1:": planned("heuristic", 1)}
+  if default_k != 1:
+    learners[f"lerl, heuristic, K={default_k}:"] = planned("heuristic",
+                                                           default_k)
+  rates = interleaved_rates({name: warm_learner(env)
+                             for name, env in learners.items()},
+                            iterations, FLAGS.rounds)
+  base = rates.pop("dqn (no planner):")
+  ratio = base / simulator
+  print(f"dqn (no planner):             {base:8.0f} user-steps/s; "
         f"{ratio:.2f}x the environment alone (target >= 0.5: "
         f"{'met' if ratio >= 0.5 else 'NOT met'})")
 
-  def overhead(name: str, env: Any, target: float | None) -> dict[str, float]:
-    measured = training_rate(env, iterations)
-    cost = base["rate"] / measured["rate"]
+  def report(name: str, rate: float, target: float | None) -> None:
+    cost = base / rate
     verdict = (f" (target <= {target}: {'met' if cost <= target else 'NOT met'})"
                if target else "")
-    print(f"{name:30s}{measured['rate']:8.0f} user-steps/s; "
-          f"{cost:.2f}x dqn's time{verdict}")
-    return measured
+    print(f"{name:30s}{rate:8.0f} user-steps/s; {cost:.2f}x dqn's time"
+          f"{verdict}")
 
-  overhead("lerl, heuristic, K=1:", planned("heuristic", 1), 1.3)
-  default_k = planner_environment.DEFAULT_REPLAN_EVERY
-  if default_k != 1:
-    overhead(f"lerl, heuristic, K={default_k}:", planned("heuristic", default_k),
-             None)
+  for name, rate in rates.items():
+    report(name, rate, 1.3 if "K=1:" in name else None)
   if not FLAGS.embedded:
     return
+  # Alone: its worker thread would load the machine under the others too.
   env = planned("embedded", default_k, FLAGS.planner_cache)
-  measured = overhead(f"lerl, embedded, K={default_k}, bg:", env, 1.5)
+  learner = warm_learner(env)
+  start = time.perf_counter()
+  rate = timed_rate(learner, iterations)
+  seconds = time.perf_counter() - start
+  report(f"lerl, embedded, K={default_k}, bg:", rate, 1.5)
   metrics = env.planner_metrics()
   env.planner.close()
-  print(f"  planner {metrics['planner_seconds']:.1f} s of "
-        f"{measured['seconds']:.1f} s; plans by the LLM "
-        f"{metrics['llm_plan_share']:.1%}; LLM calls {metrics['llm_calls']:.0f} "
-        f"({metrics['llm_calls_per_1k_user_steps']:.2f} per 1,000 user-steps); "
-        f"situations in the table {metrics['situations_in_table']:.0f}")
+  print(f"  planner {metrics['planner_seconds']:.1f} s of {seconds:.1f} s; "
+        f"plans by the LLM {metrics['llm_plan_share']:.1%}; LLM calls "
+        f"{metrics['llm_calls']:.0f} ({metrics['llm_calls_per_1k_user_steps']:.2f}"
+        f" per 1,000 user-steps); worker busy "
+        f"{metrics['background_busy_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -237,6 +237,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                                   tf.TensorSpec([None, c], tf.bool),
                                   tf.TensorSpec([None], tf.int32)])
     self._pool_size = self._reflection_pool_size()
+    # Background: situations asked and not answered yet, not asked again
+    # until the worker has given new answers.
+    self._unanswered: set[int] = set()
+    self._answers_seen = 0
     self._counts: collections.Counter[str] = collections.Counter()
     self._planner_seconds = 0.0
 
@@ -461,14 +465,21 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       for slot in np.flatnonzero(ask):
         key = int(reports["keys"][t][slot])
         # Waiting, every slot is planned (and counted) as the Python
-        # environment does; in the background one request per situation.
+        # environment does; in the background one request per situation,
+        # and none while nothing new came back since it was last asked.
         entry = (key, int(slot)) if wait else key
-        asked.setdefault(entry, (self._history(observation, slot), int(slot),
-                                 bool(reports["missed"][t][slot])))
+        if entry not in asked and (wait or key not in self._unanswered):
+          asked[entry] = (self._history(observation, slot), int(slot),
+                          bool(reports["missed"][t][slot]))
       if wait:
         self._ask(asked, wait=True)
         asked = {}
-    self._ask(asked, wait=False)
+    if not wait:
+      answers = self._llm.poll_background()
+      if answers != self._answers_seen:
+        self._answers_seen = answers
+        self._unanswered.clear()
+      self._ask(asked, wait=False)
 
   def _ask(self, asked: Mapping[Any, tuple[Any, int, bool]],
            wait: bool) -> None:
@@ -488,6 +499,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     for i, answer in enumerate(answers):
       if answer is not None:
         plans[i, list(answer)] = True
+    self._unanswered.update(k for k, a in zip(keys, answers) if a is None)
     stored = [i for i, a in enumerate(answers) if a is not None]
     if stored:
       self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),

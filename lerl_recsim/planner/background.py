@@ -25,13 +25,21 @@ class BackgroundWorker:
     max_pending: requests queued or in flight at most; `submit` refuses
       more (the caller asks again the next time it needs the answer).
     batch_size: requests taken from the queue per batch.
+    busy_share: at most this share of wall time is spent answering: after
+      a batch that took d seconds the worker rests d * (1 / busy_share - 1)
+      seconds, so that a model computing on this machine leaves the
+      training its cores. 1 never rests.
   """
 
   def __init__(self, run_batch: BatchFn, max_pending: int = 256,
-               batch_size: int = 8) -> None:
+               batch_size: int = 8, busy_share: float = 1.0) -> None:
     if max_pending < 1 or batch_size < 1:
       raise ValueError(f"max_pending and batch_size must be >= 1, got "
                        f"{max_pending} and {batch_size}")
+    if not 0.0 < busy_share <= 1.0:
+      raise ValueError(f"busy_share must lie in (0, 1], got {busy_share!r}")
+    self._rest_factor = 1.0 / busy_share - 1.0
+    self._stopping = threading.Event()
     self._run_batch = run_batch
     self._max_pending = max_pending
     self._batch_size = batch_size
@@ -106,9 +114,11 @@ class BackgroundWorker:
     if self._thread is None:
       return
     self.cancel()
+    self._stopping.set()
     self._requests.put(None)
     self._thread.join()
     self._thread = None
+    self._stopping.clear()
 
   def _take_batch(self) -> list[tuple[Hashable, Any]] | None:
     first = self._requests.get()
@@ -133,9 +143,11 @@ class BackgroundWorker:
         results = self._run_batch([request for _, request in batch])
       except Exception as error:  # Handed to the caller as every answer.
         results = [error] * len(batch)
-      self._busy_seconds += time.perf_counter() - start
+      busy = time.perf_counter() - start
+      self._busy_seconds += busy
       for (key, _), result in zip(batch, results):
         self._results.put((key, result))
       with self._answered:
         self._unanswered -= len(batch)
         self._answered.notify_all()
+      self._stopping.wait(busy * self._rest_factor)

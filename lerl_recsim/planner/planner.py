@@ -134,6 +134,10 @@ class Planner:
     memo_size: Situations whose validated plan is kept in process memory
       (oldest out first); a hit there skips the chain and its overhead.
     max_pending: Background requests queued at most (`wait=False`).
+    local_busy_share: Share of wall time a model that computes in this
+      process (`LlamaCppChatModel`) may spend answering in the background:
+      it would otherwise take cores the training needs. Remote models are
+      not limited.
     seed: Seeds the reflection sampling and the default fallback.
   """
 
@@ -151,6 +155,7 @@ class Planner:
                max_concurrency: int = 4,
                memo_size: int = 100_000,
                max_pending: int = 256,
+               local_busy_share: float = 0.25,
                seed: int = 0) -> None:
     rules.check_catalogue(catalogue)
     if isinstance(reflect_every, bool) or not isinstance(reflect_every, int) \
@@ -170,6 +175,7 @@ class Planner:
     self.timeout_s = timeout_s
     self.max_concurrency = max_concurrency
     self.max_pending = max_pending
+    self.local_busy_share = local_busy_share
     self.seed = seed
     self._model = model
     self._reflect = reflection_chain(
@@ -196,8 +202,11 @@ class Planner:
     # Situations whose request failed in the background: not asked again.
     self._failed: set[Any] = set()
     self._lessons_asked: dict[int, UserHistory] = {}  # in the background
-    self._worker = BackgroundWorker(self._answer_requests, self.max_pending,
-                                    batch_size=self.max_concurrency)
+    local = isinstance(self._model, LlamaCppChatModel)
+    self._worker = BackgroundWorker(
+        self._answer_requests, self.max_pending,
+        batch_size=self.max_concurrency,
+        busy_share=self.local_busy_share if local else 1.0)
 
   def evaluation_view(self) -> Planner:
     """A planner for evaluation that leaves this one's state as it is.
@@ -269,6 +278,7 @@ class Planner:
   def _collect_background(self) -> None:
     """Takes in what the background worker has answered since last time."""
     for (kind, key), result in self._worker.drain():
+      self._counts["background_answers"] += 1
       if kind == "plan":
         if isinstance(result, BaseException):
           self._failed.add(key)
@@ -277,6 +287,13 @@ class Planner:
           self._remember(key, result)
       else:
         self._store_lesson(self._lessons_asked.pop(key), result)
+
+  def poll_background(self) -> int:
+    """Takes in the background worker's answers; returns how many it has
+    given so far (plans and lessons), so that a caller can tell whether
+    asking again may find something new."""
+    self._collect_background()
+    return self._counts["background_answers"]
 
   def _count_fallback(self, error: BaseException) -> None:
     cause = fallback_cause(error)

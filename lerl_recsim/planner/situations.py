@@ -24,6 +24,20 @@ def situation_keys(steps: CategorySteps, session_length: tf.Tensor,
                    rules: PlanRules) -> tf.Tensor:
   """int64 [B]: equal keys for users whose prompt variables are equal.
 
+  Args: as `situation_features`.
+  """
+  features = situation_features(steps, session_length, cumulative_reward,
+                                config, rules)
+  return tf.bitcast(tf.fingerprint(features), tf.int64)  # [B, 8] bytes -> [B]
+
+
+@tf.function(jit_compile=True, autograph=False)
+def situation_features(steps: CategorySteps, session_length: tf.Tensor,
+                       cumulative_reward: tf.Tensor, config: PromptConfig,
+                       rules: PlanRules) -> tf.Tensor:
+  """int64 [B, F]: what the prompt shows of each user's situation (XLA
+  fuses its many small ops; the fingerprint is outside XLA).
+
   Args:
     steps: the users' recent steps.
     session_length: int [B], steps so far.
@@ -40,11 +54,10 @@ def situation_keys(steps: CategorySteps, session_length: tf.Tensor,
   level = tf.reduce_sum(tf.cast(
       steps.engagement[:, length - window:, None] >= edges, tf.int64), -1)
   reward = tf.cast(tf.round(cumulative_reward / config.reward_step), tf.int64)
-  features = tf.concat([
+  return tf.concat([
       tf.reshape(counts * on[..., None], [tf.shape(on)[0], -1]),
       on, tf.cast(steps.clicked[:, length - window:], tf.int64) * on,
       level * on,
       tf.cast(saturated_categories(steps, rules.saturation_window), tf.int64),
       (tf.cast(session_length, tf.int64) // config.length_step)[:, None],
       reward[:, None]], axis=1)
-  return tf.bitcast(tf.fingerprint(features), tf.int64)  # [B, 8] bytes -> [B]
