@@ -371,3 +371,28 @@ def test_learners_count_the_user_steps_they_collect():
   learner.run_iteration()
   assert learner.user_steps == 8 * (hyperparameters["initial_collect_steps"] +
                                     2 * hyperparameters["collect_steps_per_iteration"])
+
+
+def summary_numbers(summary):
+  return {name: summary[name] for name in metrics.EPISODE_METRICS}
+
+
+@pytest.mark.parametrize("agent,changes", [
+    ("heuristic_dqn", dict(replan_every=1)),
+    ("ppo", {}),
+    ("lerl", dict(planner="fake", planner_mode="wait", replan_every=2)),
+])
+def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
+    agent, changes, tmp_path, monkeypatch):
+  from tests.test_tf_environment import PromptHashChatModel
+  monkeypatch.setattr(backends, "make_chat_model",
+                      lambda backend, **options: PromptHashChatModel())
+  runs = [training.train_eval(tiny_run(agent, num_iterations=12, seed=seed,
+                                       **changes), str(tmp_path / name))
+          for name, seed in (("a", 4), ("b", 4), ("c", 5))]
+  assert summary_numbers(runs[0]) == summary_numbers(runs[1])
+  assert runs[0]["planner"]["train"] == runs[1]["planner"]["train"]
+  assert summary_numbers(runs[0]) != summary_numbers(runs[2])
+  history = [(tmp_path / name / "eval" / "history.jsonl").read_text()
+             for name in ("a", "b")]
+  assert history[0] == history[1]
