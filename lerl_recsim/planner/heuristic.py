@@ -53,10 +53,13 @@ PAD_STEPS = 10
 
 def histories_to_steps(histories: Sequence[UserHistory],
                        num_categories: int) -> dict[str, np.ndarray]:
-  """`UserHistory` objects as `CategorySteps` arrays, padded at the front."""
+  """`UserHistory` objects as `CategorySteps` arrays, padded at the front
+  to a multiple of PAD_STEPS steps, and with empty histories to a power of
+  two users: the compiled heuristic then meets few shapes (XLA compiles
+  once per shape)."""
   longest = max([len(h.steps) for h in histories] + [1])
   length = -(-longest // PAD_STEPS) * PAD_STEPS
-  batch = len(histories)
+  batch = 1 << max(len(histories) - 1, 0).bit_length()
   shown = np.zeros((batch, length, num_categories), np.float32)
   engagement = np.zeros((batch, length), np.float64)
   clicked = np.zeros((batch, length), bool)
@@ -261,7 +264,9 @@ class HeuristicPlanner:
     arrays = histories_to_steps(histories, self.catalogue.num_categories)
     ranking, plan, scores = self._compiled(CategorySteps(
         **{k: tf.constant(v) for k, v in arrays.items()}))
-    return ranking.numpy(), plan.numpy(), scores.numpy()
+    users = len(histories)
+    return (ranking.numpy()[:users], plan.numpy()[:users],
+            scores.numpy()[:users])
 
   def scores(self, history: UserHistory) -> np.ndarray:
     """float [num_categories]; higher is a better next category."""
