@@ -22,6 +22,8 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import trajectory as trajectory_lib
 from tf_agents.utils import common
 
+from lerl_recsim import tf_environment as tf_environment_lib
+
 
 class CompiledPolicy(py_policy.PyPolicy):
   """A stateless TF policy as a py policy over a batched environment, called
@@ -211,7 +213,7 @@ class GraphCollector:
 
   def run(self, steps: int) -> None:
     if not self._started:
-      self._env.reset_and_absorb()
+      tf_environment_lib.reset_and_absorb(self._env)
       self._started = True
     chunk = self._env.steps_per_call or steps
     done = 0
@@ -262,7 +264,8 @@ class OffPolicyLearner(_CollectingLearner):
 
   Args:
     agent: an initialised TF-Agents agent.
-    env: the batched training environment.
+    env: the batched training environment, TensorFlow-native (the fast
+      path) or Python.
     replay_capacity: transitions kept (split evenly over user slots).
     batch_size: sampled sequences per gradient step.
     sequence_length: steps per sampled sequence (2 for one-step TD).
@@ -277,8 +280,8 @@ class OffPolicyLearner(_CollectingLearner):
       buffer stores (e.g. a slate's top item).
   """
 
-  def __init__(self, agent: tf_agent.TFAgent,
-               env: py_environment.PyEnvironment, *, replay_capacity: int,
+  def __init__(self, agent: tf_agent.TFAgent, env: Any, *,
+               replay_capacity: int,
                batch_size: int, sequence_length: int, collect_steps: int,
                train_steps: int, initial_collect_steps: int,
                prepare: Callable[[Any], Any] | None = None,
@@ -321,12 +324,13 @@ class OnPolicyLearner(_CollectingLearner):
 
   Args:
     agent: an initialised TF-Agents on-policy agent.
-    env: the batched training environment.
+    env: the batched training environment, TensorFlow-native (the fast
+      path) or Python.
     collect_steps: environment steps per iteration.
   """
 
-  def __init__(self, agent: tf_agent.TFAgent,
-               env: py_environment.PyEnvironment, *, collect_steps: int):
+  def __init__(self, agent: tf_agent.TFAgent, env: Any, *,
+               collect_steps: int):
     self.agent = agent
     self.greedy_policy = agent.policy
     self._buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(

@@ -117,7 +117,28 @@ def environment_specs(scenario: interest_evolution.Scenario
           array_spec.ArraySpec((), np.float32, name="reward"))
 
 
-class RecSimEnvironment(py_environment.PyEnvironment):
+class ScenarioProperties:
+  """What callers may read of a scenario environment, Python or TensorFlow."""
+
+  _scenario: interest_evolution.Scenario
+  _metrics: metrics_lib.EpisodeMetricsRecorder
+
+  @property
+  def scenario(self) -> interest_evolution.Scenario:
+    return self._scenario
+
+  @property
+  def config(self) -> Mapping[str, Any]:
+    """The resolved scenario configuration, for saving beside results."""
+    return self._scenario.config
+
+  @property
+  def episode_metrics(self) -> metrics_lib.EpisodeMetricsRecorder:
+    """Metrics of every session that has ended since the last clear."""
+    return self._metrics
+
+
+class RecSimEnvironment(ScenarioProperties, py_environment.PyEnvironment):
   """Batched per-user-episode environment over a scenario's network.
 
   Observation: {'observation': the session history a recommender may see
@@ -163,20 +184,6 @@ class RecSimEnvironment(py_environment.PyEnvironment):
     return self._num_users
 
   # --- what callers may read ----------------------------------------------
-
-  @property
-  def scenario(self) -> interest_evolution.Scenario:
-    return self._scenario
-
-  @property
-  def config(self) -> Mapping[str, Any]:
-    """The resolved scenario configuration, for saving beside results."""
-    return self._scenario.config
-
-  @property
-  def episode_metrics(self) -> metrics_lib.EpisodeMetricsRecorder:
-    """Metrics of every session that has ended since the last clear."""
-    return self._metrics
 
   def expected_engagement(self) -> np.ndarray:
     """float32 [U, N]: each item's expected engagement for each current user.

@@ -43,16 +43,21 @@ COUNTERS = ("user_steps", "planned_users", "widenings", "ended_sessions",
             "table_plans")
 
 
-def _time_axis(report: Report) -> dict[str, Any]:
-  """A single step's report as a stack of one step."""
-  return tf.nest.map_structure(lambda x: np.asarray(x)[None], report)
+def reset_and_absorb(env: TFRecSimEnvironment | PlannedTFEnvironment) -> None:
+  """Resets `env` (new users everywhere) and absorbs the reset's report, as
+  a stack of one step."""
+  env.reset()
+  env.absorb_reports(tf.nest.map_structure(lambda x: x.numpy()[None],
+                                           env.step_report()))
 
 
-class TFRecSimEnvironment(tf_environment.TFEnvironment):
+class TFRecSimEnvironment(environment_lib.ScenarioProperties,
+                          tf_environment.TFEnvironment):
   """Batched per-user-episode scenario environment, stepped in the graph.
 
   Same specs, per-slot episodes and seeding as `RecSimEnvironment`; the
-  mask is all True.
+  mask is all True. Ended sessions' metrics are recorded by
+  `absorb_reports`.
   """
 
   def __init__(self, scenario: interest_evolution.Scenario, seed: int):
@@ -75,19 +80,6 @@ class TFRecSimEnvironment(tf_environment.TFEnvironment):
     self._discount = tf.Variable(tf.ones([users]), name="discount")
     self._mask = tf.ones([users, self._num_items], tf.bool)
     self._metrics = metrics_lib.EpisodeMetricsRecorder()
-
-  @property
-  def scenario(self) -> interest_evolution.Scenario:
-    return self._scenario
-
-  @property
-  def config(self) -> Mapping[str, Any]:
-    return self._scenario.config
-
-  @property
-  def episode_metrics(self) -> metrics_lib.EpisodeMetricsRecorder:
-    """Metrics of every session that ended, recorded by `absorb_reports`."""
-    return self._metrics
 
   @property
   def steps_per_call(self) -> int | None:
@@ -160,12 +152,6 @@ class TFRecSimEnvironment(tf_environment.TFEnvironment):
                 {name: values[t][last]
                  for name, values in reports["session"].items()}),
             slots=np.flatnonzero(last))
-
-  def reset_and_absorb(self) -> None:
-    """Resets (new users everywhere) and absorbs the reset's report."""
-    self.reset()
-    self.absorb_reports(_time_axis(tf.nest.map_structure(
-        lambda x: x.numpy(), self.step_report())))
 
 
 class PlannedTFEnvironment(tf_environment.TFEnvironment):
@@ -419,11 +405,6 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
           due=self._due.read_value(), missed=self._missed.read_value(),
           keys=self._keys.read_value())
     return report
-
-  def reset_and_absorb(self) -> None:
-    self.reset()
-    self.absorb_reports(_time_axis(tf.nest.map_structure(
-        lambda x: x.numpy(), self.step_report())))
 
   def absorb_reports(self, reports: Report) -> None:
     """Metrics and lessons about ended sessions; the LLM's answers for the
