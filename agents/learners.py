@@ -297,6 +297,7 @@ class OffPolicyLearner(_CollectingLearner):
                                      self.replay_buffer, recorded_action)
     self._collect_steps = collect_steps
     self._initial_collect_steps = initial_collect_steps
+    self._warmed_up = False
     self._train_steps = train_steps
     prepare = prepare or (lambda experience: experience)
     # Sampled inside the compiled step, synchronously: a prefetching dataset
@@ -309,8 +310,12 @@ class OffPolicyLearner(_CollectingLearner):
     return {"agent": self.agent, "replay_buffer": self.replay_buffer}
 
   def run_iteration(self) -> dict[str, float]:
-    if self.replay_buffer.num_frames() == 0:
-      self._collector.run(self._initial_collect_steps)
+    if not self._warmed_up:
+      # Checked once (an eager op costs as much as a collect step): a
+      # restored replay buffer needs no initial collection.
+      if self.replay_buffer.num_frames() == 0:
+        self._collector.run(self._initial_collect_steps)
+      self._warmed_up = True
     self._collector.run(self._collect_steps)
     loss = 0.0
     for _ in range(self._train_steps):

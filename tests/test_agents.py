@@ -292,16 +292,18 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
   root = tmp_path / "run"
   command = [sys.executable, "-m", "lerl_recsim.agents.train",
              "--agent=heuristic_dqn", f"--root_dir={root}",
-             "--num_users=8", "--num_iterations=400", "--num_eval_sessions=8",
-             "--checkpoint_interval=20", "--eval_interval=400",
-             "--log_interval=50", '--scenario_overrides={"num_items": 40}']
+             "--num_users=8", "--num_iterations=3000", "--num_eval_sessions=8",
+             "--checkpoint_interval=20", "--eval_interval=3000",
+             "--log_interval=500", '--scenario_overrides={"num_items": 40}']
   environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   checkpoints = root / "train" / "checkpoints"
   deadline = time.time() + 240
+  # Killed soon after its second checkpoint: training is fast, so a run
+  # much longer than the polling keeps the kill from coming after the end.
   while time.time() < deadline and not list(checkpoints.glob("ckpt-40.index")):
-    time.sleep(0.5)
+    time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
   process.wait()
   latest = tf.train.latest_checkpoint(str(checkpoints))
@@ -318,7 +320,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
   first_logged = int(resumed.stderr.split("resuming")[1].split("iteration")[1].split()[0])
   assert first_logged == saved_at
   summary = json.loads((root / "summary.json").read_text())
-  assert summary["iterations"] == 400
+  assert summary["iterations"] == 3000
 
 
 def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
