@@ -41,6 +41,9 @@ flags.DEFINE_integer("rounds", 5, "Turns the agents without an LLM take, "
                      "interleaved; the median rate is printed.")
 flags.DEFINE_integer("env_steps", 3000, "Timed steps of the environment alone.")
 flags.DEFINE_boolean("embedded", True, "Measure the embedded LLM planner.")
+flags.DEFINE_integer("embedded_iterations", 6000, "Timed iterations of the "
+                     "embedded planner: long enough for its worker's "
+                     "answer-and-rest cycles to average out.")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
 
 HYPERPARAMETERS = dqn.default_hyperparameters()
@@ -133,7 +136,7 @@ def main(argv) -> None:
   env = planned("embedded", default_k, FLAGS.planner_cache)
   learner = warm_learner(env)
   start = time.perf_counter()
-  rate = timed_rate(learner, iterations)
+  rate = timed_rate(learner, FLAGS.embedded_iterations)
   seconds = time.perf_counter() - start
   report(f"lerl, embedded, K={default_k}, bg:", rate, 1.5)
   metrics = env.planner_metrics()
