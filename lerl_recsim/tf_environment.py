@@ -227,6 +227,8 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     # until the worker has given new answers.
     self._unanswered: set[int] = set()
     self._answers_seen = 0
+    # Per stored plan, a history of its situation and the prompt it answered.
+    self._stored: dict[int, tuple[Any, Any]] = {}
     self._counts: collections.Counter[str] = collections.Counter()
     self._planner_seconds = 0.0
 
@@ -438,11 +440,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
             [self._history(observation, s) for s in ended], *wait_args)
       ask = reports["missed"][t]
       if self._pool_size != self._reflection_pool_size():
-        # New lessons change prompts: answers stored before may be stale.
         self._pool_size = self._reflection_pool_size()
-        self._table.remove(self._table.export()[0])
+        stale = self._drop_stale_plans()
         if wait:  # as the Python environment, which plans after the lessons
-          ask = reports["due"][t]
+          ask = ask | (reports["due"][t] & np.isin(reports["keys"][t], stale))
       for slot in np.flatnonzero(ask):
         key = int(reports["keys"][t][slot])
         # Waiting, every slot is planned (and counted) as the Python
@@ -461,6 +462,18 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         self._answers_seen = answers
         self._unanswered.clear()
       self._ask(asked, wait=False)
+
+  def _drop_stale_plans(self) -> list[int]:
+    """Removes the stored plans whose prompt a new lesson changed (a lesson
+    enters only the prompts whose sampled lessons it displaces); returns
+    their keys."""
+    stale = [key for key, (history, prompt) in self._stored.items()
+             if self._llm.prompt_key(history) != prompt]
+    if stale:
+      self._table.remove(tf.constant(stale, tf.int64))
+      for key in stale:
+        del self._stored[key]
+    return stale
 
   def _ask(self, asked: Mapping[Any, tuple[Any, int, bool]],
            wait: bool) -> None:
@@ -485,6 +498,9 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     if stored:
       self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),
                          tf.constant(plans[stored].astype(np.int32)))
+      for i in stored:
+        history = entries[i][0]
+        self._stored[keys[i]] = (history, self._llm.prompt_key(history))
     if wait:
       self._apply(tf.constant(plans),
                   tf.constant([slot for _, slot, _ in entries], tf.int32))

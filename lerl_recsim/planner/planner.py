@@ -246,6 +246,15 @@ class Planner:
     variables["reflections"] = reflections_text(lessons)
     return {"prompt": variables, "history": history}
 
+  def _prompt_key(self, prompt_input: Mapping[str, Any]) -> Any:
+    return (tuple(sorted(prompt_input["prompt"].items())),
+            saturated(prompt_input["history"], self.rules))
+
+  def prompt_key(self, history: UserHistory) -> Any:
+    """What decides the LLM's answer for this user: its prompt, reflections
+    included, and its saturated categories. Equal keys, equal plans."""
+    return self._prompt_key(self.prompt_input(history))
+
   def _batch(self, chain: Runnable, inputs: list[Any]) -> list[Any]:
     """Per input a result or an exception; never raises for model trouble."""
     if not inputs:
@@ -352,8 +361,7 @@ class Planner:
     start = time.perf_counter()
     self._collect_background()
     inputs = [self.prompt_input(h) for h in histories]
-    keys = [(tuple(sorted(x["prompt"].items())),
-             saturated(x["history"], self.rules)) for x in inputs]
+    keys = [self._prompt_key(x) for x in inputs]
     unique = list(dict.fromkeys(keys))
     answers: dict[Any, Any] = {k: self._memo[k] for k in unique
                                if k in self._memo}
