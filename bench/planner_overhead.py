@@ -2,7 +2,9 @@
 
 For each K in --ks, a fresh planned environment (fresh in-memory cache) runs
 --user_steps user-steps driven by --driver (by default lerl-train's DQN,
-collecting and training), and the planner's LLM calls per 1,000 user-steps,
+collecting and training on the TensorFlow-native environment, as
+lerl-train does; the random driver steps the Python environment), and the
+planner's LLM calls per 1,000 user-steps,
 cache hit rate and share of the loop's wall time are printed, cumulative and
 over the last quarter of the run (the steady state a long training run
 approaches). Then the heuristic backend at the default K, and the
@@ -13,9 +15,9 @@ run exceeds --max_seconds stops early and says so.
 waits, users the LLM has not answered yet get the heuristic plan, and the
 share of users planned by the LLM is printed) or `wait`.
 
-Run (about 10 minutes on 2 cores):
+Run (about 5 minutes on 2 cores):
   python bench/planner_overhead.py
-Options: --backend=gguf:/path/model.gguf --ks=1,5,10 --user_steps=25600
+Options: --backend=gguf:/path/model.gguf --ks=1,5,10 --user_steps=256000
   --num_users=64 --max_seconds=150 --planner_mode=wait --driver=random
 """
 
@@ -30,6 +32,7 @@ from absl import app, flags
 import lerl_recsim  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import numpy as np
 
+from lerl_recsim import tf_environment
 from lerl_recsim.agents import dqn, run_config, sanity_policies
 from lerl_recsim.planner import StepRecord, UserHistory, make_planner
 from lerl_recsim.planner_environment import (DEFAULT_REPLAN_EVERY,
@@ -41,7 +44,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("backend", "embedded", "Planner backend to measure.")
 flags.DEFINE_list("ks", ["1", "5", "10"], "Replanning intervals K.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
-flags.DEFINE_integer("user_steps", 25_600, "User-steps per K.")
+flags.DEFINE_integer("user_steps", 256_000, "User-steps per K.")
 flags.DEFINE_float("max_seconds", 150.0, "Wall-time cap per K.")
 flags.DEFINE_integer("history_window", SCENARIO_PROMPT_CONFIG.history_window,
                      "Steps shown in the planner prompt.")
@@ -58,7 +61,7 @@ SHARE_TARGET = 0.25   # Planner share of wall time.
 
 # A driver gets the environment and returns what advances its loop by one
 # round: one step of a fixed policy, or one collect-and-train iteration.
-Driver = Callable[[PlannedEnvironment], Callable[[], None]]
+Driver = Callable[[Any], Callable[[], None]]
 
 
 def random_driver(env: PlannedEnvironment) -> Callable[[], None]:
@@ -71,14 +74,25 @@ def random_driver(env: PlannedEnvironment) -> Callable[[], None]:
   return advance
 
 
-def dqn_driver(env: PlannedEnvironment) -> Callable[[], None]:
+def dqn_driver(env: Any) -> Callable[[], None]:
   return dqn.build_learner(env, **dqn.default_hyperparameters()).run_iteration
 
 
 DRIVERS: dict[str, Driver] = {"dqn": dqn_driver, "random": random_driver}
 
 
-def run(env: PlannedEnvironment, driver: Driver, user_steps: int,
+def planned_env(backend: str, replan_every: int, wait: bool,
+                options: dict[str, Any] | None) -> Any:
+  """The planned environment the driver steps: TensorFlow-native for the
+  DQN driver (lerl-train's training path), Python for the random policy."""
+  make = (tf_environment.make_planned_tf_env if FLAGS.driver == "dqn"
+          else make_planned_env)
+  return make(planner=backend, replan_every=replan_every,
+              num_users=FLAGS.num_users, seed=FLAGS.seed,
+              wait_for_planner=wait, planner_options=options)
+
+
+def run(env: Any, driver: Driver, user_steps: int,
         max_seconds: float) -> dict[str, Any]:
   """Drives env for user_steps; cumulative and last-quarter figures."""
   advance = driver(env)
@@ -159,16 +173,13 @@ def main(argv: list[str]) -> None:
                                       history_window=FLAGS.history_window)
   results = {}
   for k in ks:
-    env = make_planned_env(planner=FLAGS.backend, replan_every=k,
-                           num_users=FLAGS.num_users, seed=FLAGS.seed,
-                           wait_for_planner=FLAGS.planner_mode == "wait",
-                           planner_options=None if FLAGS.backend == "heuristic"
-                           else {"prompt_config": prompt_config})
+    env = planned_env(FLAGS.backend, k, FLAGS.planner_mode == "wait",
+                      None if FLAGS.backend == "heuristic"
+                      else {"prompt_config": prompt_config})
     results[k] = run(env, driver, FLAGS.user_steps, FLAGS.max_seconds)
     report(f"{FLAGS.backend}, K={k}, {FLAGS.planner_mode}", results[k])
     env.planner.close()
-  env = make_planned_env(planner="heuristic", replan_every=DEFAULT_REPLAN_EVERY,
-                         num_users=FLAGS.num_users, seed=FLAGS.seed)
+  env = planned_env("heuristic", DEFAULT_REPLAN_EVERY, True, None)
   report(f"heuristic, K={DEFAULT_REPLAN_EVERY}",
          run(env, driver, FLAGS.user_steps, FLAGS.max_seconds))
   if FLAGS.latency_probes > 0 and FLAGS.backend != "heuristic":
