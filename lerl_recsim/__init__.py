@@ -5,7 +5,55 @@ picks the items inside them; both aim at long-term user satisfaction.
 """
 
 import os as _os
+import re as _re
 import sys as _sys
+from importlib import metadata as _metadata
+
+# What this package runs on; each entry: (distribution, lowest, below, fix).
+# tf-agents is installed without its own pins (they would downgrade
+# typing-extensions under LangChain and pydantic): see BUILD_NOTES.md.
+_REQUIREMENTS = (
+    ("tensorflow", (2, 21), (2, 22),
+     "install tensorflow==2.21.0 (TF-Agents 0.19 and RecSim NG run on it)"),
+    ("tf-agents", (0, 19), (0, 20),
+     "install it without its pins: pip install --no-deps tf-agents==0.19.0"),
+    ("typing-extensions", (4, 14), None,
+     "pip install 'typing-extensions>=4.14' (tf-agents' own pin, 4.5.0, "
+     "breaks pydantic and LangChain)"),
+    ("wrapt", (2, 2), None,
+     "pip install 'wrapt>=2.2' (older wrapt fails on dict observations "
+     "inside tf.function)"),
+)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+  return tuple(int(part) for part in _re.findall(r"\d+", version)[:3])
+
+
+def check_environment() -> None:
+  """Raises ImportError naming the fix when an installed dependency is
+  missing or outside the versions this package runs on."""
+  problems = []
+  for name, lowest, below, fix in _REQUIREMENTS:
+    try:
+      version = _metadata.version(name)
+    except _metadata.PackageNotFoundError:
+      problems.append(f"{name} is not installed; {fix}")
+      continue
+    found = _version_tuple(version)
+    if found < lowest or (below is not None and found >= below):
+      wanted = (f">= {'.'.join(map(str, lowest))}" +
+                (f", < {'.'.join(map(str, below))}" if below else ""))
+      problems.append(f"{name} {version} is installed, {wanted} is needed; "
+                      f"{fix}")
+  if problems:
+    raise ImportError("lerl_recsim cannot run in this environment: " +
+                      "; ".join(problems) + ". The repository's "
+                      "BUILD_NOTES.md lists a working set and how to "
+                      "install it.")
+
+
+check_environment()
 
 # TF-Agents and RecSim NG need Keras 2; this must happen before TensorFlow
 # first resolves `tf.keras`, so the package does it for its users.
