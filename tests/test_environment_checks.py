@@ -1,5 +1,6 @@
 """`import lerl_recsim` names the fix when the installed set cannot work."""
 
+import pathlib
 from importlib import metadata
 
 import pytest
@@ -49,3 +50,16 @@ def test_every_problem_is_named_at_once(monkeypatch):
   with pytest.raises(ImportError) as e:
     lerl_recsim.check_environment()
   assert "wrapt 2.1.0" in str(e.value) and "typing-extensions 4.12.2" in str(e.value)
+
+
+def test_uv_overrides_agree_with_the_lock_and_the_import_check():
+  root = pathlib.Path(__file__).resolve().parents[1] / "requirements"
+  lock = dict(line.split("==") for line in (root / "lock.txt").read_text(
+      ).splitlines() if "==" in line and not line.startswith("#"))
+  lock = {name.lower().replace("_", "-"): v for name, v in lock.items()}
+  overrides = [line for line in (root / "overrides.txt").read_text(
+      ).splitlines() if line and not line.startswith("#")]
+  assert "tensorflow-probability==" + lock["tensorflow-probability"] in overrides
+  assert "typing-extensions>=4.14" in overrides
+  assert lerl_recsim._version_tuple(lock["typing-extensions"]) >= (4, 14)
+  assert not any(name.startswith("pygame") for name in lock)
