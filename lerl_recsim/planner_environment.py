@@ -68,6 +68,22 @@ class PlannerLike(Protocol):
     ...
 
 
+def combined_metrics(planner: PlannerLike, counts: Mapping[str, float],
+                     planner_seconds: float) -> dict[str, float]:
+  """A planned environment's metrics: the planner's own, the environment's
+  `counts` (user_steps and planned_users among them), the planner's wall
+  time and per-1,000-user-step rates of LLM calls and planned users."""
+  out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
+                              "llm_plans", "provisional_plans")}
+  out.update(planner.metrics())
+  out.update(counts)
+  out["planner_seconds"] = planner_seconds
+  per_1k = 1000.0 / max(out["user_steps"], 1.0)
+  out["llm_calls_per_1k_user_steps"] = out["llm_calls"] * per_1k
+  out["planned_users_per_1k_user_steps"] = out["planned_users"] * per_1k
+  return out
+
+
 def check_replan_every(replan_every: Any) -> int:
   if (isinstance(replan_every, bool)
       or not isinstance(replan_every, (int, np.integer)) or replan_every < 1):
@@ -195,17 +211,11 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     needed more categories (`plans` shows them widened); per-1,000-user-step
     rates of LLM calls and planned users.
     """
-    out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
-                                "llm_plans", "provisional_plans")}
-    out.update(self._planner.metrics())
-    out.update({key: float(self._counts[key]) for key in
-                ("user_steps", "planned_users", "plan_batches", "widenings",
-                 "ended_sessions")})
-    out["planner_seconds"] = self._planner_seconds
-    per_1k = 1000.0 / max(out["user_steps"], 1.0)
-    out["llm_calls_per_1k_user_steps"] = out["llm_calls"] * per_1k
-    out["planned_users_per_1k_user_steps"] = out["planned_users"] * per_1k
-    return out
+    return combined_metrics(
+        self._planner,
+        {key: float(self._counts[key]) for key in
+         ("user_steps", "planned_users", "plan_batches", "widenings",
+          "ended_sessions")}, self._planner_seconds)
 
   # --- observation -> history ---------------------------------------------
 

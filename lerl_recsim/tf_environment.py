@@ -19,7 +19,6 @@ are recorded and the planner hears about them.
 
 from __future__ import annotations
 
-import collections
 import time
 from typing import Any, Mapping
 
@@ -229,7 +228,9 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._answers_seen = 0
     # Per stored plan, a history of its situation and the prompt it answered.
     self._stored: dict[int, tuple[Any, Any]] = {}
-    self._counts: collections.Counter[str] = collections.Counter()
+    # Waiting: LLM answers given after the graph call minus table plans
+    # replaced by the heuristic (the graph counted table hits as the LLM's).
+    self._llm_plan_adjustment = 0
     self._planner_seconds = 0.0
 
   # --- what callers may read ----------------------------------------------
@@ -260,26 +261,21 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
   def planner_metrics(self) -> dict[str, float]:
     """As `PlannedEnvironment.planner_metrics`: the planner's counters plus
     the environment's (user-steps, planned users, widenings, ...)."""
-    out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
-                                "llm_plans", "provisional_plans")}
-    out.update(self._planner.metrics())
     counted = dict(zip(COUNTERS, self._counters.numpy().astype(float)))
-    out.update({key: counted[key] for key in
-                ("user_steps", "planned_users", "widenings", "ended_sessions")})
+    out = planner_environment.combined_metrics(
+        self._planner, {key: counted[key] for key in
+                        ("user_steps", "planned_users", "widenings",
+                         "ended_sessions")}, self._planner_seconds)
     if self._llm is not None:
       # Users planned from the table never reach the planner: they count as
       # the LLM's plans, the rest of the due users as provisional unless a
       # waiting planner replaced them.
-      llm_plans = counted["table_plans"] + self._counts["llm_plan_adjustment"]
+      llm_plans = counted["table_plans"] + self._llm_plan_adjustment
       out["llm_plans"] = llm_plans
       out["provisional_plans"] = counted["planned_users"] - llm_plans
       out["llm_plan_share"] = llm_plans / max(counted["planned_users"], 1.0)
       out["cache_hits"] += counted["table_plans"]
       out["situations_in_table"] = float(self._table.size().numpy())
-    out["planner_seconds"] = self._planner_seconds
-    per_1k = 1000.0 / max(out["user_steps"], 1.0)
-    out["llm_calls_per_1k_user_steps"] = out["llm_calls"] * per_1k
-    out["planned_users_per_1k_user_steps"] = out["planned_users"] * per_1k
     return out
 
   # --- planning in the graph ----------------------------------------------
@@ -504,8 +500,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     if wait:
       self._apply(tf.constant(plans),
                   tf.constant([slot for _, slot, _ in entries], tf.int32))
-      # The graph counted table hits as the LLM's plans and misses as not.
-      self._counts["llm_plan_adjustment"] += sum(
+      self._llm_plan_adjustment += sum(
           (a is not None) - (not missed)
           for a, (_, _, missed) in zip(answers, entries))
 

@@ -129,7 +129,6 @@ class BatchHeuristic(tf.Module):
     self._group_onehot = tf.constant(
         np.eye(catalogue.num_groups, dtype=np.float32)[groups])  # [C, G]
     priority = np.random.default_rng(seed).permutation(catalogue.num_categories)
-    self.priority = priority
     # Categories in tie-break order: a stable sort over them breaks ties
     # of equal score by the seeded priority.
     self._by_priority = tf.constant(np.argsort(priority).astype(np.int32))
