@@ -24,7 +24,7 @@ from lerl_recsim.agents import (learners, networks, run_config, runner,
 def make_agent(env: py_environment.PyEnvironment, *,
                fc_layer_params: Sequence[int], learning_rate: float,
                gamma: float, epsilon_greedy: float, target_update_period: int,
-               ) -> dqn_agent.DdqnAgent:
+               n_step: int) -> dqn_agent.DdqnAgent:
   """A double DQN over item Q-values for a planned or flat environment.
 
   With slates (k > 1) the agent itself acts on single items; `learner`
@@ -42,7 +42,7 @@ def make_agent(env: py_environment.PyEnvironment, *,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
       observation_and_action_constraint_splitter=environment_lib.splitter,
       epsilon_greedy=epsilon_greedy, gamma=gamma,
-      target_update_period=target_update_period,
+      target_update_period=target_update_period, n_step_update=n_step,
       td_errors_loss_fn=common.element_wise_huber_loss,
       train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
   agent.initialize()
@@ -50,11 +50,16 @@ def make_agent(env: py_environment.PyEnvironment, *,
 
 
 def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
-            epsilon_greedy: float, **options: Any) -> learners.OffPolicyLearner:
-  """The replay learner; for slates, with masked top-k slate policies."""
+            epsilon_greedy: float, n_step: int, **options: Any
+            ) -> learners.OffPolicyLearner:
+  """The replay learner (sequences of n_step + 1 steps); for slates, with
+  masked top-k slate policies."""
+  sequence_length = n_step + 1
   slate_spec = tensor_spec.from_spec(env.action_spec())
   if slate_spec.shape.rank == 0:
-    return learners.OffPolicyLearner(agent, env, sequence_length=2, **options)
+    return learners.OffPolicyLearner(agent, env,
+                                    sequence_length=sequence_length,
+                                    **options)
   time_step_spec = tensor_spec.from_spec(env.time_step_spec())
 
   def top_k(epsilon: float) -> slate_policy.TopKQPolicy:
@@ -63,7 +68,7 @@ def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
                                     epsilon)
 
   return learners.OffPolicyLearner(
-      agent, env, sequence_length=2, greedy_policy=top_k(0.0),
+      agent, env, sequence_length=sequence_length, greedy_policy=top_k(0.0),
       collect_policy=top_k(epsilon_greedy),
       recorded_action=slate_policy.leading_item, **options)
 
@@ -74,6 +79,7 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
                gamma: float = 0.9,
                epsilon_greedy: float = 0.1,
                target_update_period: int = 100,
+               n_step: int = 1,
                replay_capacity: int = 100_000,
                batch_size: int = 256,
                collect_steps_per_iteration: int = 4,
@@ -89,6 +95,7 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
     gamma: discount of future engagement (LERL's authors used 0.9).
     epsilon_greedy: exploration rate of the collect policy.
     target_update_period: gradient steps between target-network copies.
+    n_step: steps of observed reward in each TD target before bootstrapping.
     replay_capacity: transitions kept in the replay buffer.
     batch_size: transitions per gradient step.
     collect_steps_per_iteration: environment steps (of all users) per
@@ -99,7 +106,7 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
   hyperparameters = dict(
       fc_layer_params=list(fc_layer_params), learning_rate=learning_rate,
       gamma=gamma, epsilon_greedy=epsilon_greedy,
-      target_update_period=target_update_period,
+      target_update_period=target_update_period, n_step=n_step,
       replay_capacity=replay_capacity, batch_size=batch_size,
       collect_steps_per_iteration=collect_steps_per_iteration,
       train_steps_per_iteration=train_steps_per_iteration,
@@ -121,7 +128,8 @@ def default_hyperparameters() -> dict[str, Any]:
 def build_learner(env: py_environment.PyEnvironment, *,
                   fc_layer_params: Sequence[int], learning_rate: float,
                   gamma: float, epsilon_greedy: float,
-                  target_update_period: int, replay_capacity: int,
+                  target_update_period: int, n_step: int,
+                  replay_capacity: int,
                   batch_size: int, collect_steps_per_iteration: int,
                   train_steps_per_iteration: int,
                   initial_collect_steps: int) -> learners.OffPolicyLearner:
@@ -130,8 +138,9 @@ def build_learner(env: py_environment.PyEnvironment, *,
   agent = make_agent(env, fc_layer_params=fc_layer_params,
                      learning_rate=learning_rate, gamma=gamma,
                      epsilon_greedy=epsilon_greedy,
-                     target_update_period=target_update_period)
-  return learner(agent, env, epsilon_greedy=epsilon_greedy,
+                     target_update_period=target_update_period,
+                     n_step=n_step)
+  return learner(agent, env, epsilon_greedy=epsilon_greedy, n_step=n_step,
                  replay_capacity=replay_capacity, batch_size=batch_size,
                  collect_steps=collect_steps_per_iteration,
                  train_steps=train_steps_per_iteration,
