@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from lerl_recsim import metrics
+from lerl_recsim import learning_curves, metrics
 
 SIGNIFICANCE_LEVEL = 0.05
 
@@ -128,6 +128,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("category_coverage", "category coverage", True, 1),
     Column("repetition_rate", "repetition rate", False, 3),
     Column("majority_category_share", "majority-category share", False, 3),
+    Column("reward_at_10pct", "cumulative reward at 10% of training", True, 2),
+    Column("reward_at_30pct", "cumulative reward at 30% of training", True, 2),
+    Column("levelled_off", "seeds levelled off", True, 2),
     Column("llm_calls_per_1k", "LLM calls / 1k user-steps", False, 1),
     Column("llm_plan_share", "training plans by the LLM", True, 2),
     Column("wall_time_s", "wall time (s)", False, 0),
@@ -137,13 +140,22 @@ COLUMNS: tuple[Column, ...] = (
 def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
   """One value per column from a run's summary.json.
 
-  The episode metrics are the run's means over its evaluation sessions; LLM
+  The episode metrics are the run's means over its evaluation sessions;
+  sample efficiency is cumulative reward at the last evaluation within 10%
+  and 30% of the training iterations, and `levelled_off` 1 where the run's
+  learning curve met the plateau rule at its end (all NaN for agents that do
+  not train); LLM
   calls are the planner's calls per 1,000 training user-steps, and the plan
   share the fraction of training plans the LLM made (not the heuristic
   while it was busy or failed): both NaN without an LLM planner or training.
   """
   values = {name: float(summary[name]["mean"])
             for name in metrics.EPISODE_METRICS}
+  curve = summary.get("learning_curve")
+  for key, fraction in (("reward_at_10pct", 0.1), ("reward_at_30pct", 0.3)):
+    values[key] = learning_curves.value_at(curve, fraction) if curve else math.nan
+  values["levelled_off"] = (float(curve["levelled_off"]) if curve
+                            else math.nan)
   train = summary.get("planner", {}).get("train", {})
   steps = train.get("user_steps", 0.0)
   values["llm_calls_per_1k"] = (1000.0 * train["llm_calls"] / steps
@@ -296,6 +308,10 @@ def format_markdown(rows: Sequence[Row], reference: Method,
       f"variances) across seeds against the reference method "
       f"`{reference.label}` under the same scenario and exit rule; no "
       "correction for multiple comparisons. All p-values are in results.csv.",
+      "Sample efficiency: a run's cumulative reward at its last evaluation "
+      "within 10% and 30% of its training iterations (the last column is at "
+      "100%). Seeds levelled off: the share of seeds whose learning curve "
+      f"met the plateau rule at its end ({learning_curves.PlateauRule().describe()}).",
       "LLM calls / 1k user-steps: planner LLM calls during training per 1,000 "
       "training user-steps; — for agents without a planner. Wall time: the "
       "run's last process, so a resumed run counts from its resume.",

@@ -7,7 +7,6 @@ is involved.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Sequence
 
@@ -16,25 +15,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lerl_recsim import metrics
+from lerl_recsim.learning_curves import read_history
 from lerl_recsim.agents import comparison
 
 Condition = tuple[str, str]
 MIN_ACTIVE_SHARE = 0.1
-
-
-def read_history(directory: pathlib.Path) -> dict[int, dict[str, Any]]:
-  """A run's evaluations by iteration; a re-evaluated iteration (after a
-  resume) keeps its last record, and a line cut short by a kill is skipped."""
-  path = directory / "eval" / "history.jsonl"
-  records: dict[int, dict[str, Any]] = {}
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      records[int(record["iteration"])] = record
-  return records
 
 
 def band(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,28 +77,32 @@ def finish(figure: Figure, axes: np.ndarray, path: pathlib.Path) -> pathlib.Path
 
 def learning_curves(runs: Sequence[comparison.ComparisonRun],
                     output_dir: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
-  """Evaluation cumulative reward and interaction length by iteration;
-  methods evaluated once (scripted agents) are dashed levels."""
+  """Evaluation cumulative reward and interaction length against training
+  user-steps (the cost agents with different iterations share; iterations
+  for runs that did not record them); methods evaluated once (scripted
+  agents) are dashed levels."""
   names = ("cumulative_reward", "interaction_length")
   conditions, methods = layout(runs)
   figure, axes = new_figure(len(conditions), len(names))
   for i, condition in enumerate(conditions):
     for j, name in enumerate(names):
       axes[i, j].set(title=f"{condition[0]} / {condition[1]}",
-                     xlabel="training iteration",
+                     xlabel="training user-steps",
                      ylabel=name.replace("_", " "))
     for k, method in enumerate(methods):
-      histories = [h for h in (read_history(r.directory(output_dir))
-                               for r in seeds_of(runs, condition, method)) if h]
+      histories = [h for h in (
+          {int(r["iteration"]): r for r in read_history(run.directory(output_dir))}
+          for run in seeds_of(runs, condition, method)) if h]
       if not histories:
         continue
       iterations = sorted(set.intersection(*(set(h) for h in histories)))
+      steps = [histories[0][t].get("user_steps") for t in iterations]
+      x = np.array(iterations if None in steps else steps, float)
       for j, name in enumerate(names):
         matrix = np.array([[h[t][name]["mean"] for t in iterations]
                            for h in histories])
         if len(iterations) > 1:
-          plot_band(axes[i, j], np.array(iterations), matrix, method.label,
-                    f"C{k}")
+          plot_band(axes[i, j], x, matrix, method.label, f"C{k}")
         else:
           plot_level(axes[i, j], matrix[:, 0], method.label, f"C{k}")
   return finish(figure, axes, path)

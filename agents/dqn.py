@@ -75,7 +75,7 @@ def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
 
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
                fc_layer_params: Sequence[int] = (256, 128),
-               learning_rate: float = 1e-3,
+               learning_rate: float = 3e-4,
                gamma: float = 0.9,
                epsilon_greedy: float = 0.1,
                target_update_period: int = 100,

@@ -2,8 +2,9 @@ r"""The main job: LERL against the flat DQN baseline, side by side.
 
 Trains `lerl` (LLM planner, embedded SmolLM2 by default, + masked double
 DQN) and `dqn` (no planner) on the default `interest_evolution` scenario
-with the same budget, evaluates both on the same fresh users, and prints a
-table of long-term satisfaction.
+with the same budget, evaluates both on the same fresh users at ten points of
+training, and prints a table of long-term satisfaction with each agent's
+learning curve and whether it has levelled off (`learning_curves`).
 
   python -m lerl_recsim.agents.quickstart --root_dir=runs/main
 
@@ -21,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from lerl_recsim import metrics
+from lerl_recsim import learning_curves, metrics
 from lerl_recsim.agents import run_config, training
 
 FLAGS = flags.FLAGS
@@ -33,6 +34,7 @@ flags.DEFINE_integer("num_eval_sessions", 500, "Fresh evaluation users.")
 flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 
 AGENTS = ("lerl", "dqn")
+EVALUATIONS = 10  # per run, evenly spaced: the learning curve's points
 COLUMNS = (("cumulative_reward", "cumulative reward", 2),
            ("interaction_length", "interaction length", 1),
            ("step_reward", "per-step reward", 3),
@@ -61,11 +63,13 @@ def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNE
     run = run_config.RunConfig(
         agent=agent, planner=planner, num_users=num_users,
         num_iterations=num_iterations, num_eval_sessions=num_eval_sessions,
-        eval_interval=num_iterations, log_interval=max(num_iterations // 6, 1),
+        eval_interval=max(num_iterations // EVALUATIONS, 1),
+        checkpoint_interval=max(num_iterations // 2, 1),
+        log_interval=max(num_iterations // EVALUATIONS, 1),
         seed=seed, planner_cache=str(root / "planner_cache.sqlite"))
     logging.info("training %s for %d iterations", agent, num_iterations)
     summaries[agent] = training.train_eval(run, str(root / agent))
-  table = format_table(summaries)
+  table = format_table(summaries) + "\n" + format_curves(summaries)
   (root / "table.md").write_text(table)
   return {"summaries": summaries, "table": table}
 
@@ -87,6 +91,15 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
                  if planner.get("planned_users") else "—")
     cells.append(f"{summary['wall_time_s']:.0f}")
     lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def format_curves(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+  """Each agent's learning curve in one line, and the plateau rule."""
+  lines = ["Learning curves (cumulative reward of the greedy policy):"]
+  lines += [learning_curves.format_curve(agent, summary["learning_curve"])
+            for agent, summary in summaries.items()]
+  lines.append(f"Levelled off: {learning_curves.PlateauRule().describe()}.")
   return "\n".join(lines) + "\n"
 
 

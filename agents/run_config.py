@@ -41,6 +41,8 @@ AGENTS: Mapping[str, AgentSpec] = {
     "myopic": AgentSpec("bandit", None,
                         "neural epsilon-greedy one-step reward model"),
     "random": AgentSpec("scripted", None, "uniformly random allowed items"),
+    "diversifying": AgentSpec("scripted", None,
+                              "engaging categories not shown recently"),
     "oracle": AgentSpec("scripted", None,
                         "reads the hidden user state; not deployable"),
 }

@@ -25,8 +25,8 @@ from tf_agents.utils import common
 
 import lerl_recsim
 from lerl_recsim import environment as environment_lib
-from lerl_recsim import (evaluation, metrics, planner_environment, results,
-                         tf_environment)
+from lerl_recsim import (evaluation, learning_curves, metrics,
+                         planner_environment, results, tf_environment)
 from lerl_recsim.agents import learners, networks
 from lerl_recsim.agents import run_config as run_config_lib
 from lerl_recsim.planner import ReflectionPool
@@ -186,6 +186,9 @@ def train_and_evaluate(
   tf.keras.utils.set_random_seed(run.seed)
   tf.config.experimental.enable_op_determinism()
   iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+  # Training user-steps, checkpointed so that learning curves against
+  # user-steps continue across a resume.
+  user_steps = tf.Variable(0, dtype=tf.int64, name="user_steps")
   learner = None
   checkpointer = None
   if make_learner is not None:
@@ -197,7 +200,7 @@ def train_and_evaluate(
     learner = make_learner(train_env)
     checkpointer = common.Checkpointer(
         ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
-        **learner.checkpoint_objects())
+        user_steps=user_steps, **learner.checkpoint_objects())
     try:
       checkpointer.initialize_or_restore().expect_partial()
     except (tf.errors.OpError, ValueError, AssertionError) as error:
@@ -218,12 +221,13 @@ def train_and_evaluate(
   if learner is not None:
     policies = evaluation_policies(learner, run)
     with train_writer.as_default(step=iteration):
-      run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                   directory, eval_writer, policies)
+      run_training(run, learner, train_env, eval_env, iteration, user_steps,
+                   checkpointer, directory, eval_writer, policies)
   else:
     policies = {MAIN: scripted_policy(eval_env)}
   evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
-                             iteration, directory)
+                             iteration, directory,
+                             int(user_steps.numpy()) if learner else None)
   summary = evaluated.pop(MAIN)
   summary["config"] = config
   summary["planner"] = {
@@ -232,6 +236,10 @@ def train_and_evaluate(
   }
   summary["wall_time_s"] = time.perf_counter() - wall_start
   summary["iterations"] = int(iteration.numpy())
+  if learner is not None:
+    summary["user_steps"] = int(user_steps.numpy())
+    summary["learning_curve"] = learning_curves.summarise(
+        learning_curves.read_history(directory.root))
   summary.update(evaluated)  # the extra policies' evaluations
   if learner is not None:
     summary["policy_dir"] = str(directory.policy)
@@ -253,10 +261,12 @@ def evaluation_policies(learner: Learner, run: run_config_lib.RunConfig
           {MAIN: learner.greedy_policy, **extra}.items()}
 
 
-def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
-                 directory, eval_writer,
+def run_training(run, learner, train_env, eval_env, iteration,
+                 user_steps: tf.Variable, checkpointer, directory, eval_writer,
                  policies: Mapping[str, py_policy.PyPolicy]) -> None:
-  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating."""
+  """Iterates until `run.num_iterations`, logging, checkpointing, evaluating;
+  keeps `user_steps` (the run's training user-steps) up to date."""
+  steps_before = int(user_steps.numpy()) - learner.user_steps
   window_start = time.perf_counter()
   window_first_step = learner.user_steps
   recorder = networks.base_environment(train_env).episode_metrics
@@ -286,13 +296,14 @@ def run_training(run, learner, train_env, eval_env, iteration, checkpointer,
       recorder.clear()
       losses.clear()
       window_start, window_first_step = time.perf_counter(), learner.user_steps
+    user_steps.assign(steps_before + learner.user_steps)
     if step % run.checkpoint_interval == 0:
       checkpointer.save(global_step=iteration)
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
       run_evaluation(train_env, eval_env, policies, eval_writer, iteration,
-                     directory)
+                     directory, int(user_steps.numpy()))
       window_start += time.perf_counter() - paused  # rates count training only
 
 
@@ -319,7 +330,8 @@ def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
 
 def run_evaluation(train_env, eval_env,
                    policies: Mapping[str, py_policy.PyPolicy], eval_writer,
-                   iteration, directory) -> dict[str, dict[str, Any]]:
+                   iteration, directory, user_steps: int | None = None
+                   ) -> dict[str, dict[str, Any]]:
   """Evaluates each policy on the same fresh users; returns their
   `evaluate_policy` summaries by key.
 
@@ -331,6 +343,8 @@ def run_evaluation(train_env, eval_env,
   results = {key: evaluate_policy(eval_env, policy, train_env)
              for key, policy in policies.items()}
   history: dict[str, Any] = {"iteration": step}
+  if user_steps is not None:
+    history["user_steps"] = user_steps
   for key, summary in results.items():
     main = key == MAIN
     with eval_writer.as_default(step=step):

@@ -1,8 +1,11 @@
-"""`random` and `oracle`: fixed policies, evaluated without training.
+"""`random`, `diversifying` and `oracle`: fixed policies, evaluated without
+training.
 
-`random` recommends uniformly among allowed items; `oracle` reads the hidden
-user state (not deployable) and gives an upper reference for immediate
-engagement. Their runs write the same summary as trained agents.
+`random` recommends uniformly among allowed items; `diversifying` prefers
+categories the user engaged with and avoids recently shown categories and
+groups (a scripted bar every learned agent should clear); `oracle` reads the
+hidden user state (not deployable) and gives an upper reference for
+immediate engagement. Their runs write the same summary as trained agents.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from typing import Any
 
 from lerl_recsim.agents import networks, run_config, runner, sanity_policies
 
-SCRIPTED = {"random": sanity_policies.RandomPolicy,
-            "oracle": sanity_policies.OraclePolicy}
+SCRIPTED = {name: sanity_policies.SANITY_POLICIES[name]
+            for name in ("random", "diversifying", "oracle")}
 
 
 def train_eval(run: run_config.RunConfig, root_dir: str) -> dict[str, Any]:

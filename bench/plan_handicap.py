@@ -25,6 +25,7 @@ from typing import Any
 from absl import app, flags
 
 from lerl_recsim import evaluation, metrics, planner_environment
+from lerl_recsim.planner import PlanRules
 from lerl_recsim.agents import (comparison_setup, networks, run_config,
                                 sanity_policies)
 
@@ -40,6 +41,10 @@ flags.DEFINE_integer("replan_every", planner_environment.DEFAULT_REPLAN_EVERY,
 flags.DEFINE_integer("num_sessions", 512, "Fresh users, one session each.")
 flags.DEFINE_integer("seed", 0, "Seed of users, planner and policies.")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache of LLM planners.")
+flags.DEFINE_integer("min_categories", PlanRules.min_categories,
+                     "Fewest categories in a plan.")
+flags.DEFINE_integer("max_categories", PlanRules.max_categories,
+                     "Most categories in a plan (the heuristic's plan size).")
 
 POLICIES = ("diversifying", "oracle")
 MAX_LOSS_PERCENT = 5.0
@@ -61,8 +66,10 @@ def flat_and_planned(policy_name: str, overrides: dict[str, Any]
   The flat run uses the scenario environment under the wrapper: the same
   seed, hence the same users after each reset.
   """
-  options = ({"cache_path": FLAGS.planner_cache}
-             if FLAGS.planner_cache and FLAGS.planner != "heuristic" else None)
+  options: dict[str, Any] = {"rules": PlanRules(FLAGS.min_categories,
+                                                FLAGS.max_categories)}
+  if FLAGS.planner_cache and FLAGS.planner != "heuristic":
+    options["cache_path"] = FLAGS.planner_cache
   env = planner_environment.make_planned_env(
       planner=FLAGS.planner, replan_every=FLAGS.replan_every,
       num_users=FLAGS.num_sessions, seed=FLAGS.seed, wait_for_planner=True,
@@ -87,7 +94,8 @@ def main(argv: list[str]) -> None:
   except ValueError as error:
     raise app.UsageError(str(error)) from None
   print(f"{FLAGS.num_sessions} users, seed {FLAGS.seed}; planner "
-        f"{FLAGS.planner}, replan every {FLAGS.replan_every} steps")
+        f"{FLAGS.planner}, replan every {FLAGS.replan_every} steps, plans of "
+        f"{FLAGS.min_categories}-{FLAGS.max_categories} categories")
   for rule in rules:
     overrides = {"exit_rule": rule.name, "exit_params": rule.params}
     for name in POLICIES:

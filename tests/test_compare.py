@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from lerl_recsim import evaluation, metrics
+from lerl_recsim import evaluation, learning_curves, metrics
 from lerl_recsim.agents import comparison, comparison_plots
 from lerl_recsim.agents import comparison_setup as setup
 
@@ -63,10 +63,15 @@ def write_run(directory: pathlib.Path, seed: int, base: float,
       "step": [1, 2, 3], "active_sessions": [4, 3, 1],
       "category_coverage": [1.0, 1.5 + base / 10, 2.0],
       "majority_category_share": [1.0, 0.8, 0.6 + base / 100]}
+  # Evaluations at 1, 3 and 10 of 10 iterations: the values at 10% and 30%
+  # of training are base + seed + 1 and + 3.
+  history = [{"iteration": t, "user_steps": 64 * t,
+              "cumulative_reward": {"mean": base + t + seed, "ci95": 0.5},
+              "interaction_length": {"mean": base + seed}} for t in (1, 3, 10)]
+  if base:  # random (base 0) is scripted: no learning curve
+    summary["learning_curve"] = learning_curves.summarise(history)
   (directory / "eval").mkdir(parents=True)
   (directory / "summary.json").write_text(json.dumps(summary))
-  history = [{"iteration": t, "cumulative_reward": {"mean": base + t + seed},
-              "interaction_length": {"mean": base + seed}} for t in (2, 4)]
   (directory / "eval" / "history.jsonl").write_text(
       "\n".join(json.dumps(h) for h in history) + '\n{"cut short')
   return summary
@@ -92,8 +97,10 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
     for column in comparison.COLUMNS:
       values = [comparison.run_values(s)[column.key] for s in mine]
       got = row.stats[column.key]
-      if (column.key in ("llm_calls_per_1k", "llm_plan_share")
-          and row.method.planner is None):
+      if ((column.key in ("llm_calls_per_1k", "llm_plan_share")
+           and row.method.planner is None) or
+          (column.key in ("reward_at_10pct", "reward_at_30pct",
+                          "levelled_off") and row.method.agent == "random")):
         assert math.isnan(got["mean"])
         continue
       assert (got["mean"], got["ci95"]) == pytest.approx(hand_ci95(values))
@@ -103,6 +110,11 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
         assert got["p"] == pytest.approx(
             stats.ttest_ind(values, dqn, equal_var=False).pvalue, nan_ok=True)
   assert rows[1].stats["llm_calls_per_1k"]["mean"] == pytest.approx(6.0)
+  # lerl (base 2) over seeds 0-2: 2 + 1 + 1 on average at 10%, 2 + 3 + 1 at 30%.
+  assert rows[1].stats["reward_at_10pct"]["mean"] == pytest.approx(4.0)
+  assert rows[1].stats["reward_at_30pct"]["mean"] == pytest.approx(6.0)
+  # Three evaluations are too few for the plateau rule's two windows of 3.
+  assert rows[1].stats["levelled_off"]["mean"] == 0.0
   assert rows[1].stats["llm_plan_share"]["mean"] == pytest.approx(0.5)
 
   markdown = comparison.format_markdown(rows, reference, ["header line"])
