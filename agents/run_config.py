@@ -68,6 +68,9 @@ class RunConfig:
     planner_cache: optional SQLite file for the LLM planner's answers, so
       later runs (and resumed ones) reuse them instead of asking again.
     planner_mode: one of PLANNER_MODES, for training.
+    stop_when_levelled: end training at the first evaluation at which the
+      learning curve has levelled off (`learning_curves.PlateauRule`), or
+      after num_iterations, whichever comes first.
   """
 
   agent: str
@@ -84,6 +87,7 @@ class RunConfig:
   seed: int = 0
   planner_cache: str | None = None
   planner_mode: str = "background"
+  stop_when_levelled: bool = False
 
   def __post_init__(self) -> None:
     if self.agent not in AGENTS:

@@ -221,13 +221,16 @@ def train_and_evaluate(
   if learner is not None:
     policies = evaluation_policies(learner, run)
     with train_writer.as_default(step=iteration):
-      run_training(run, learner, train_env, eval_env, iteration, user_steps,
-                   checkpointer, directory, eval_writer, policies)
+      evaluated = run_training(run, learner, train_env, eval_env, iteration,
+                               user_steps, checkpointer, directory,
+                               eval_writer, policies)
   else:
     policies = {MAIN: scripted_policy(eval_env)}
-  evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
-                             iteration, directory,
-                             int(user_steps.numpy()) if learner else None)
+    evaluated = None
+  if evaluated is None:
+    evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
+                               iteration, directory,
+                               int(user_steps.numpy()) if learner else None)
   summary = evaluated.pop(MAIN)
   summary["config"] = config
   summary["planner"] = {
@@ -263,9 +266,16 @@ def evaluation_policies(learner: Learner, run: run_config_lib.RunConfig
 
 def run_training(run, learner, train_env, eval_env, iteration,
                  user_steps: tf.Variable, checkpointer, directory, eval_writer,
-                 policies: Mapping[str, py_policy.PyPolicy]) -> None:
+                 policies: Mapping[str, py_policy.PyPolicy]
+                 ) -> dict[str, dict[str, Any]] | None:
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating;
-  keeps `user_steps` (the run's training user-steps) up to date."""
+  keeps `user_steps` (the run's training user-steps) up to date.
+
+  With `run.stop_when_levelled`, stops at the first evaluation at which the
+  learning curve has levelled off and returns that evaluation (it is the
+  final one); otherwise returns None.
+  """
+  rule = learning_curves.PlateauRule()
   steps_before = int(user_steps.numpy()) - learner.user_steps
   window_start = time.perf_counter()
   window_first_step = learner.user_steps
@@ -302,9 +312,16 @@ def run_training(run, learner, train_env, eval_env, iteration,
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
-      run_evaluation(train_env, eval_env, policies, eval_writer, iteration,
-                     directory, int(user_steps.numpy()))
+      evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
+                                 iteration, directory, int(user_steps.numpy()))
       window_start += time.perf_counter() - paused  # rates count training only
+      if run.stop_when_levelled and learning_curves.summarise(
+          learning_curves.read_history(directory.root), rule)["levelled_off"]:
+        logging.info("learning curve levelled off at iteration %d; training "
+                     "stops", step)
+        checkpointer.save(global_step=iteration)
+        return evaluated
+  return None
 
 
 def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:

@@ -42,6 +42,10 @@ flags.DEFINE_enum("planner_mode", run_config.RunConfig.planner_mode,
                   "has not answered yet get the heuristic plan meanwhile); "
                   "wait: training waits, and the run repeats exactly. "
                   "Evaluation always waits.")
+flags.DEFINE_bool("stop_when_levelled", False,
+                  "End training at the first evaluation at which the learning "
+                  "curve has levelled off (the plateau rule), or after "
+                  "--num_iterations.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
 flags.DEFINE_integer("num_iterations", 1000, "Training iterations.")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
@@ -86,7 +90,8 @@ def main(argv: Sequence[str]) -> None:
       eval_interval=FLAGS.eval_interval,
       checkpoint_interval=FLAGS.checkpoint_interval,
       log_interval=FLAGS.log_interval, seed=FLAGS.seed,
-      planner_cache=FLAGS.planner_cache, planner_mode=FLAGS.planner_mode)
+      planner_cache=FLAGS.planner_cache, planner_mode=FLAGS.planner_mode,
+      stop_when_levelled=FLAGS.stop_when_levelled)
   hparams = flag_values.json_object("hparams", FLAGS.hparams)
   summary = training.train_eval(run, FLAGS.root_dir, hparams)
   print(flag_values.headline(summary))

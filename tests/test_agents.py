@@ -14,7 +14,8 @@ import tensorflow as tf
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 import lerl_recsim
-from lerl_recsim import evaluation, metrics, planner_environment
+from lerl_recsim import (evaluation, learning_curves, metrics,
+                         planner_environment)
 from lerl_recsim.agents import (bandit, dqn, learners, networks, ppo,
                                 run_config, runner, training)
 from lerl_recsim.planner import ReflectionPool, backends
@@ -35,6 +36,23 @@ def tiny_ppo(env):
                         gamma=0.9, lambda_value=0.95, num_epochs=1,
                         importance_ratio_clipping=0.2,
                         entropy_regularization=0.0)
+
+
+def test_training_stops_at_the_first_evaluation_where_the_curve_levelled(
+    tmp_path):
+  run = tiny_run("dqn", num_iterations=60, eval_interval=2,
+                 checkpoint_interval=60, stop_when_levelled=True)
+  summary = training.train_eval(run, str(tmp_path))
+  curve = summary["learning_curve"]
+  rule = learning_curves.PlateauRule()
+  # Stopped at an evaluation, before the budget, where the rule first held.
+  assert summary["iterations"] == curve["iterations"][-1] < 60
+  assert curve["levelled_off"] and curve["levelled_at"] == summary["iterations"]
+  assert not any(rule.levelled(curve["mean"], curve["ci95"], end)
+                 for end in range(1, len(curve["mean"])))
+  # The stopping evaluation is the final one, recorded once.
+  assert curve["mean"][-1] == summary["cumulative_reward"]["mean"]
+  assert len(curve["iterations"]) == len(set(curve["iterations"]))
 
 
 def with_mask(time_step, mask):
@@ -58,6 +76,11 @@ def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
     assert saved["iterations"] == 6
     history = (tmp_path / "eval" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in history] == [3, 6]
+    # Training user-steps by evaluation: 3 iterations of 8 users' steps
+    # (plus the initial collection of replay agents) at a time.
+    steps = [json.loads(line)["user_steps"] for line in history]
+    assert 0 < steps[0] < steps[1] == saved["user_steps"]
+    assert saved["learning_curve"]["iterations"] == [3, 6]
     assert list((tmp_path / "train").glob("events.out.tfevents.*"))
   # PPO is also evaluated sampling its policy, on the same users.
   sampled = run_config.AGENTS[agent].family == "ppo"
