@@ -44,7 +44,8 @@ flags.DEFINE_list("planners", [run_config.DEFAULT_PLANNER],
                   "embedded, heuristic, gguf:PATH, openai:MODEL, ollama:MODEL; "
                   "each such agent runs once per backend.")
 flags.DEFINE_integer("num_seeds", 5, "Seeds per method: 0 .. num_seeds-1.")
-flags.DEFINE_integer("num_iterations", 1000, "Training iterations per run.")
+flags.DEFINE_integer("num_iterations", None, "Training iterations per run "
+                     "(default: each agent family's convergence budget).")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
 flags.DEFINE_string("output_dir", None, "Directory of the comparison's runs.",
                     required=True)
@@ -55,10 +56,13 @@ flags.DEFINE_string("reference", "dqn",
                     "Method the others are tested against: an agent, or "
                     "AGENT+PLANNER for an agent compared with several planners.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users per run.")
-flags.DEFINE_integer("eval_interval", 500, "Iterations between evaluations.")
-flags.DEFINE_integer("checkpoint_interval", 200,
-                     "Iterations between checkpoints.")
-flags.DEFINE_integer("log_interval", 100, "Iterations between progress lines.")
+flags.DEFINE_integer("eval_interval", None, "Iterations between evaluations "
+                     f"(default: {run_config.CURVE_POINTS} per run).")
+flags.DEFINE_integer("checkpoint_interval", None,
+                     "Iterations between checkpoints (default: as "
+                     "--eval_interval).")
+flags.DEFINE_integer("log_interval", None, "Iterations between progress lines "
+                     "(default: as --eval_interval).")
 flags.DEFINE_integer("replan_every", run_config.RunConfig.replan_every,
                      "K: steps between a user's plans.")
 flags.DEFINE_string("planner_cache", "planner_cache.sqlite",

@@ -176,7 +176,8 @@ def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
              f"--agent={run.method.agent}", f"--scenario={run.scenario}",
              f"--exit_rule={run.exit_rule.name}", f"--seed={run.seed}",
              f"--root_dir={run.directory(output_dir)}"]
-  command += [f"--{name}={value}" for name, value in config["train"].items()]
+  command += [f"--{name}={value}" for name, value in config["train"].items()
+              if value is not None]
   if run.exit_rule.params:
     command.append(f"--exit_params={json.dumps(run.exit_rule.params)}")
   if run.method.planner is not None:
@@ -206,6 +207,16 @@ def claim(output_dir: pathlib.Path, config: dict[str, Any]) -> int:
   return descriptor
 
 
+def budget_text(num_iterations: int | None) -> str:
+  """The comparison's training budget in words."""
+  if num_iterations is not None:
+    return f"{num_iterations} training iterations"
+  return "training iterations by agent family (convergence budgets: " + \
+      ", ".join(f"{family} {budget:,}" for family, budget in
+                run_config.CONVERGENCE_BUDGETS.items()
+                if family != "scripted") + ")"
+
+
 def write_results(runs: Sequence[comparison.ComparisonRun],
                   config: dict[str, Any], reference: comparison.Method,
                   output_dir: pathlib.Path, results_dir: pathlib.Path,
@@ -217,9 +228,9 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
   header = [
       f"Produced by lerl-recsim {lerl_recsim.__version__} with:",
       "", "```", command, "```", "",
-      f"{config['num_seeds']} seeds per method; {train['num_iterations']} "
-      f"training iterations of {train['num_users']} users; "
-      f"{train['num_eval_sessions']} evaluation sessions per run.",
+      f"{config['num_seeds']} seeds per method; "
+      f"{budget_text(train['num_iterations'])} of {train['num_users']} "
+      f"users; {train['num_eval_sessions']} evaluation sessions per run.",
   ]
   plots = comparison_plots.write_all(runs, rows, output_dir, results_dir)
   markdown = results_dir / "results.md"

@@ -14,6 +14,17 @@ DEFAULT_PLANNER = "embedded"
 # "wait" asks and waits, so a run repeats exactly. Evaluation always waits.
 PLANNER_MODES = ("background", "wait")
 
+# Training iterations by agent family where the learning curves of its
+# agents levelled off (learning_curves.PlateauRule) on development seed 100,
+# satisfaction rule, 64 users (docs/results/development.md): the budget a run
+# gets unless told otherwise. A DQN or bandit iteration collects 4 steps of
+# every user, a PPO iteration 16; scripted agents do not train.
+CONVERGENCE_BUDGETS = {"dqn": 20_000, "ppo": 2_000, "bandit": 3_000,
+                       "scripted": 1}
+# Evaluations (and checkpoints) per run when their interval is not given:
+# the points of the learning curve.
+CURVE_POINTS = 10
+
 
 @dataclasses.dataclass(frozen=True)
 class AgentSpec:
@@ -59,11 +70,15 @@ class RunConfig:
     planner: backend string when the agent plans with the --planner flag.
     replan_every: K, steps between a user's plans.
     num_users: simultaneous training users.
-    num_iterations: training iterations (one collect + train round each).
+    num_iterations: training iterations (one collect + train round each);
+      None: the family's CONVERGENCE_BUDGETS entry.
     num_eval_sessions: fresh users in each evaluation, one session each.
-    eval_interval: iterations between evaluations (the last always runs).
-    checkpoint_interval: iterations between checkpoints.
-    log_interval: iterations between progress lines.
+    eval_interval: iterations between evaluations (the last always runs);
+      None: num_iterations / CURVE_POINTS.
+    checkpoint_interval: iterations between checkpoints; None: as
+      eval_interval.
+    log_interval: iterations between progress lines; None: as
+      eval_interval.
     seed: seeds environments, networks and exploration.
     planner_cache: optional SQLite file for the LLM planner's answers, so
       later runs (and resumed ones) reuse them instead of asking again.
@@ -79,11 +94,11 @@ class RunConfig:
   planner: str = DEFAULT_PLANNER
   replan_every: int = planner_environment.DEFAULT_REPLAN_EVERY
   num_users: int = 64
-  num_iterations: int = 1000
+  num_iterations: int | None = None
   num_eval_sessions: int = 500
-  eval_interval: int = 500
-  checkpoint_interval: int = 200
-  log_interval: int = 100
+  eval_interval: int | None = None
+  checkpoint_interval: int | None = None
+  log_interval: int | None = None
   seed: int = 0
   planner_cache: str | None = None
   planner_mode: str = "background"
@@ -96,6 +111,15 @@ class RunConfig:
       raise ValueError(f"unknown scenario {self.scenario!r}; accepted: "
                        f"{sorted(registry.SCENARIOS)}")
     planner_environment.check_replan_every(self.replan_every)
+    # Resolved here, so that config.json records the values a run used.
+    if self.num_iterations is None:
+      object.__setattr__(self, "num_iterations",
+                         CONVERGENCE_BUDGETS[self.spec.family])
+    if isinstance(self.num_iterations, int) and self.num_iterations >= 1:
+      interval = max(self.num_iterations // CURVE_POINTS, 1)
+      for name in ("eval_interval", "checkpoint_interval", "log_interval"):
+        if getattr(self, name) is None:
+          object.__setattr__(self, name, interval)
     if self.planner_mode not in PLANNER_MODES:
       raise ValueError(f"unknown planner_mode {self.planner_mode!r}; "
                        f"accepted: {list(PLANNER_MODES)}")

@@ -47,11 +47,18 @@ flags.DEFINE_bool("stop_when_levelled", False,
                   "curve has levelled off (the plateau rule), or after "
                   "--num_iterations.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
-flags.DEFINE_integer("num_iterations", 1000, "Training iterations.")
+flags.DEFINE_integer("num_iterations", None, "Training iterations (default: "
+                     "the agent family's convergence budget, " + ", ".join(
+                         f"{family} {budget:,}" for family, budget in
+                         run_config.CONVERGENCE_BUDGETS.items()
+                         if family != "scripted") + ").")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
-flags.DEFINE_integer("eval_interval", 500, "Iterations between evaluations.")
-flags.DEFINE_integer("checkpoint_interval", 200, "Iterations between checkpoints.")
-flags.DEFINE_integer("log_interval", 100, "Iterations between progress lines.")
+flags.DEFINE_integer("eval_interval", None, "Iterations between evaluations "
+                     f"(default: {run_config.CURVE_POINTS} per run).")
+flags.DEFINE_integer("checkpoint_interval", None, "Iterations between "
+                     "checkpoints (default: as --eval_interval).")
+flags.DEFINE_integer("log_interval", None, "Iterations between progress lines "
+                     "(default: as --eval_interval).")
 flags.DEFINE_integer("seed", 0, "Seed of environments, networks, exploration.")
 flags.DEFINE_string("root_dir", None, "Run directory.", required=True)
 flags.DEFINE_integer("num_items", None, "Scenario override: catalogue size.")

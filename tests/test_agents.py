@@ -172,7 +172,7 @@ def random_masks(rng, batch, num_items):
 @pytest.mark.parametrize("make", [
     lambda env: dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
                                gamma=0.9, epsilon_greedy=0.5,
-                               target_update_period=10),
+                               target_update_period=10, n_step=1),
     tiny_ppo,
     lambda env: bandit.make_agent(env, fc_layer_params=(16,),
                                   learning_rate=1e-3, epsilon=0.5),
@@ -352,8 +352,10 @@ def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
   assert summary["num_sessions"] == 12
   env = lerl_recsim.make_env(num_users=16, seed=1, num_items=40, slate_size=3)
   agent = dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
-                         gamma=0.9, epsilon_greedy=0.3, target_update_period=10)
-  learner = dqn.learner(agent, env, epsilon_greedy=0.3, replay_capacity=1000,
+                         gamma=0.9, epsilon_greedy=0.3, target_update_period=10,
+                         n_step=1)
+  learner = dqn.learner(agent, env, epsilon_greedy=0.3, n_step=1,
+                        replay_capacity=1000,
                         batch_size=8, collect_steps=1, train_steps=1,
                         initial_collect_steps=1)
   observed = env.reset()

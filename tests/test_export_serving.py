@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lerl_recsim import bundle, serving
+from lerl_recsim import bundle, planner_environment, serving
 from lerl_recsim.agents import (bundle_writer, dqn, policy_eval, run_config,
                                 runner, training)
 from lerl_recsim.planner_environment import make_planned_env
@@ -105,7 +105,8 @@ def test_bundle_holds_policy_and_spec_and_no_secret(exported):
   spec = bundle.read_spec(exported)
   assert (exported / "policy" / "saved_model.pb").is_file()
   assert spec["planner"]["backend"] == "heuristic"
-  assert spec["planner"]["replan_every"] == 10
+  assert spec["planner"]["replan_every"] == \
+      planner_environment.DEFAULT_REPLAN_EVERY
   assert "{recent}" in spec["planner"]["prompt_template"]["human"]
   assert len(spec["catalogue"]["category_names"]) == 20
   facts = bundle.ScenarioFacts.from_json(spec["scenario"])
@@ -158,7 +159,7 @@ def test_fresh_process_gives_the_trained_policy_actions(trained, exported,
       env, fc_layer_params=hp["fc_layer_params"],
       learning_rate=hp["learning_rate"], gamma=hp["gamma"],
       epsilon_greedy=hp["epsilon_greedy"],
-      target_update_period=hp["target_update_period"])
+      target_update_period=hp["target_update_period"], n_step=hp["n_step"])
   checkpoint = tf.train.latest_checkpoint(
       str(runner.RunDirectory(str(trained)).checkpoints))
   tf.train.Checkpoint(agent=agent).restore(checkpoint).expect_partial()
