@@ -1,10 +1,11 @@
 r"""The main job: LERL against the flat DQN baseline, side by side.
 
 Trains `lerl` (LLM planner, embedded SmolLM2 by default, + masked double
-DQN) and `dqn` (no planner) on the default `interest_evolution` scenario
-with the same budget, evaluates both on the same fresh users at ten points of
-training, and prints a table of long-term satisfaction with each agent's
-learning curve and whether it has levelled off (`learning_curves`).
+DQN) and `dqn` (no planner) on the default `interest_evolution` scenario,
+each until its learning curve levels off (`learning_curves.PlateauRule`,
+checked on the same fresh evaluation users every 1,000 iterations; at most
+the DQN family's convergence budget), and prints a table of long-term
+satisfaction with each agent's learning curve.
 
   python -m lerl_recsim.agents.quickstart --root_dir=runs/main
 
@@ -25,16 +26,23 @@ from absl import app, flags, logging
 from lerl_recsim import learning_curves, metrics
 from lerl_recsim.agents import run_config, training
 
+AGENTS = ("lerl", "dqn")
+# Evaluations every 1,000 iterations, so that the plateau rule (two windows
+# of 3 evaluations) can first stop a run at 6,000; at most the DQN family's
+# convergence budget.
+EVAL_INTERVAL = 1000
+MAX_ITERATIONS = run_config.CONVERGENCE_BUDGETS["dqn"]
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", "runs/main", "Where the two runs are written.")
 flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER, "LERL's planner backend.")
-flags.DEFINE_integer("num_iterations", 150, "Training iterations per agent.")
+flags.DEFINE_integer("num_iterations", MAX_ITERATIONS,
+                     "Most training iterations per agent; each stops earlier "
+                     "once its learning curve has levelled off.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh evaluation users.")
 flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 
-AGENTS = ("lerl", "dqn")
-EVALUATIONS = 10  # per run, evenly spaced: the learning curve's points
 COLUMNS = (("cumulative_reward", "cumulative reward", 2),
            ("interaction_length", "interaction length", 1),
            ("step_reward", "per-step reward", 3),
@@ -44,7 +52,8 @@ COLUMNS = (("cumulative_reward", "cumulative reward", 2),
 
 
 def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNER,
-                         num_iterations: int = 150, num_users: int = 64,
+                         num_iterations: int = MAX_ITERATIONS,
+                         num_users: int = 64,
                          num_eval_sessions: int = 500, seed: int = 0
                          ) -> dict[str, Any]:
   """Trains and evaluates both agents; returns their summaries and table.
@@ -52,7 +61,9 @@ def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNE
   Args:
     root_dir: parent of the two run directories.
     planner: backend of LERL's planner.
-    num_iterations: training iterations of each agent.
+    num_iterations: the most training iterations of each agent; each
+      stops at the first evaluation (every EVAL_INTERVAL iterations) at
+      which its learning curve has levelled off.
     num_users: simultaneous training users.
     num_eval_sessions: fresh users in the final evaluation.
     seed: seed of both runs (same evaluation users for both).
@@ -63,11 +74,13 @@ def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNE
     run = run_config.RunConfig(
         agent=agent, planner=planner, num_users=num_users,
         num_iterations=num_iterations, num_eval_sessions=num_eval_sessions,
-        eval_interval=max(num_iterations // EVALUATIONS, 1),
-        checkpoint_interval=max(num_iterations // 2, 1),
-        log_interval=max(num_iterations // EVALUATIONS, 1),
+        eval_interval=min(EVAL_INTERVAL, num_iterations),
+        checkpoint_interval=min(EVAL_INTERVAL, num_iterations),
+        log_interval=min(EVAL_INTERVAL, num_iterations),
+        stop_when_levelled=True,
         seed=seed, planner_cache=str(root / "planner_cache.sqlite"))
-    logging.info("training %s for %d iterations", agent, num_iterations)
+    logging.info("training %s until its learning curve levels off (at most "
+                 "%d iterations)", agent, num_iterations)
     summaries[agent] = training.train_eval(run, str(root / agent))
   table = format_table(summaries) + "\n" + format_curves(summaries)
   (root / "table.md").write_text(table)
