@@ -11,7 +11,8 @@ from lerl_recsim.scenarios import registry
 DEFAULT_PLANNER = "embedded"
 # How training waits for the planner: "background" never waits (users in
 # situations the LLM has not answered yet get the heuristic plan meanwhile);
-# "wait" asks and waits, so a run repeats exactly. Evaluation always waits.
+# "wait" asks and waits, so a run repeats exactly. Evaluation plans in the
+# same mode, so that a policy is evaluated under the masks it trained under.
 PLANNER_MODES = ("background", "wait")
 
 # Training iterations by agent family where the learning curves of its

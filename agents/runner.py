@@ -66,8 +66,11 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int,
 
   Evaluation plans with the training planner's evaluation view: the same
   model, cache and reflection pool (read, never written), counters of its
-  own. An LLM planner starts from the pool saved at `reflections`, if any,
-  which the view then reads.
+  own, and the run's planner mode, so that the low level is evaluated under
+  the masks it was trained under (in the background: the LLM's plan where
+  it has answered the situation, the heuristic's meanwhile; both counted).
+  An LLM planner starts from the pool saved at `reflections`, if any, which
+  the view then reads.
   """
   evaluation_env = scenario_environment(run, run.num_eval_sessions,
                                         run.seed + EVAL_SEED_OFFSET)
@@ -83,14 +86,14 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int,
       planner_options["cache_path"] = run.planner_cache
     if reflections is not None and reflections.exists():
       planner_options["reflections"] = ReflectionPool.load(reflections)
+  wait = run.planner_mode == "wait"
   planned = tf_environment.make_planned_tf_env(
       run.scenario, planner=backend, replan_every=run.replan_every,
-      num_users=run.num_users, seed=train_seed,
-      wait_for_planner=run.planner_mode == "wait",
+      num_users=run.num_users, seed=train_seed, wait_for_planner=wait,
       planner_options=planner_options, **run.scenario_overrides)
   return planned, planner_environment.PlannedEnvironment(
       evaluation_env, planned.planner.evaluation_view(), run.replan_every,
-      seed=run.seed)
+      seed=run.seed, wait_for_planner=wait)
 
 
 PLANNED_ENVIRONMENTS = (planner_environment.PlannedEnvironment,
@@ -328,11 +331,11 @@ def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
   """One session per fresh evaluation user: `{mean, ci95}` per metric,
   `num_sessions`, `exposure_curve` and the evaluation's `planner` counts.
 
-  Evaluation waits for every plan; requests training left queued in the
-  background are dropped first, so that they do not hold up its own (plans
-  are asked again when training meets them again; lessons are lost, and
-  counted in training's `reflections_dropped`). The planner counts returned
-  are this evaluation's alone.
+  Requests training left queued in the background are dropped first, so
+  that they do not hold up evaluation's own (plans are asked again when
+  training meets them again; lessons are lost, and counted in training's
+  `reflections_dropped`). The planner counts returned are this evaluation's
+  alone.
   """
   if isinstance(train_env, PLANNED_ENVIRONMENTS):
     train_env.planner.close()

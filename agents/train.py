@@ -41,7 +41,7 @@ flags.DEFINE_enum("planner_mode", run_config.RunConfig.planner_mode,
                   "background: training never waits for the LLM (users it "
                   "has not answered yet get the heuristic plan meanwhile); "
                   "wait: training waits, and the run repeats exactly. "
-                  "Evaluation always waits.")
+                  "Evaluation plans in the same mode.")
 flags.DEFINE_bool("stop_when_levelled", False,
                   "End training at the first evaluation at which the learning "
                   "curve has levelled off (the plateau rule), or after "

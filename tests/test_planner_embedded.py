@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from lerl_recsim.planner import PlanRules, StepRecord, UserHistory, make_planner
@@ -27,8 +29,9 @@ def test_embedded_model_returns_a_valid_plan():
 
 
 def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
-  """Training plans in the background; evaluation waits, so every one of its
-  users is planned by the LLM (or counted as a fallback)."""
+  """Training and evaluation plan in the background: users in situations
+  the LLM has not answered get the heuristic's plan, counted as
+  provisional; waiting, every evaluation user is planned by the LLM."""
   pytest.importorskip("xllamacpp")
   from lerl_recsim.agents import run_config, training
   run = run_config.RunConfig(
@@ -43,6 +46,17 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
   assert train["provisional_plans"] >= 8
   assert train["provisional_plans"] + train["llm_plans"] <= train["planned_users"]
   assert min(train.values()) >= 0
+  # In the background a user gets the LLM's plan or, meanwhile, the
+  # heuristic's (a failed request counts a fallback once per situation).
+  assert evaluation["provisional_plans"] > 0
+  assert (evaluation["llm_plans"] + evaluation["provisional_plans"]
+          == evaluation["planned_users"] > 0)
+  waiting = training.train_eval(
+      dataclasses.replace(run, planner_mode="wait", num_users=2,
+                          num_eval_sessions=2, num_iterations=1,
+                          eval_interval=1, checkpoint_interval=1,
+                          log_interval=1), str(tmp_path / "waiting"))
+  evaluation = waiting["planner"]["eval"]
   assert evaluation["provisional_plans"] == 0
   assert (evaluation["llm_plans"] + evaluation["fallbacks"]
           == evaluation["planned_users"] > 0)
