@@ -40,14 +40,24 @@ from lerl_recsim.scenarios.catalogue import Catalogue
 DEFAULT_REPLAN_EVERY = 1
 
 # Prompts for this project's scenarios, whose engagement lies in [0, 1]:
-# the last step at three engagement levels (none, low, high), the saturated
-# categories of the last 3 steps, and coarse totals. Showing two steps
-# instead of one yields about 2.5 times as many distinct situations, hence
-# LLM calls (docs/planner.md); one keeps the planner within its budget.
+# the last 4 steps (what the DORL category window looks back over), each as
+# its category and engagement level (none, low, high); the saturated
+# categories of the last 3 steps; and a shortlist of the heuristic's first
+# 12 picks, in catalogue order, each with the user's engagement level over
+# the visible history (what the heuristic ranks by), from which the model
+# picks 6-8 (a small model's choice among 20 repeats its first names). No
+# session length or reward: they multiply situations about sevenfold and
+# say little about the next categories. Any per-user view of 4 steps makes
+# most user-steps a new situation (about 850 of every 1,000 from a cold
+# cache, docs/planner.md, "Situations"); a shortlist of the whole catalogue
+# is `shortlist_size=20`, none at all (any category) `shortlist_size=None`.
 SCENARIO_PROMPT_CONFIG = PromptConfig(
-    history_window=1, engagement_edges=(0.01, 0.6),
+    history_window=4, engagement_edges=(0.01, 0.6),
     engagement_labels=("none", "low", "high"), length_step=10,
-    reward_step=5.0)
+    reward_step=5.0, show_totals=False, shortlist_size=12,
+    candidate_edges=(0.01, 0.6),
+    candidate_labels=("not shown yet", "engagement none", "engagement low",
+                      "engagement high"))
 
 # Lessons about sessions 16, 36, 61, 92, ... (gaps growing by 1.25): about
 # 30 lessons in a million user-steps instead of one per session.
