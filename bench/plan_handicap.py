@@ -13,6 +13,8 @@ per 1,000 user-steps and share of LLM-made plans.
   python bench/plan_handicap.py
   python bench/plan_handicap.py --planner=heuristic
   python bench/plan_handicap.py --planner_cache=/tmp/planner.sqlite  # warm
+  python bench/plan_handicap.py --history_window=1 --shortlist_size=0 \
+      --show_totals  # the prompt before the shortlist
 
 The oracle reads the hidden user state of the scenario environment under
 the wrapper, and still picks only items of the wrapper's mask.
@@ -20,6 +22,7 @@ the wrapper, and still picks only items of the wrapper's mask.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from absl import app, flags
@@ -45,6 +48,14 @@ flags.DEFINE_integer("min_categories", PlanRules.min_categories,
                      "Fewest categories in a plan.")
 flags.DEFINE_integer("max_categories", PlanRules.max_categories,
                      "Most categories in a plan (the heuristic's plan size).")
+_PROMPT = planner_environment.SCENARIO_PROMPT_CONFIG
+flags.DEFINE_integer("history_window", _PROMPT.history_window,
+                     "LLM planners: steps shown in the prompt.")
+flags.DEFINE_integer("shortlist_size", _PROMPT.shortlist_size,
+                     "LLM planners: candidates offered (M); 0 offers the "
+                     "whole catalogue without a list.")
+flags.DEFINE_bool("show_totals", _PROMPT.show_totals,
+                  "LLM planners: show session length and reward.")
 
 POLICIES = ("diversifying", "oracle")
 MAX_LOSS_PERCENT = 5.0
@@ -66,10 +77,16 @@ def flat_and_planned(policy_name: str, overrides: dict[str, Any]
   The flat run uses the scenario environment under the wrapper: the same
   seed, hence the same users after each reset.
   """
-  options: dict[str, Any] = {"rules": PlanRules(FLAGS.min_categories,
-                                                FLAGS.max_categories)}
-  if FLAGS.planner_cache and FLAGS.planner != "heuristic":
-    options["cache_path"] = FLAGS.planner_cache
+  rules = PlanRules(min_categories=FLAGS.min_categories,
+                    max_categories=FLAGS.max_categories)
+  options: dict[str, Any] = {"rules": rules}
+  if FLAGS.planner != "heuristic":
+    options["prompt_config"] = dataclasses.replace(
+        _PROMPT, history_window=FLAGS.history_window,
+        shortlist_size=FLAGS.shortlist_size or None,
+        show_totals=FLAGS.show_totals)
+    if FLAGS.planner_cache:
+      options["cache_path"] = FLAGS.planner_cache
   env = planner_environment.make_planned_env(
       planner=FLAGS.planner, replan_every=FLAGS.replan_every,
       num_users=FLAGS.num_sessions, seed=FLAGS.seed, wait_for_planner=True,
@@ -96,6 +113,10 @@ def main(argv: list[str]) -> None:
   print(f"{FLAGS.num_sessions} users, seed {FLAGS.seed}; planner "
         f"{FLAGS.planner}, replan every {FLAGS.replan_every} steps, plans of "
         f"{FLAGS.min_categories}-{FLAGS.max_categories} categories")
+  if FLAGS.planner != "heuristic":
+    print(f"prompt: {FLAGS.history_window} steps, shortlist "
+          f"{FLAGS.shortlist_size or 'none'}, totals "
+          f"{'shown' if FLAGS.show_totals else 'not shown'}")
   for rule in rules:
     overrides = {"exit_rule": rule.name, "exit_params": rule.params}
     for name in POLICIES:

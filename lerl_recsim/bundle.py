@@ -111,8 +111,10 @@ def prompt_template(catalogue: Catalogue, rules: PlanRules) -> dict[str, str]:
 
 def prompt_config_from_json(data: Mapping[str, Any]) -> PromptConfig:
   values = dict(data)
-  for key in ("engagement_edges", "engagement_labels"):
-    values[key] = tuple(values[key])
+  for key in ("engagement_edges", "engagement_labels", "candidate_edges",
+              "candidate_labels"):
+    if key in values:
+      values[key] = tuple(values[key])
   return PromptConfig(**values)
 
 

@@ -40,14 +40,23 @@ from lerl_recsim.scenarios.catalogue import Catalogue
 DEFAULT_REPLAN_EVERY = 1
 
 # Prompts for this project's scenarios, whose engagement lies in [0, 1]:
-# the last step at three engagement levels (none, low, high), the saturated
-# categories of the last 3 steps, and coarse totals. Showing two steps
-# instead of one yields about 2.5 times as many distinct situations, hence
-# LLM calls (docs/planner.md); one keeps the planner within its budget.
+# the last step (its category, click and engagement level: none, low,
+# high) and the categories shown at each of the last 3 steps (saturated);
+# any category of the catalogue may be chosen. This is what keeps the LLM
+# within 50 calls per 1,000 user-steps at K = 1 from a cold cache (8-24 on
+# development seed 100). Every view of the last 4 steps measured (what the
+# DORL category window looks back over) made 79-935 situations per 1,000
+# user-steps, and a shortlist of the heuristic's picks 310-910, so they are
+# options (`history_window`, `shortlist_size`), not the default; session
+# length and reward multiplied situations about sevenfold (docs/planner.md,
+# "Situations").
 SCENARIO_PROMPT_CONFIG = PromptConfig(
     history_window=1, engagement_edges=(0.01, 0.6),
     engagement_labels=("none", "low", "high"), length_step=10,
-    reward_step=5.0)
+    reward_step=5.0, show_totals=False, shortlist_size=None,
+    candidate_edges=(0.01, 0.6),
+    candidate_labels=("not shown yet", "engagement none", "engagement low",
+                      "engagement high"))
 
 # Lessons about sessions 16, 36, 61, 92, ... (gaps growing by 1.25): about
 # 30 lessons in a million user-steps instead of one per session.

@@ -294,7 +294,8 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       reward = (tf.cast(observation["mean_engagement"], tf.float64)
                 * tf.cast(length, tf.float64))
       keys = situation_keys(steps, length, reward,
-                            self._llm.prompt_config, self._llm.rules)
+                            self._llm.prompt_config, self._llm.rules,
+                            self._heuristic)
       found = tf.reshape(self._table.lookup(keys),
                          [self.batch_size, self._num_categories])
       hit = found[:, 0] >= 0
@@ -463,8 +464,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     """Removes the stored plans whose prompt a new lesson changed (a lesson
     enters only the prompts whose sampled lessons it displaces); returns
     their keys."""
-    stale = [key for key, (history, prompt) in self._stored.items()
-             if self._llm.prompt_key(history) != prompt]
+    stored = list(self._stored.items())
+    now = self._llm.prompt_keys([history for _, (history, _) in stored])
+    stale = [key for (key, (_, prompt)), current in zip(stored, now)
+             if current != prompt]
     if stale:
       self._table.remove(tf.constant(stale, tf.int64))
       for key in stale:
@@ -494,9 +497,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     if stored:
       self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),
                          tf.constant(plans[stored].astype(np.int32)))
-      for i in stored:
-        history = entries[i][0]
-        self._stored[keys[i]] = (history, self._llm.prompt_key(history))
+      histories = [entries[i][0] for i in stored]
+      for i, history, prompt in zip(stored, histories,
+                                    self._llm.prompt_keys(histories)):
+        self._stored[keys[i]] = (history, prompt)
     if wait:
       self._apply(tf.constant(plans),
                   tf.constant([slot for _, slot, _ in entries], tf.int32))

@@ -145,6 +145,8 @@ class BatchHeuristic(tf.Module):
                                      autograph=False)
     self.plan_sets = tf.function(self.plan_sets, jit_compile=True,
                                  autograph=False)
+    self.shortlist_sets = tf.function(self.shortlist_sets, jit_compile=True,
+                                      autograph=False)
 
   def scores(self, steps: CategorySteps) -> tf.Tensor:
     """float64 [B, C]; higher is a better next category."""
@@ -222,16 +224,31 @@ class BatchHeuristic(tf.Module):
     _, first_pass, second_pass = self._selection(steps)
     return first_pass | second_pass
 
-  def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
-    """(ranking int32 [B, C], plan int32 [B, size] in the order chosen:
-    the first pass's categories, then the second's, each in order)."""
+  def _picks(self, steps: CategorySteps) -> tf.Tensor:
+    """int32 [B, C]: every category id in the order the plan picks them
+    (the first pass's, then the second's, then the rest by position)."""
     position, first_pass, second_pass = self._selection(steps)
     num = self.num_categories
     pick_order = tf.where(first_pass, position,
                           tf.where(second_pass, num + position,
                                    2 * num + position))
-    plan = tf.argsort(pick_order, axis=1)[:, :self.size]
-    return self.ranking(steps), plan
+    return tf.argsort(pick_order, axis=1)
+
+  def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
+    """(ranking int32 [B, C], plan int32 [B, size] in the order chosen:
+    the first pass's categories, then the second's, each in order)."""
+    return self.ranking(steps), self._picks(steps)[:, :self.size]
+
+  def shortlist_sets(self, steps: CategorySteps, size: int) -> tf.Tensor:
+    """bool [B, C]: the first `size` categories the plan would pick, so a
+    shortlist of at least `self.size` holds the heuristic's own plan
+    (saturated categories come last)."""
+    if not 1 <= size <= self.num_categories:
+      raise ValueError(f"a shortlist of {size} categories; expected 1 to "
+                       f"{self.num_categories}")
+    picks = self._picks(steps)[:, :size]
+    return tf.reduce_any(tf.one_hot(picks, self.num_categories,
+                                    on_value=True, off_value=False), axis=1)
 
 
 class HeuristicPlanner:

@@ -37,6 +37,7 @@ from lerl_recsim.planner.prompt import (PromptConfig, plan_prompt, plan_schema,
                                         reflections_text, situation)
 from lerl_recsim.planner.reflections import (ReflectionPool, reflection_chain,
                                              sample_pool_for)
+from lerl_recsim.planner.situations import candidates_for
 from lerl_recsim.planner.validation import (InvalidPlan, PlanParseError,
                                             PlanRules, parse_plan_output,
                                             saturated, validate_plan)
@@ -85,18 +86,20 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
 
 def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
                rules: PlanRules) -> Runnable:
-  """{"prompt": prompt variables, "history": UserHistory} -> category ids.
+  """{"prompt": prompt variables, "history": UserHistory, "choices": the
+  shortlist or None} -> category ids.
 
-  The model is bound to the plan schema (without the user's saturated
-  categories) where the backend supports it; the reply is then parsed and
-  validated in code.
+  The model is bound to the plan schema (the shortlist, without the user's
+  saturated categories) where the backend supports it; the reply is then
+  parsed and validated in code, a name off the shortlist included.
   """
   prompt = plan_prompt(catalogue, rules)
 
   def ask(inputs: dict[str, Any], config: RunnableConfig) -> Any:
     blocked = (saturated(inputs["history"], rules) if rules.exclude_saturated
                else frozenset())
-    schema = plan_schema(catalogue, rules, exclude=blocked)
+    schema = plan_schema(catalogue, rules, exclude=blocked,
+                         choices=inputs.get("choices"))
     messages = prompt.invoke(inputs["prompt"], config)
     return backends.constrain(model, schema).invoke(messages, config)
 
@@ -104,8 +107,8 @@ def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
            | RunnableLambda(lambda m: parse_plan_output(m.content,
                                                         rules.max_output_chars)))
   return (RunnablePassthrough.assign(items=reply)
-          | RunnableLambda(lambda d: validate_plan(d["items"], catalogue,
-                                                   d["history"], rules)))
+          | RunnableLambda(lambda d: validate_plan(
+              d["items"], catalogue, d["history"], rules, d.get("choices"))))
 
 
 class Planner:
@@ -115,7 +118,8 @@ class Planner:
     model: Any LangChain chat model (see backends.make_chat_model).
     catalogue: The categories to choose from.
     rules: What a valid plan is; also used by the fallback.
-    prompt_config: How histories are discretised into prompt text.
+    prompt_config: How histories are discretised into prompt text, and the
+      shortlist the model chooses from (`PromptConfig.shortlist_size`).
     fallback: The plan used whenever the LLM fails; by default the heuristic.
     reflections: The lesson pool; None switches reflections off.
     reflection_k: Lessons sampled into each prompt.
@@ -158,6 +162,7 @@ class Planner:
                local_busy_share: float = 0.25,
                seed: int = 0) -> None:
     rules.check_catalogue(catalogue)
+    prompt_config.check_shortlist(catalogue, rules)
     if isinstance(reflect_every, bool) or not isinstance(reflect_every, int) \
         or reflect_every < 1:
       raise ValueError(f"reflect_every must be an int >= 1, got {reflect_every!r}")
@@ -234,26 +239,46 @@ class Planner:
               f"category id {c} in a history; expected ids in "
               f"[0, {self.catalogue.num_categories - 1}]")
 
+  def prompt_inputs(self, histories: Sequence[UserHistory]
+                    ) -> list[dict[str, Any]]:
+    """The chain inputs, one per user: discretised prompt variables, the
+    history and the shortlist (`choices`, None without one); shortlists
+    come from one batched heuristic call."""
+    for history in histories:
+      self._check(history)
+    inputs = []
+    for history, candidates in zip(histories, candidates_for(
+        self.fallback.batch, histories, self.prompt_config)):
+      variables = situation(history, self.catalogue, self.rules,
+                            self.prompt_config, candidates)
+      lessons: list[str] = []
+      if self.reflections is not None:
+        lessons = sample_pool_for(self.reflections, self.reflection_k,
+                                  self.seed,
+                                  (variables["recent"], variables["stats"]))
+      variables["reflections"] = reflections_text(lessons)
+      inputs.append({"prompt": variables, "history": history,
+                     "choices": None if candidates is None
+                     else candidates.shortlist})
+    return inputs
+
   def prompt_input(self, history: UserHistory) -> dict[str, Any]:
-    """The chain input for one user: discretised prompt variables + history."""
-    self._check(history)
-    variables = situation(history, self.catalogue, self.rules,
-                          self.prompt_config)
-    lessons: list[str] = []
-    if self.reflections is not None:
-      lessons = sample_pool_for(self.reflections, self.reflection_k, self.seed,
-                                (variables["recent"], variables["stats"]))
-    variables["reflections"] = reflections_text(lessons)
-    return {"prompt": variables, "history": history}
+    """The chain input for one user (see `prompt_inputs`)."""
+    return self.prompt_inputs([history])[0]
 
   def _prompt_key(self, prompt_input: Mapping[str, Any]) -> Any:
     return (tuple(sorted(prompt_input["prompt"].items())),
             saturated(prompt_input["history"], self.rules))
 
+  def prompt_keys(self, histories: Sequence[UserHistory]) -> list[Any]:
+    """What decides the LLM's answer for each user: its prompt (shortlist
+    and reflections included) and its saturated categories. Equal keys,
+    equal plans."""
+    return [self._prompt_key(x) for x in self.prompt_inputs(histories)]
+
   def prompt_key(self, history: UserHistory) -> Any:
-    """What decides the LLM's answer for this user: its prompt, reflections
-    included, and its saturated categories. Equal keys, equal plans."""
-    return self._prompt_key(self.prompt_input(history))
+    """`prompt_keys` for one user."""
+    return self.prompt_keys([history])[0]
 
   def _batch(self, chain: Runnable, inputs: list[Any]) -> list[Any]:
     """Per input a result or an exception; never raises for model trouble."""
@@ -360,7 +385,7 @@ class Planner:
     """
     start = time.perf_counter()
     self._collect_background()
-    inputs = [self.prompt_input(h) for h in histories]
+    inputs = self.prompt_inputs(histories)
     keys = [self._prompt_key(x) for x in inputs]
     unique = list(dict.fromkeys(keys))
     answers: dict[Any, Any] = {k: self._memo[k] for k in unique

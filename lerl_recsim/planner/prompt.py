@@ -31,6 +31,21 @@ class PromptConfig:
     engagement_labels: One word per level (len(engagement_edges) + 1).
     length_step: Session length is shown rounded down to a multiple of this.
     reward_step: Cumulative reward is shown rounded to a multiple of this.
+    show_totals: Whether plan prompts show session length and reward (lessons
+      always do); they multiply situations and say little about the next
+      categories.
+    shortlist_size: M. The model chooses among the heuristic planner's first
+      M picks (`BatchHeuristic.shortlist_sets`), listed in catalogue order so
+      that a model's preference for the first names listed cannot simply
+      repeat the heuristic's order; a name off the list makes the plan
+      invalid. M >= the rules' max_categories, so the heuristic's own plan
+      is always a valid answer. M = the catalogue's size lists every
+      category (still annotated); None leaves the list out of the prompt and
+      offers the whole catalogue.
+    candidate_edges: Increasing thresholds that cut each listed candidate's
+      mean engagement over the visible history into levels.
+    candidate_labels: One phrase for a candidate not shown in the visible
+      history, then one per level (len(candidate_edges) + 2 in all).
   """
 
   history_window: int = 5
@@ -38,6 +53,11 @@ class PromptConfig:
   engagement_labels: tuple[str, ...] = ("none", "low", "medium", "high")
   length_step: int = 5
   reward_step: float = 5.0
+  show_totals: bool = True
+  shortlist_size: int | None = None
+  candidate_edges: tuple[float, ...] = (2.0,)
+  candidate_labels: tuple[str, ...] = ("not shown yet", "low engagement",
+                                       "high engagement")
 
   def __post_init__(self) -> None:
     if self.history_window < 1:
@@ -54,22 +74,64 @@ class PromptConfig:
       raise ValueError(
           f"length_step must be >= 1 and reward_step > 0, got "
           f"{self.length_step} and {self.reward_step}")
+    if self.shortlist_size is not None and (
+        isinstance(self.shortlist_size, bool)
+        or not isinstance(self.shortlist_size, int) or self.shortlist_size < 1):
+      raise ValueError(
+          f"shortlist_size must be None or an int >= 1, got "
+          f"{self.shortlist_size!r}")
+    if len(self.candidate_labels) != len(self.candidate_edges) + 2:
+      raise ValueError(
+          f"{len(self.candidate_edges)} candidate_edges need "
+          f"{len(self.candidate_edges) + 2} candidate_labels (not shown, then "
+          f"one per level), got {self.candidate_labels}")
+    if list(self.candidate_edges) != sorted(self.candidate_edges):
+      raise ValueError(
+          f"candidate_edges must increase, got {self.candidate_edges}")
 
   def engagement_level(self, engagement: float) -> str:
     return self.engagement_labels[
         bisect.bisect_right(self.engagement_edges, engagement)]
 
+  def check_shortlist(self, catalogue: Catalogue, rules: PlanRules) -> None:
+    """Fails early when the shortlist cannot hold a plan or exceeds the
+    catalogue."""
+    if self.shortlist_size is not None and not (
+        rules.max_categories <= self.shortlist_size <= catalogue.num_categories):
+      raise ValueError(
+          f"shortlist_size={self.shortlist_size} must lie in "
+          f"[max_categories={rules.max_categories}, "
+          f"{catalogue.num_categories} categories]; None offers the whole "
+          f"catalogue")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+  """What the prompt lists for one user to choose from.
+
+  Attributes:
+    shortlist: Category ids the model may name, in catalogue order.
+    levels: Per category id, 0 when not shown in the visible history, else
+      1 + its level of mean engagement (`PromptConfig.candidate_edges`).
+  """
+
+  shortlist: tuple[int, ...]
+  levels: tuple[int, ...]
+
 
 def plan_schema(catalogue: Catalogue, rules: PlanRules,
-                exclude: frozenset[int] = frozenset()) -> dict[str, Any]:
+                exclude: frozenset[int] = frozenset(),
+                choices: tuple[int, ...] | None = None) -> dict[str, Any]:
   """JSON schema of a plan: a list of catalogue names, sized by the rules.
 
-  Categories in `exclude` (the user's saturated ones) are left out of the
-  enum, so a constrained model cannot pick them, unless too few would remain.
+  The enum holds the `choices` (a shortlist; None: the whole catalogue)
+  without the categories in `exclude` (the user's saturated ones), so a
+  constrained model cannot pick them, unless too few would remain.
   """
-  names = [n for i, n in enumerate(catalogue.category_names) if i not in exclude]
+  offered = range(catalogue.num_categories) if choices is None else choices
+  names = [catalogue.category_names[i] for i in offered if i not in exclude]
   if len(names) < rules.min_categories:
-    names = list(catalogue.category_names)
+    names = [catalogue.category_names[i] for i in offered]
   return {
       "type": "object",
       "properties": {
@@ -114,7 +176,7 @@ def plan_prompt(catalogue: Catalogue, rules: PlanRules) -> ChatPromptTemplate:
   return ChatPromptTemplate.from_messages([
       SystemMessage(content=fixed),
       ("human",
-       "Recent steps, oldest first:\n{recent}\n\n{stats}\n\n"
+       "Recent steps, oldest first:\n{recent}\n\n{stats}{candidates}\n\n"
        "Lessons from earlier sessions:\n{reflections}\n\n"
        "Choose the categories for this user's next steps."),
   ])
@@ -150,18 +212,42 @@ def totals_text(history: UserHistory, config: PromptConfig) -> str:
   return f"Session so far: {length}, cumulative reward about {reward:g}."
 
 
+def candidates_text(candidates: Candidates | None, catalogue: Catalogue,
+                    config: PromptConfig) -> str:
+  """The shortlist, one `name (group): engagement so far` line each."""
+  if candidates is None:
+    return "Any category of the catalogue may be chosen."
+  lines = [
+      f"- {catalogue.category_names[c]} "
+      f"({catalogue.group_names[catalogue.category_group[c]]}): "
+      f"{config.candidate_labels[candidates.levels[c]]}"
+      for c in candidates.shortlist]
+  return ("Choose only from these candidates (catalogue order; engagement "
+          "with each in the recent session):\n" + "\n".join(lines))
+
+
 def situation(history: UserHistory, catalogue: Catalogue, rules: PlanRules,
-              config: PromptConfig) -> dict[str, str]:
-  """The discretised per-user prompt variables (all but `reflections`)."""
-  stats = totals_text(history, config)
+              config: PromptConfig,
+              candidates: Candidates | None = None) -> dict[str, str]:
+  """The discretised per-user prompt variables (all but `reflections`).
+
+  `candidates` is required exactly when the config has a shortlist.
+  """
+  if (candidates is None) != (config.shortlist_size is None):
+    raise ValueError(
+        f"shortlist_size={config.shortlist_size} needs candidates exactly "
+        f"when it is not None; got candidates={candidates}")
+  lines = [totals_text(history, config)] if config.show_totals else []
   blocked = sorted(saturated(history, rules))
   if blocked:
-    stats += (f"\nShown at each of the last {rules.saturation_window} steps "
-              f"(saturated): {', '.join(catalogue.category_names[c] for c in blocked)}.")
+    lines.append(
+        f"Shown at each of the last {rules.saturation_window} steps "
+        f"(saturated): {', '.join(catalogue.category_names[c] for c in blocked)}.")
   return {
       "recent": steps_text(history.recent(config.history_window), catalogue,
                            config),
-      "stats": stats,
+      "stats": "".join(line + "\n\n" for line in lines),
+      "candidates": candidates_text(candidates, catalogue, config),
   }
 
 

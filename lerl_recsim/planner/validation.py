@@ -122,12 +122,14 @@ def parse_plan_output(content: Any, max_chars: int) -> list[Any]:
 
 
 def validate_plan(items: Sequence[Any], catalogue: Catalogue,
-                  history: UserHistory, rules: PlanRules) -> tuple[int, ...]:
+                  history: UserHistory, rules: PlanRules,
+                  choices: Sequence[int] | None = None) -> tuple[int, ...]:
   """Category ids for the named items, or InvalidPlan saying what is wrong.
 
-  Names match the catalogue ignoring case and surrounding spaces; repeats are
-  dropped (first mention kept); saturated categories are dropped when the
-  rules say so; the remaining count must lie in [min, max].
+  Names match the catalogue ignoring case and surrounding spaces; a name
+  off the `choices` (the prompt's shortlist; None: any category) is invalid;
+  repeats are dropped (first mention kept); saturated categories are dropped
+  when the rules say so; the remaining count must lie in [min, max].
   """
   lookup = {name.casefold(): i for i, name in enumerate(catalogue.category_names)}
   plan: list[int] = []
@@ -137,6 +139,10 @@ def validate_plan(items: Sequence[Any], catalogue: Catalogue,
       raise InvalidPlan(
           f"unknown category {str(item)[:60]!r}; expected one of "
           f"{', '.join(catalogue.category_names)}")
+    if choices is not None and lookup[key] not in choices:
+      raise InvalidPlan(
+          f"category {item!r} is not on the shortlist; expected one of "
+          f"{', '.join(catalogue.category_names[c] for c in choices)}")
     if lookup[key] not in plan:
       plan.append(lookup[key])
   if rules.exclude_saturated:
