@@ -109,11 +109,19 @@ class PhaseFake(FakeListChatModel):
     return super()._call(messages, *args, **kwargs)
 
 
+# A valid plan under the default rules (7-9 categories) even when one of
+# its categories is saturated (with slates of one single-category item, at
+# most one is).
+EIGHT_CATEGORIES = ["jazz", "tennis", "cooking", "science", "politics",
+                    "movies", "travel", "history"]
+
+
 @pytest.fixture
 def fake_backend(monkeypatch):
   """The `fake` backend's model for every planner the run builds."""
-  model = PhaseFake(responses=[json.dumps({"categories": ["jazz", "tennis"]})],
-                    phase=["training"], prompts=[])
+  model = PhaseFake(
+      responses=[json.dumps({"categories": EIGHT_CATEGORIES})],
+      phase=["training"], prompts=[])
   monkeypatch.setattr(backends, "make_chat_model", lambda backend, **_: model)
   return model
 
@@ -148,6 +156,9 @@ def test_evaluation_writes_no_lessons_and_counts_its_own_calls(
   assert (sum(e["llm_calls"] for e in evaluations)
           == plans.count("evaluation") > 0)
   assert summary["planner"]["eval"] == evaluations[-1]
+  # Evaluation waits for the model, whose every plan is valid.
+  assert all(e["llm_plans"] == e["planned_users"] > 0 and e["fallbacks"] == 0
+             for e in evaluations)
   assert (summary["planner"]["train"]["llm_calls"]
           == plans.count("training") + len(lessons))
 
@@ -355,9 +366,8 @@ def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
                          gamma=0.9, epsilon_greedy=0.3, target_update_period=10,
                          n_step=1)
   learner = dqn.learner(agent, env, epsilon_greedy=0.3, n_step=1,
-                        replay_capacity=1000,
-                        batch_size=8, collect_steps=1, train_steps=1,
-                        initial_collect_steps=1)
+                        replay_capacity=1000, batch_size=8, collect_steps=1,
+                        train_steps=1, initial_collect_steps=1)
   observed = env.reset()
   rng = np.random.default_rng(0)
   for policy in (learner.greedy_policy, learner.collect_policy):
@@ -411,13 +421,17 @@ def summary_numbers(summary):
 def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
     agent, changes, tmp_path, monkeypatch):
   from tests.test_tf_environment import PromptHashChatModel
+  # Plans of 8 categories: valid under the run's default rules (7-9) even
+  # with one category saturated.
   monkeypatch.setattr(backends, "make_chat_model",
-                      lambda backend, **options: PromptHashChatModel())
+                      lambda backend, **options: PromptHashChatModel(size=8))
   runs = [training.train_eval(tiny_run(agent, num_iterations=12, seed=seed,
                                        **changes), str(tmp_path / name))
           for name, seed in (("a", 4), ("b", 4), ("c", 5))]
   assert summary_numbers(runs[0]) == summary_numbers(runs[1])
   assert runs[0]["planner"]["train"] == runs[1]["planner"]["train"]
+  if agent == "lerl":  # the model's plans, not only the heuristic's
+    assert runs[0]["planner"]["train"]["llm_plans"] > 0
   assert summary_numbers(runs[0]) != summary_numbers(runs[2])
   history = [(tmp_path / name / "eval" / "history.jsonl").read_text()
              for name in ("a", "b")]

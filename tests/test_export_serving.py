@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lerl_recsim import bundle, planner_environment, serving
+from lerl_recsim import bundle, serving
 from lerl_recsim.agents import (bundle_writer, dqn, policy_eval, run_config,
                                 runner, training)
 from lerl_recsim.planner_environment import make_planned_env
@@ -101,12 +101,13 @@ def run_python(code: str) -> str:
 
 # --- export -----------------------------------------------------------------
 
-def test_bundle_holds_policy_and_spec_and_no_secret(exported):
+def test_bundle_holds_policy_and_spec_and_no_secret(trained, exported):
   spec = bundle.read_spec(exported)
   assert (exported / "policy" / "saved_model.pb").is_file()
   assert spec["planner"]["backend"] == "heuristic"
-  assert spec["planner"]["replan_every"] == \
-      planner_environment.DEFAULT_REPLAN_EVERY
+  # The run's K, the default: a new plan at every step.
+  run = json.loads((trained / "config.json").read_text())["run"]
+  assert spec["planner"]["replan_every"] == run["replan_every"] == 1
   assert "{recent}" in spec["planner"]["prompt_template"]["human"]
   assert len(spec["catalogue"]["category_names"]) == 20
   facts = bundle.ScenarioFacts.from_json(spec["scenario"])

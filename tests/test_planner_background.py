@@ -17,6 +17,7 @@ from lerl_recsim.planner import (Planner, ReflectionPool, StepRecord,
                                  UserHistory)
 from lerl_recsim.planner.background import BackgroundWorker
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import SMALL_PLANS
 
 CAT = default_catalogue()
 ROCK, JAZZ, TENNIS = (CAT.index(n) for n in ("rock", "jazz", "tennis"))
@@ -42,9 +43,10 @@ class GatedFake(FakeListChatModel):
 
 
 def gated_planner(*responses: str, **options: Any) -> tuple[Planner, threading.Event]:
+  """A planner of small plans (SMALL_PLANS), as the replies here are."""
   gate = threading.Event()
   model = GatedFake(responses=list(responses), gate=gate, calls=[])
-  return Planner(model, CAT, **options), gate
+  return Planner(model, CAT, rules=SMALL_PLANS, **options), gate
 
 
 def rock_history(reward: float = 4.0) -> UserHistory:
@@ -177,7 +179,8 @@ def test_lessons_dropped_before_they_are_answered_are_counted():
   gate, asked = threading.Event(), threading.Event()
   model = GatedFake(responses=[reply("jazz", "tennis")], gate=gate,
                     asked=asked, calls=[])
-  planner = Planner(model, CAT, reflections=ReflectionPool(capacity=10),
+  planner = Planner(model, CAT, rules=SMALL_PLANS,
+                    reflections=ReflectionPool(capacity=10),
                     max_concurrency=1)  # one request per batch
   planner.end_sessions([rock_history(r) for r in (1.0, 2.0, 3.0, 4.0)],
                        wait=False)

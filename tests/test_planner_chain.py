@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from lerl_recsim.planner.prompt import plan_prompt, plan_schema
 from lerl_recsim.planner.validation import (InvalidPlan, PlanParseError,
                                             parse_plan_output, validate_plan)
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import SMALL_PLANS
 
 CAT = default_catalogue()
 ROCK, JAZZ, FOOTBALL, TV = (CAT.index(n) for n in
@@ -132,13 +134,31 @@ def test_every_category_including_the_first_and_last_can_be_chosen():
 
 
 def test_validation_dedupes_normalises_and_drops_saturated():
-  rules = PlanRules()
+  rules = SMALL_PLANS
   assert validate_plan([" Jazz", "jazz", "TENNIS", "jazz"], CAT, UserHistory(),
                        rules) == (JAZZ, CAT.index("tennis"))
   assert validate_plan(["rock", "jazz", "cooking"], CAT, history(),
                        rules) == (JAZZ, CAT.index("cooking"))
-  loose = PlanRules(exclude_saturated=False)
+  loose = dataclasses.replace(SMALL_PLANS, exclude_saturated=False)
   assert ROCK in validate_plan(["rock", "jazz"], CAT, history(), loose)
+
+
+SEVEN = ["jazz", "tennis", "cooking", "science", "politics", "movies",
+         "fitness"]
+
+
+def test_default_rules_take_seven_to_nine_distinct_usable_categories():
+  rules = PlanRules()
+  seven = tuple(CAT.index(n) for n in SEVEN)
+  assert validate_plan(SEVEN, CAT, UserHistory(), rules) == seven
+  assert validate_plan(["rock", " JAZZ"] + SEVEN + ["Travel"], CAT, history(),
+                       rules) == seven + (CAT.index("travel"),)  # rock saturated
+  nine = SEVEN + ["travel", "history"]
+  assert len(validate_plan(nine, CAT, UserHistory(), rules)) == 9
+  for items in (SEVEN[:6], SEVEN[:6] + ["jazz"], ["rock"] + SEVEN[:6],
+                nine + ["technology"]):
+    with pytest.raises(InvalidPlan, match="expected between 7 and 9"):
+      validate_plan(items, CAT, history(), rules)
 
 
 @pytest.mark.parametrize("items", [
@@ -152,7 +172,7 @@ def test_validation_dedupes_normalises_and_drops_saturated():
 ])
 def test_validation_rejects_adversarial_and_out_of_range(items):
   with pytest.raises(InvalidPlan):
-    validate_plan(items, CAT, history(), PlanRules())
+    validate_plan(items, CAT, history(), SMALL_PLANS)
 
 
 def test_rules_and_backend_errors_name_the_bad_value():
@@ -170,7 +190,8 @@ def test_rules_and_backend_errors_name_the_bad_value():
 # Planner: valid plans, fallback by cause, timeout, cache.
 
 def test_planner_returns_validated_plans():
-  planner = fake_planner(reply("rock", "jazz", "jazz", "tennis"))
+  planner = fake_planner(reply("rock", "jazz", "jazz", "tennis"),
+                         rules=SMALL_PLANS)
   assert planner.plan([history()]) == [(JAZZ, CAT.index("tennis"))]
   metrics = planner.metrics()
   assert metrics["fallbacks"] == 0 and metrics["llm_calls"] == 1
@@ -185,7 +206,7 @@ def test_planner_returns_validated_plans():
     (reply("rock", "jazz"), "invalid_plan"),
 ])
 def test_bad_replies_fall_back_to_heuristic_and_are_counted(response, cause):
-  planner = fake_planner(response)
+  planner = fake_planner(response, rules=SMALL_PLANS)
   plans = planner.plan([history()])
   assert plans == [planner.fallback.plan_one(history())]
   metrics = planner.metrics()
@@ -201,17 +222,22 @@ def test_model_exception_falls_back_and_is_counted():
 
 def test_timeout_falls_back_quickly():
   planner = make_planner("fake", CAT, model_options={
-      "responses": [reply("jazz", "tennis")], "sleep": 2.0}, timeout_s=0.2)
+      "responses": [reply("jazz", "tennis")], "sleep": 2.0}, timeout_s=0.2,
+      rules=SMALL_PLANS)  # the reply would be a valid plan, were it in time
+  users = [history(), UserHistory()]
+  # The fallback's plans first: compiling the heuristic (seconds on a busy
+  # machine) is not what is timed; waiting for the model (2 s) would be.
+  expected = planner.fallback.plan(users)
   start = time.perf_counter()
-  plans = planner.plan([history(), UserHistory()])
+  plans = planner.plan(users)
   assert time.perf_counter() - start < 1.5
-  assert plans == planner.fallback.plan([history(), UserHistory()])
+  assert plans == expected
   assert planner.metrics()["fallback_timeout"] == 2
 
 
 def test_equal_situations_hit_the_cache():
   model = RecordingFake(responses=[reply("jazz", "tennis")], seen=[])
-  planner = Planner(model, CAT)
+  planner = Planner(model, CAT, rules=SMALL_PLANS)
   planner.plan([history(engagement=2.5, reward=9.2)])
   planner.plan([history(engagement=4.9, reward=10.4)])  # Same buckets.
   planner.plan([history(engagement=5.5)])               # A new bucket.
@@ -228,10 +254,10 @@ def test_sqlite_cache_survives_a_new_planner(tmp_path):
   pytest.importorskip("langchain_community")
   path = str(tmp_path / "cache.sqlite")
   first = Planner(RecordingFake(responses=[reply("jazz", "tennis")], seen=[]),
-                  CAT, cache_path=path)
+                  CAT, rules=SMALL_PLANS, cache_path=path)
   first.plan([history()])
   second_model = RecordingFake(responses=[reply("jazz", "tennis")], seen=[])
-  second = Planner(second_model, CAT, cache_path=path)
+  second = Planner(second_model, CAT, rules=SMALL_PLANS, cache_path=path)
   assert second.plan([history()]) == [(JAZZ, CAT.index("tennis"))]
   assert second.metrics()["cache_hits"] == 1 and not second_model.seen
 

@@ -14,6 +14,7 @@ from lerl_recsim.agents.sanity_policies import RandomPolicy
 from lerl_recsim.planner import HeuristicPlanner, UserHistory
 from lerl_recsim.planner_environment import (PlannedEnvironment,
                                              make_planned_env)
+from tests.conftest import SMALL_PLANS
 
 
 class CountingPlanner:
@@ -173,7 +174,8 @@ def test_fake_llm_backend_metrics_and_cache():
   reply = json.dumps({"categories": ["jazz", "tennis", "cooking"]})
   env = make_planned_env(planner="fake", replan_every=2, num_users=8, seed=0,
                          num_items=60,
-                         model_options={"responses": [reply, "lesson"]})
+                         model_options={"responses": [reply, "lesson"]},
+                         planner_options={"rules": SMALL_PLANS})
   catalogue = env.scenario.catalogue
   first = env.reset()
   expected = {catalogue.index(n) for n in ("jazz", "tennis", "cooking")}

@@ -11,6 +11,7 @@ from lerl_recsim.planner import (HeuristicPlanner, PlanRules, StepRecord,
 from lerl_recsim.planner.heuristic import CategorySteps, histories_to_steps
 from lerl_recsim.planner.validation import saturated
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import SMALL_PLANS
 
 CAT = default_catalogue()
 
@@ -33,9 +34,19 @@ def test_plan_spans_different_groups_and_has_the_rule_size():
 
 def test_recently_seen_groups_are_avoided_and_saturated_never_chosen():
   recent = steps(("rock", "jazz"), ("rock", "football"), ("rock", "tennis"))
-  plan = HeuristicPlanner(CAT).plan_one(UserHistory(recent, 3, 3.0))
+  history = UserHistory(recent, 3, 3.0)
+  # A plan of 4 fits in the 4 groups the user has not seen.
+  plan = HeuristicPlanner(CAT, SMALL_PLANS).plan_one(history)
   groups = {CAT.group_of(c) for c in plan}
+  assert len(plan) == 4
   assert "music" not in groups and "sports" not in groups
+  assert CAT.index("rock") not in plan
+  # A default plan (9 categories, 6 groups) takes the 4 unseen groups
+  # first, and never the saturated category.
+  plan = HeuristicPlanner(CAT).plan_one(history)
+  assert len(plan) == PlanRules().max_categories == 9
+  assert {CAT.group_of(c) for c in plan[:4]} == set(CAT.group_names) - {
+      "music", "sports"}
   assert CAT.index("rock") not in plan
 
 
@@ -69,8 +80,8 @@ def test_saturated_categories_return_only_when_nothing_else_is_left():
 
 def test_factory_and_bad_options():
   assert isinstance(make_planner("heuristic", CAT), HeuristicPlanner)
-  with pytest.raises(ValueError, match="size=9"):
-    HeuristicPlanner(CAT, size=9)
+  with pytest.raises(ValueError, match="size=10"):
+    HeuristicPlanner(CAT, size=10)
   with pytest.raises(ValueError, match="timeout_s"):
     make_planner("heuristic", CAT, timeout_s=1.0)
 
@@ -137,17 +148,23 @@ def random_history(rng: np.random.Generator) -> UserHistory:
 def test_batched_heuristic_matches_the_per_user_reference_on_random_histories():
   rng = np.random.default_rng(7)
   histories = [random_history(rng) for _ in range(3000)]
-  for seed in (0, 3):
-    planner = HeuristicPlanner(CAT, seed=seed)
+  # The default plan size (8: every group, then more) and a small one (4).
+  for seed, rules in ((0, PlanRules()), (3, SMALL_PLANS)):
+    planner = HeuristicPlanner(CAT, rules, seed=seed)
+    size = rules.max_categories
     plans = planner.plan(histories)
+    assert {len(p) for p in plans} == {size}
     priority = np.random.default_rng(seed).permutation(CAT.num_categories)
+
+    def reference(h):
+      return reference_plan(h, rules, priority, size=size)
+
     mismatches = [i for i, h in enumerate(histories)
-                  if plans[i] != reference_plan(h, planner.rules, priority)[0]]
+                  if plans[i] != reference(h)[0]]
     assert not mismatches, (mismatches[:5], plans[mismatches[0]],
-                            reference_plan(histories[mismatches[0]],
-                                           planner.rules, priority))
+                            reference(histories[mismatches[0]]))
     for h in histories[:200]:
-      assert planner.ranking(h) == reference_plan(h, planner.rules, priority)[1]
+      assert planner.ranking(h) == reference(h)[1]
 
 
 def test_plan_sets_of_the_graph_are_the_plans_categories():

@@ -21,6 +21,7 @@ from lerl_recsim.planner import (LlamaCppChatModel, Planner, ReflectionPool,
 from lerl_recsim.planner.reflections import InvalidReflection, clean_lesson
 from lerl_recsim.planner_environment import PlannedEnvironment
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import SMALL_PLANS
 
 CAT = default_catalogue()
 
@@ -38,6 +39,7 @@ def session(names: list[str], reward: float) -> UserHistory:
   return UserHistory(steps, len(steps), reward)
 
 
+# A plan of two categories: the planners that get it use SMALL_PLANS.
 JAZZ_TENNIS = json.dumps({"categories": ["jazz", "tennis"]})
 
 
@@ -168,7 +170,8 @@ def test_evaluation_reads_the_training_pool_and_writes_nothing_into_it():
   pool.add("Vary the music.", 6.0)
   pool.add("Sports after rock kept users.", 2.0)
   before = pool.entries
-  training = Planner(model, CAT, reflections=pool, reflection_k=3)
+  training = Planner(model, CAT, rules=SMALL_PLANS, reflections=pool,
+                     reflection_k=3)
   env = PlannedEnvironment(
       lerl_recsim.make_env(num_users=4, seed=1, num_items=60),
       training.evaluation_view(), replan_every=5)
@@ -198,8 +201,8 @@ def test_evaluation_reads_the_training_pool_and_writes_nothing_into_it():
 @pytest.mark.parametrize("memo_size", [100_000, 0])
 def test_evaluation_view_shares_the_memo_and_cache_but_counts_apart(memo_size):
   model = RecordingFake(responses=[JAZZ_TENNIS], seen=[])
-  training = Planner(model, CAT, reflections=ReflectionPool(),
-                     memo_size=memo_size)
+  training = Planner(model, CAT, rules=SMALL_PLANS,
+                     reflections=ReflectionPool(), memo_size=memo_size)
   view = training.evaluation_view()
   jazz_tennis = CAT.index("jazz"), CAT.index("tennis")
   assert view.plan([session(["rock"], 1.0)]) == [jazz_tennis]
@@ -232,7 +235,8 @@ def test_a_local_model_loads_once_for_a_planner_and_its_evaluation_view(
       Server=FakeServer))
   monkeypatch.setattr(FakeServer, "loads", [])
   model = LlamaCppChatModel(model_path="model.gguf")
-  training = Planner(model, CAT, reflections=ReflectionPool())
+  training = Planner(model, CAT, rules=SMALL_PLANS,
+                     reflections=ReflectionPool())
   view = training.evaluation_view()
   training.plan([session(["rock"], 1.0)])
   training.end_sessions([session(["rock"], 1.0)])

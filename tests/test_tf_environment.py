@@ -23,6 +23,7 @@ from lerl_recsim import planner_environment, tf_environment
 from lerl_recsim.agents import learners
 from lerl_recsim.planner import Planner, ReflectionPool
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import SMALL_PLANS
 
 CATALOGUE = default_catalogue()
 
@@ -104,7 +105,10 @@ def test_heuristic_planned_graph_environment_repeats_the_python_one(
 class PromptHashChatModel(BaseChatModel):
   """A fake LLM whose reply depends only on the prompt (a CRC of its text),
   so that answers do not depend on the order of concurrent calls; one reply
-  in five is unreadable, to exercise fallbacks."""
+  in five is unreadable, to exercise fallbacks. A plan names `size`
+  different categories (3 fits SMALL_PLANS; the default rules need 7-9)."""
+
+  size: int = 3
 
   @property
   def _llm_type(self) -> str:
@@ -119,15 +123,15 @@ class PromptHashChatModel(BaseChatModel):
       reply = "no idea"
     else:
       names = CATALOGUE.category_names
-      reply = json.dumps({"categories": [names[code % 20],
-                                         names[(code // 20) % 20],
-                                         names[(code // 400) % 20]]})
+      order = np.random.default_rng(code).permutation(len(names))
+      reply = json.dumps({"categories": [names[i]
+                                         for i in order[:self.size]]})
     return ChatResult(generations=[ChatGeneration(
         message=AIMessage(content=reply))])
 
 
 def hash_planner() -> Planner:
-  return Planner(PromptHashChatModel(), CATALOGUE,
+  return Planner(PromptHashChatModel(), CATALOGUE, rules=SMALL_PLANS,
                  prompt_config=planner_environment.SCENARIO_PROMPT_CONFIG,
                  reflections=ReflectionPool(), reflect_every=3)
 
@@ -154,7 +158,7 @@ def test_background_planning_serves_stored_situations_from_the_table():
   env = tf_environment.make_planned_tf_env(
       planner="fake", replan_every=1, num_users=8, seed=0,
       wait_for_planner=False, model_options={"responses": [reply]},
-      planner_options={"reflections": None}, **SCENARIO)
+      planner_options={"reflections": None, "rules": SMALL_PLANS}, **SCENARIO)
   collect(env, 30)
   env.planner.flush()
   collect(env, 30)
