@@ -1,6 +1,6 @@
-"""The scenario prompt: four steps, a shortlist of candidates, situation
+"""Prompt options: four steps, a shortlist of candidates, situation
 features in the graph that agree with the prompt text, and the Python and
-graph planned environments planning alike with it."""
+graph planned environments planning alike with them."""
 
 from __future__ import annotations
 
@@ -16,22 +16,16 @@ import tensorflow as tf
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from tf_agents.policies import tf_policy
-from tf_agents.replay_buffers import tf_uniform_replay_buffer
-from tf_agents.specs import tensor_spec
-from tf_agents.trajectories import policy_step
-
-import lerl_recsim
-from lerl_recsim.agents import learners
 
 from lerl_recsim import planner_environment, tf_environment
-from lerl_recsim.planner import (Planner, PlanRules,
-                                 PromptConfig, ReflectionPool, StepRecord,
-                                 UserHistory, make_planner)
+from lerl_recsim.planner import (Planner, PlanRules, PromptConfig,
+                                 ReflectionPool, StepRecord, UserHistory,
+                                 make_planner)
 from lerl_recsim.planner.heuristic import CategorySteps, histories_to_steps
 from lerl_recsim.planner.prompt import plan_schema
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.test_tf_environment import SCENARIO, assert_same, collect
 
 CAT = default_catalogue()
 # The 4-step prompt with a shortlist of 12 (an option; the default shows
@@ -196,43 +190,6 @@ def test_situation_features_are_equal_exactly_when_prompts_are():
 # The Python and graph planned environments, with a shortlist (helpers as in
 # test_tf_environment.py, which --import-mode=importlib keeps from import).
 
-SCENARIO = dict(num_items=60, exit_rule="category_window",
-                exit_params={"preset": "dorl"})
-
-
-class HashPolicy(tf_policy.TFPolicy):
-  """Deterministic but varied, so that both paths act alike."""
-
-  def __init__(self, time_step_spec, action_spec):
-    super().__init__(time_step_spec, action_spec,
-                     observation_and_action_constraint_splitter=lerl_recsim.splitter)
-
-  def _distribution(self, time_step, policy_state):
-    raise NotImplementedError
-
-  def _action(self, time_step, policy_state, seed=None):
-    observation, mask = lerl_recsim.splitter(time_step.observation)
-    items = tf.cast(tf.range(tf.shape(mask)[1]), tf.float32)[None, :]
-    phase = (1.0 + tf.cast(observation["session_length"], tf.float32)
-             + tf.cast(tf.range(tf.shape(mask)[0]), tf.float32))[:, None]
-    scores = tf.where(mask, tf.sin(items * phase * 0.37), -2.0)
-    action = tf.cast(tf.argmax(scores, axis=1), tf.int32)
-    return policy_step.PolicyStep(action, policy_state, ())
-
-
-def collect(env, steps: int):
-  """The collected trajectories (replay contents)."""
-  specs = (tensor_spec.from_spec(env.time_step_spec()),
-           tensor_spec.from_spec(env.action_spec()))
-  policy = HashPolicy(*specs)
-  buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-      policy.trajectory_spec, batch_size=env.batch_size, max_length=steps + 1)
-  collector = learners.make_collector(env, policy, buffer)
-  for _ in range(steps // 5):
-    collector.run(5)
-  return tf.nest.map_structure(lambda x: x.numpy(), buffer.gather_all())
-
-
 class ShortlistHashChatModel(BaseChatModel):
   """A fake LLM whose reply depends only on the prompt (a CRC of its text):
   LOW-HIGH of the candidates the prompt lists; one reply in five names a
@@ -272,8 +229,7 @@ def test_graph_environment_plans_as_the_python_one_with_a_shortlist(
                                                 **args)
   graph_env = tf_environment.make_planned_tf_env(planner=shortlist_planner(),
                                                  **args)
-  py, graph = collect(py_env, 60), collect(graph_env, 60)
-  tf.nest.map_structure(np.testing.assert_array_equal, py, graph)
+  assert_same(collect(py_env, 60), collect(graph_env, 60))
   py_counts, graph_counts = (py_env.planner_metrics(),
                              graph_env.planner_metrics())
   for key in ("llm_calls", "llm_plans", "planned_users", "fallbacks",
