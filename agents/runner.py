@@ -309,21 +309,26 @@ def run_training(run, learner, train_env, eval_env, iteration,
       recorder.clear()
       losses.clear()
       window_start, window_first_step = time.perf_counter(), learner.user_steps
-    user_steps.assign(steps_before + learner.user_steps)
+    # Written to the variable only when a checkpoint or the summary reads
+    # it: an eager assignment per iteration costs as much as a collect step.
+    trained = steps_before + learner.user_steps
     if step % run.checkpoint_interval == 0:
+      user_steps.assign(trained)
       checkpointer.save(global_step=iteration)
       save_reflections(train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
       evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
-                                 iteration, directory, int(user_steps.numpy()))
+                                 iteration, directory, trained)
       window_start += time.perf_counter() - paused  # rates count training only
       if run.stop_when_levelled and learning_curves.summarise(
           learning_curves.read_history(directory.root), rule)["levelled_off"]:
         logging.info("learning curve levelled off at iteration %d; training "
                      "stops", step)
+        user_steps.assign(trained)
         checkpointer.save(global_step=iteration)
         return evaluated
+  user_steps.assign(steps_before + learner.user_steps)
   return None
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from lerl_recsim.planner import (HeuristicPlanner, PlanRules, StepRecord,
                                  UserHistory, make_planner)
-from lerl_recsim.planner.heuristic import CategorySteps, histories_to_steps
+from lerl_recsim.planner.heuristic import histories_to_steps
 from lerl_recsim.planner.validation import saturated
 from lerl_recsim.scenarios.catalogue import default_catalogue
 from tests.conftest import SMALL_PLANS
@@ -171,8 +170,7 @@ def test_plan_sets_of_the_graph_are_the_plans_categories():
   rng = np.random.default_rng(11)
   histories = [random_history(rng) for _ in range(1000)]
   planner = HeuristicPlanner(CAT, seed=2)
-  steps = CategorySteps(**{k: tf.constant(v) for k, v in
-                           histories_to_steps(histories, 20).items()})
+  steps = histories_to_steps(histories, 20)
   sets = planner.batch.plan_sets(steps).numpy()
   for row, plan in zip(sets, planner.plan(histories)):
     assert set(np.flatnonzero(row)) == set(plan)

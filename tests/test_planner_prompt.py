@@ -21,7 +21,7 @@ from lerl_recsim import planner_environment, tf_environment
 from lerl_recsim.planner import (Planner, PlanRules, PromptConfig,
                                  ReflectionPool, StepRecord, UserHistory,
                                  make_planner)
-from lerl_recsim.planner.heuristic import CategorySteps, histories_to_steps
+from lerl_recsim.planner.heuristic import histories_to_steps
 from lerl_recsim.planner.prompt import plan_schema
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios.catalogue import default_catalogue
@@ -161,15 +161,14 @@ HISTORIES = [
 
 
 def graph_keys(planner: Planner, histories: list[UserHistory]) -> list[int]:
-  arrays = histories_to_steps(histories, CAT.num_categories)
-  users = len(arrays["valid"])
+  steps = histories_to_steps(histories, CAT.num_categories)
+  users = int(steps.valid.shape[0])
   length = np.zeros(users, np.int64)
   reward = np.zeros(users, np.float64)
   length[:len(histories)] = [h.session_length for h in histories]
   reward[:len(histories)] = [h.cumulative_reward for h in histories]
   keys = situation_keys(
-      CategorySteps(**{k: tf.constant(v) for k, v in arrays.items()}),
-      tf.constant(length), tf.constant(reward), planner.prompt_config,
+      steps, tf.constant(length), tf.constant(reward), planner.prompt_config,
       planner.rules, planner.fallback.batch)
   return keys.numpy()[:len(histories)].tolist()
 

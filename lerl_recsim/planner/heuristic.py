@@ -52,8 +52,8 @@ PAD_STEPS = 10
 
 
 def histories_to_steps(histories: Sequence[UserHistory],
-                       num_categories: int) -> dict[str, np.ndarray]:
-  """`UserHistory` objects as `CategorySteps` arrays, padded at the front
+                       num_categories: int) -> CategorySteps:
+  """`UserHistory` objects as `CategorySteps` tensors, padded at the front
   to a multiple of PAD_STEPS steps, and with empty histories to a power of
   two users: the compiled heuristic then meets few shapes (XLA compiles
   once per shape)."""
@@ -71,8 +71,9 @@ def histories_to_steps(histories: Sequence[UserHistory],
       engagement[b, t] = step.engagement
       clicked[b, t] = step.clicked
       valid[b, t] = True
-  return {"shown": shown, "engagement": engagement, "clicked": clicked,
-          "valid": valid}
+  return CategorySteps(shown=tf.constant(shown),
+                       engagement=tf.constant(engagement),
+                       clicked=tf.constant(clicked), valid=tf.constant(valid))
 
 
 def observation_steps(observation: dict[str, tf.Tensor],
@@ -277,9 +278,8 @@ class HeuristicPlanner:
 
   def _run(self, histories: Sequence[UserHistory]
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    arrays = histories_to_steps(histories, self.catalogue.num_categories)
-    ranking, plan, scores = self._compiled(CategorySteps(
-        **{k: tf.constant(v) for k, v in arrays.items()}))
+    ranking, plan, scores = self._compiled(
+        histories_to_steps(histories, self.catalogue.num_categories))
     users = len(histories)
     return (ranking.numpy()[:users], plan.numpy()[:users],
             scores.numpy()[:users])

@@ -59,9 +59,8 @@ def candidates_for(heuristic: BatchHeuristic,
   one batched `candidate_view`."""
   if config.shortlist_size is None or not histories:
     return [None] * len(histories)
-  arrays = histories_to_steps(histories, heuristic.num_categories)
   shortlist, levels = candidate_view(
-      heuristic, CategorySteps(**{k: tf.constant(v) for k, v in arrays.items()}),
+      heuristic, histories_to_steps(histories, heuristic.num_categories),
       config)
   shortlist, levels = shortlist.numpy(), levels.numpy()
   return [Candidates(tuple(np.flatnonzero(shortlist[b]).tolist()),
