@@ -243,6 +243,107 @@ def build_table(runs: Sequence[ComparisonRun], output_dir: str | pathlib.Path,
   return list(rows.values())
 
 
+@dataclasses.dataclass
+class CurveRow:
+  """One trained method's learning curve under one condition, over seeds.
+
+  Attributes:
+    iterations, user_steps: where the evaluations were (the first seed's;
+      the seeds of a method share its budget).
+    points: per evaluation, mean and CI95 of cumulative reward across the
+      seeds and Welch's p against the reference where it was evaluated at
+      the same iteration ("p", NaN otherwise).
+    levelled_off: whether the plateau rule holds at the end of the seed-mean
+      curve (with the across-seed CIs); None with fewer than 2 seeds.
+  """
+
+  scenario: str
+  exit_rule: str
+  method: Method
+  seeds: list[int]
+  iterations: list[int]
+  user_steps: list[int | None]
+  points: list[dict[str, float]]
+  levelled_off: bool | None
+
+
+def build_curves(runs: Sequence[ComparisonRun], output_dir: str | pathlib.Path,
+                 reference: Method,
+                 rule: learning_curves.PlateauRule = learning_curves.PlateauRule()
+                 ) -> list[CurveRow]:
+  """Seed-mean learning curves of the methods that train.
+
+  A seed's curve swings between evaluations (a greedy DQN policy by more
+  than its CI); the mean over seeds is the curve the plateau rule and the
+  per-budget comparison with the reference are judged on. Seeds are cut to
+  the evaluations all of them reached (a run stopped by the rule is shorter).
+  """
+  curves: dict[tuple[str, str, Method], list[tuple[int, Mapping[str, Any]]]] = {}
+  for run in runs:
+    summary = read_summary(run.directory(output_dir))
+    curve = summary and summary.get("learning_curve")
+    if curve and curve.get("mean"):
+      curves.setdefault((*run.condition, run.method), []).append(
+          (run.seed, curve))
+  rows = []
+  for (scenario, rule_label, method), seeded in curves.items():
+    length = min(len(curve["mean"]) for _, curve in seeded)
+    first = seeded[0][1]
+    values = np.array([curve["mean"][:length] for _, curve in seeded], float)
+    baseline = curves.get((scenario, rule_label, reference))
+    points = []
+    for index in range(length):
+      point = metrics.mean_and_ci95(values[:, index])
+      point["p"] = math.nan
+      if baseline is not None and method != reference:
+        at = [c["mean"][index] for _, c in baseline
+              if index < len(c["mean"])
+              and c["iterations"][index] == first["iterations"][index]]
+        point["p"] = welch_p_value(values[:, index], at)
+      points.append(point)
+    levelled = (rule.levelled([p["mean"] for p in points],
+                              [p["ci95"] for p in points])
+                if len(seeded) > 1 else None)
+    rows.append(CurveRow(scenario, rule_label, method,
+                         [seed for seed, _ in seeded],
+                         list(first["iterations"][:length]),
+                         list(first.get("user_steps", [None] * length)[:length]),
+                         points, levelled))
+  return rows
+
+
+def format_curves(rows: Sequence[CurveRow], reference: Method,
+                  rule: learning_curves.PlateauRule = learning_curves.PlateauRule()
+                  ) -> str:
+  """A Markdown section of results.md: per condition, each method's
+  seed-mean curve by evaluation."""
+  lines = ["## Learning curves", "",
+           "Cumulative reward of the greedy policy at each evaluation: mean "
+           "± 95% CI across seeds, with the evaluation's iteration. †: p < "
+           f"{SIGNIFICANCE_LEVEL} (Welch, across seeds) against "
+           f"`{reference.label}` evaluated at the same iteration. Levelled "
+           f"off: the plateau rule ({rule.describe()}) on the seed-mean "
+           "curve, with the across-seed CIs."]
+  condition = None
+  for row in rows:
+    if (row.scenario, row.exit_rule) != condition:
+      condition = (row.scenario, row.exit_rule)
+      lines += ["", f"### {row.scenario} — exit rule {row.exit_rule}", ""]
+    cells = []
+    for iteration, point in zip(row.iterations, row.points):
+      text = f"{point['mean']:.2f}"
+      if math.isfinite(point["ci95"]):
+        text += f" ± {point['ci95']:.2f}"
+      if math.isfinite(point["p"]) and point["p"] < SIGNIFICANCE_LEVEL:
+        text += " †"
+      cells.append(f"{text} at {iteration:,}")
+    verdict = {None: "— (one seed)", True: "yes", False: "no"}[row.levelled_off]
+    name = row.method.label + (" (reference)" if row.method == reference else "")
+    lines.append(f"- **{name}** ({len(row.seeds)} seeds; levelled off: "
+                 f"{verdict}): " + "; ".join(cells))
+  return "\n".join(lines) + "\n"
+
+
 def best_means(rows: Sequence[Row]) -> dict[tuple[str, str, str], float]:
   """The best displayed mean per (scenario, exit rule, column)."""
   best: dict[tuple[str, str, str], float] = {}

@@ -221,7 +221,8 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
                   config: dict[str, Any], reference: comparison.Method,
                   output_dir: pathlib.Path, results_dir: pathlib.Path,
                   command: str) -> list[pathlib.Path]:
-  """results.md, results.csv and the plots, from the runs that finished;
+  """results.md (the table, then the seed-mean learning curves),
+  results.csv and the plots, from the runs that finished;
   `command` (what produced them) heads results.md."""
   rows = comparison.build_table(runs, output_dir, reference)
   train = config["train"]
@@ -234,8 +235,11 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
   ]
   plots = comparison_plots.write_all(runs, rows, output_dir, results_dir)
   markdown = results_dir / "results.md"
+  curves = comparison.format_curves(
+      comparison.build_curves(runs, output_dir, reference), reference)
   markdown.write_text(
-      comparison.format_markdown(rows, reference, header) + "\n## Plots\n\n" +
+      comparison.format_markdown(rows, reference, header) + "\n" + curves +
+      "\n## Plots\n\n" +
       "".join(f"![{path.stem}]({path.name})\n\n" for path in plots))
   table = results_dir / "results.csv"
   table.write_text(comparison.format_csv(rows, reference))

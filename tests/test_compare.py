@@ -137,6 +137,66 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
     check_png(path)
 
 
+def test_seed_mean_curves_compare_with_the_reference_at_each_evaluation(
+    tmp_path):
+  methods = [comparison.Method("dqn"), comparison.Method("lerl", "heuristic"),
+             comparison.Method("random")]
+  runs = comparison.grid(["interest_evolution"],
+                         [comparison.ExitRuleChoice("satisfaction")], methods,
+                         num_seeds=3)
+  base = {"dqn": 1.0, "lerl": 2.0, "random": 0.0}
+  for run in runs:
+    write_run(run.directory(tmp_path), run.seed, base[run.method.agent],
+              run.method.planner is not None)
+  reference = comparison.resolve_reference("dqn", methods)
+  curves = comparison.build_curves(runs, tmp_path, reference)
+  # random does not train; a seed's curve is base + t + seed at t = 1, 3, 10.
+  assert [c.method.label for c in curves] == ["dqn", "lerl+heuristic"]
+  dqn, lerl = curves
+  assert dqn.iterations == [1, 3, 10] and dqn.user_steps == [64, 192, 640]
+  assert [p["mean"] for p in dqn.points] == pytest.approx([3.0, 5.0, 12.0])
+  assert [p["mean"] for p in lerl.points] == pytest.approx([4.0, 6.0, 13.0])
+  # Seeds 0-2 spread by 1: half-width t(0.975, 2) / sqrt(3).
+  assert lerl.points[0]["ci95"] == pytest.approx(4.3027 / 3 ** 0.5, abs=1e-3)
+  assert lerl.points[0]["p"] == pytest.approx(stats.ttest_ind(
+      [3, 4, 5], [2, 3, 4], equal_var=False).pvalue)
+  assert all(math.isnan(p["p"]) for p in dqn.points)
+  assert lerl.levelled_off is False  # 3 evaluations: too few for the rule
+  text = comparison.format_curves(curves, reference)
+  assert "### interest_evolution — exit rule satisfaction" in text
+  assert ("- **lerl+heuristic** (3 seeds; levelled off: no): 4.00 ± 2.48 at 1;"
+          in text)
+
+
+def test_seed_mean_curve_is_judged_with_the_across_seed_intervals(tmp_path):
+  method = comparison.Method("dqn")
+  runs = comparison.grid(["interest_evolution"],
+                         [comparison.ExitRuleChoice("satisfaction")], [method],
+                         num_seeds=3)
+
+  def write_curves(shapes):
+    for run in runs:
+      directory = run.directory(tmp_path)
+      directory.mkdir(parents=True, exist_ok=True)
+      (directory / "summary.json").write_text(json.dumps({"learning_curve": {
+          "iterations": [1, 2, 3, 4, 5, 6], "mean": shapes[run.seed]}}))
+    [curve] = comparison.build_curves(runs, tmp_path, method)
+    return curve
+
+  # Mean 1, 2, 3, 3, 3, 3: the last window gains 1 over the one before;
+  # the seeds differ only at evaluations 4 and 5 (4, 2, 3: half-width
+  # 4.303 / sqrt(3) = 2.48), so the margin is sqrt(2 * 2.48^2) / 3 = 1.17.
+  flat = write_curves({0: [1, 2, 3, 4, 2, 3], 1: [1, 2, 3, 2, 4, 3],
+                       2: [1, 2, 3, 3, 3, 3]})
+  assert [p["mean"] for p in flat.points] == pytest.approx([1, 2, 3, 3, 3, 3])
+  assert flat.levelled_off is True
+  assert flat.user_steps == [None] * 6
+  # Rising by 1 per evaluation, seeds 0.1 apart: gain 3, margin 0.2.
+  rising = write_curves({seed: [x + 0.1 * seed for x in range(6)]
+                         for seed in range(3)})
+  assert rising.levelled_off is False
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"agents": ["dqn", "sarsa"]}, r"--agents: unknown agent 'sarsa'"),
     ({"agents": ["dqn", "dqn"]}, r"--agents lists \['dqn'\] more than once"),
