@@ -26,6 +26,7 @@ from typing import Sequence
 
 from absl import app, flags, logging
 
+from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import comparison_setup as setup
 from lerl_recsim.agents import run_config, sweep
 from lerl_recsim.scenarios import exit_rules, registry
@@ -83,7 +84,6 @@ flags.DEFINE_string("scenario_overrides", None,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  logging.set_verbosity(logging.INFO)
   # A terminated sweep stops its runs (they resume on the next call).
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
   output_dir = pathlib.Path(FLAGS.output_dir)
@@ -119,7 +119,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`lerl-compare`)."""
-  app.run(main)
+  binary.run(main, __name__)
 
 
 if __name__ == "__main__":

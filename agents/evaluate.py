@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags
 
+from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import flag_values, policy_eval
 from lerl_recsim.scenarios import registry
 
@@ -49,7 +50,6 @@ flags.DEFINE_integer("seed", 0, "Seeds the evaluation users and the planner.")
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  logging.set_verbosity(logging.INFO)
   overrides = flag_values.json_object("scenario_overrides",
                                        FLAGS.scenario_overrides)
   if FLAGS.exit_rule is not None:
@@ -67,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`lerl-eval`)."""
-  app.run(main)
+  binary.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import bundle_writer
 
 FLAGS = flags.FLAGS
@@ -39,7 +40,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`lerl-export`)."""
-  app.run(main)
+  binary.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags
 
+from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import main_job, run_config
 
 FLAGS = flags.FLAGS
@@ -36,7 +37,6 @@ flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  logging.set_verbosity(logging.INFO)
   outcome = main_job.compare_lerl_and_dqn(
       FLAGS.root_dir, FLAGS.planner, FLAGS.num_iterations, FLAGS.num_users,
       FLAGS.num_eval_sessions, FLAGS.seed)
@@ -44,4 +44,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  binary.run(main, __name__)

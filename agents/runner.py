@@ -11,6 +11,7 @@ exports the greedy policy.
 
 from __future__ import annotations
 
+import datetime
 import json
 import pathlib
 import time
@@ -284,6 +285,7 @@ def run_training(run, learner, train_env, eval_env, iteration,
   window_first_step = learner.user_steps
   recorder = networks.base_environment(train_env).episode_metrics
   losses: list[float] = []
+  started, first_iteration = time.perf_counter(), int(iteration.numpy())
   while int(iteration.numpy()) < run.num_iterations:
     outcome = learner.run_iteration()
     iteration.assign_add(1)
@@ -293,10 +295,14 @@ def run_training(run, learner, train_env, eval_env, iteration,
       elapsed = time.perf_counter() - window_start
       recent = recorder.summary()
       rate = (learner.user_steps - window_first_step) / max(elapsed, 1e-9)
+      remaining = ((run.num_iterations - step) *
+                   (time.perf_counter() - started) / (step - first_iteration))
       logging.info(
-          "iteration %d/%d | %.0f user-steps/s | recent cumulative reward "
-          "%.2f | interaction length %.1f | sessions %d | loss %.4f", step,
-          run.num_iterations, rate, recent["cumulative_reward"]["mean"],
+          "iteration %d/%d | %.0f user-steps/s | ETA %s | recent cumulative "
+          "reward %.2f | interaction length %.1f | sessions %d | loss %.4f",
+          step, run.num_iterations, rate,
+          datetime.timedelta(seconds=round(remaining)),
+          recent["cumulative_reward"]["mean"],
           recent["interaction_length"]["mean"], recent["num_sessions"],
           float(np.mean(losses)))
       tf.summary.scalar("user_steps_per_second", rate)

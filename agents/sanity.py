@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import lerl_recsim
+from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim import evaluation, metrics, results
 from lerl_recsim.agents import sanity_policies
 
@@ -105,4 +106,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  binary.run(main, __name__)

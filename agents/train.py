@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import flags
 
+from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import flag_values, run_config, training
 from lerl_recsim.scenarios import registry
 
@@ -87,7 +88,6 @@ def scenario_overrides_from_flags() -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  logging.set_verbosity(logging.INFO)
   run = run_config.RunConfig(
       agent=FLAGS.agent, scenario=FLAGS.scenario,
       scenario_overrides=scenario_overrides_from_flags(),
@@ -106,7 +106,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`lerl-train`)."""
-  app.run(main)
+  binary.run(main, __name__)
 
 
 if __name__ == "__main__":

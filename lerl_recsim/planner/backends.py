@@ -91,9 +91,14 @@ def make_chat_model(backend: str = "embedded", *,
     openai = _import("langchain_openai", "openai", backend)
     url = (base_url or os.environ.get("LERL_OPENAI_BASE_URL")
            or os.environ.get("OPENAI_BASE_URL"))
+    if not (url or os.environ.get("OPENAI_API_KEY")):
+      raise ValueError(
+          f"backend {backend!r} needs OPENAI_API_KEY in the environment, or "
+          "a server URL (base_url, LERL_OPENAI_BASE_URL or OPENAI_BASE_URL) "
+          "for a local OpenAI-compatible server, which needs no key")
     # A local OpenAI-compatible server needs no key, but the client insists
     # on one; the placeholder is not a secret.
-    key = None if os.environ.get("OPENAI_API_KEY") or not url else "unused"
+    key = None if os.environ.get("OPENAI_API_KEY") else "unused"
     return openai.ChatOpenAI(model=arg, base_url=url, api_key=key,
                              temperature=temperature, max_tokens=max_tokens,
                              seed=seed, timeout=timeout_s, max_retries=1)
