@@ -21,14 +21,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from tf_agents.environments import py_environment
-from tf_agents.policies import policy_saver, py_policy
+from tf_agents.policies import py_policy
 from tf_agents.utils import common
 
 import lerl_recsim
 from lerl_recsim import environment as environment_lib
 from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment, results, tf_environment)
-from lerl_recsim.agents import learners, networks
+from lerl_recsim.agents import learners, networks, policy_export
 from lerl_recsim.agents import run_config as run_config_lib
 from lerl_recsim.planner import ReflectionPool
 
@@ -250,7 +250,9 @@ def train_and_evaluate(
   summary.update(evaluated)  # the extra policies' evaluations
   if learner is not None:
     summary["policy_dir"] = str(directory.policy)
-    export_policy(learner, directory.policy)
+    policy_export.export_policy(learner.greedy_policy,
+                                learner.agent.train_step_counter,
+                                directory.policy)
     checkpointer.save(global_step=iteration)
     save_reflections(train_env, directory)
   results.write_json_atomic(directory.summary, summary)
@@ -400,14 +402,6 @@ def run_evaluation(train_env, eval_env,
   with directory.eval_history.open("a") as stream:
     stream.write(json.dumps(history) + "\n")
   return results
-
-
-def export_policy(learner: Learner, policy_dir: pathlib.Path) -> None:
-  """The greedy policy as a SavedModel; the mask is part of its input."""
-  saver = policy_saver.PolicySaver(
-      learner.greedy_policy, batch_size=None,
-      train_step=learner.agent.train_step_counter)
-  saver.save(str(policy_dir))
 
 
 def save_reflections(env: py_environment.PyEnvironment,

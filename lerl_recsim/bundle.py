@@ -165,9 +165,10 @@ class PolicySignature:
 
 
 def register_tfp_types() -> None:
-  """Lets `tf.saved_model.load` decode the policy's TFP types.
+  """Lets `tf.saved_model.load` decode policies exported before the
+  distribution was left out (`agents/policy_export.py`).
 
-  The exported signature includes the action distribution, whose TypeSpec
+  Their signature includes the action distribution, whose TypeSpec
   (`tfp.distributions.Deterministic_ACTTypeSpec`) TFP registers in
   `tfp.experimental`. TFP loads that module at import only when TensorFlow
   was imported first; touching it forces the load whatever the order.

@@ -170,25 +170,52 @@ def test_fresh_process_gives_the_trained_policy_actions(trained, exported,
     arrays.update({f"{t}_{i}": np.asarray(a) for i, a in enumerate(flat)})
     expected.append(saved_policy_actions(agent.policy, time_step))
   np.savez(tmp_path / "steps.npz", **arrays)
+  # Plain TensorFlow, nothing else imported: the TF-Agents `action`
+  # signature on whole time steps, and `serving_default` on observation
+  # fields and mask.
   out = run_python(f"""
-      import sys, collections, numpy as np
+      import sys, numpy as np
       import tensorflow as tf
-      import tensorflow_probability as tfp
-      dir(tfp.experimental)
       policy = tf.saved_model.load({str(exported / 'policy')!r})
       spec = policy.action.concrete_functions[0].structured_input_signature[0][0]
+      serve = policy.signatures["serving_default"]
       data = np.load({str(tmp_path / 'steps.npz')!r})
       for t in range({len(steps)}):
         flat = [data[f"{{t}}_{{i}}"] for i in range(len(tf.nest.flatten(spec)))]
         step = tf.nest.pack_sequence_as(spec, [tf.constant(a) for a in flat])
-        print(policy.action(step).action.numpy().tolist())
-      assert "lerl_recsim" not in sys.modules
+        request = dict(step.observation["observation"],
+                       mask=step.observation["mask"])
+        print(policy.action(step).action.numpy().tolist(),
+              serve(**request)["item"].numpy().tolist())
+      assert not {{"lerl_recsim", "tf_agents",
+                   "tensorflow_probability"}} & set(sys.modules)
       """)
-  got = [json.loads(line) for line in out.strip().splitlines()]
-  assert got == [a.tolist() for a in expected]
+  got = [json.loads("[" + line.replace("] [", "], [") + "]")
+         for line in out.strip().splitlines()]
+  assert got == [[a.tolist(), a.tolist()] for a in expected]
   for (time_step, _, _), actions in zip(steps, expected):
     mask = time_step.observation["mask"]
     assert mask[np.arange(len(actions)), actions].all()
+
+
+def test_saved_model_cli_runs_the_serving_signature(exported, tmp_path):
+  env = make_planned_env("interest_evolution", planner="heuristic",
+                         num_users=3, seed=5, **SCENARIO)
+  observation = env.reset().observation
+  request = dict(observation["observation"], mask=np.zeros_like(
+      observation["mask"]))
+  request["mask"][[0, 1, 2], [7, 0, 59]] = True  # one allowed item each
+  np.savez(tmp_path / "request.npz", **request)
+  inputs = ";".join(f"{name}={tmp_path / 'request.npz'}[{name}]"
+                    for name in request)
+  done = subprocess.run(
+      [str(pathlib.Path(sys.executable).parent / "saved_model_cli"), "run",
+       "--dir", str(exported / "policy"), "--tag_set", "serve",
+       "--signature_def", "serving_default", "--inputs", inputs],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "Result for output key item:\n[ 7  0 59]" in done.stdout
 
 
 def test_serving_loads_in_a_fresh_process(exported, recommender):
