@@ -14,6 +14,7 @@ bench/plan_handicap.py. Target: at most 50 per 1,000 user-steps.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any, Sequence
 
@@ -36,18 +37,34 @@ flags.DEFINE_integer("replan_every", planner_environment.DEFAULT_REPLAN_EVERY,
 
 POLICIES = ("diversifying", "oracle")
 TARGET = 50.0
+COVERAGE = 0.9
 _SCENARIO = planner_environment.SCENARIO_PROMPT_CONFIG
-# The prompt settings compared: before the shortlist (the last step and
-# totals), that without totals, 4 steps without a shortlist, the default.
+# The prompt settings compared, each spelt out (the scenario default is
+# marked where it is one of them): the last step with and without the
+# session's length and reward, the last 4 steps (the DORL window), and
+# those with a shortlist of 12 of the heuristic's picks.
 SETTINGS = {
-    "1 step, totals, no shortlist": dataclasses.replace(
+    "1 step + totals": dataclasses.replace(
         _SCENARIO, history_window=1, show_totals=True, shortlist_size=None),
-    "1 step, no shortlist": dataclasses.replace(
-        _SCENARIO, history_window=1, shortlist_size=None),
-    "4 steps, no shortlist": dataclasses.replace(_SCENARIO,
-                                                 shortlist_size=None),
-    "default (4 steps, shortlist)": _SCENARIO,
+    "1 step": dataclasses.replace(
+        _SCENARIO, history_window=1, show_totals=False, shortlist_size=None),
+    "4 steps": dataclasses.replace(
+        _SCENARIO, history_window=4, show_totals=False, shortlist_size=None),
+    "4 steps + shortlist of 12": dataclasses.replace(
+        _SCENARIO, history_window=4, show_totals=False, shortlist_size=12),
 }
+SETTINGS = {(f"{name} (default)" if config == _SCENARIO else name): config
+            for name, config in SETTINGS.items()}
+
+
+def situations_covering(counts: collections.Counter, share: float) -> int:
+  """How many of the most frequent situations hold `share` of the plans."""
+  total, covered = sum(counts.values()), 0
+  for rank, (_, count) in enumerate(counts.most_common(), start=1):
+    covered += count
+    if covered >= share * total:
+      return rank
+  return 0
 
 
 class CountingPlanner:
@@ -61,7 +78,8 @@ class CountingPlanner:
                                  reflections=None, seed=seed)
                    for name, config in SETTINGS.items()}
     self.heuristic = next(iter(self.keyers.values())).fallback
-    self.seen: dict[str, set[Any]] = {name: set() for name in SETTINGS}
+    self.seen: dict[str, collections.Counter] = {
+        name: collections.Counter() for name in SETTINGS}
 
   def plan(self, histories: Sequence[UserHistory],
            wait: bool = True) -> list[tuple[int, ...]]:
@@ -86,7 +104,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(str(error)) from None
   print(f"{FLAGS.num_sessions} users, seed {FLAGS.seed}, replan every "
         f"{FLAGS.replan_every}; distinct situations per 1,000 user-steps "
-        f"(target <= {TARGET:.0f})")
+        f"(target <= {TARGET:.0f}), and [how many of the most frequent hold "
+        f"{COVERAGE:.0%} of the plans]")
   for rule in rules:
     for name in POLICIES:
       base = lerl_recsim.make_env(num_users=FLAGS.num_sessions, seed=FLAGS.seed,
@@ -99,7 +118,8 @@ def main(argv: list[str]) -> None:
       evaluation.evaluate_sessions(env, policy)
       steps = env.planner_metrics()["user_steps"]
       counts = ", ".join(
-          f"{setting}: {1000.0 * len(seen) / steps:.1f}"
+          f"{setting}: {1000.0 * len(seen) / steps:.1f} "
+          f"[{situations_covering(seen, COVERAGE)}]"
           for setting, seen in counter.seen.items())
       print(f"{rule.label:22} {name:12} {steps:.0f} user-steps; {counts}",
             flush=True)
