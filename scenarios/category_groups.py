@@ -13,6 +13,7 @@ import pathlib
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 from scipy.cluster import hierarchy
 from scipy.spatial import distance
 
@@ -35,9 +36,15 @@ def cooccurrence_groups(category_names: Sequence[str],
                         num_groups: int) -> catalogue_lib.Catalogue:
   """Average-linkage clustering of 1 − similarity into `num_groups` groups.
 
-  Deterministic (no random start). Groups are numbered by their most frequent
-  category and named by their members, most frequent first. With fewer
-  categories than `num_groups`, each category is its own group.
+  Deterministic (no random start). Only categories that share items, at
+  least through a chain of others, are ever grouped: a merge of categories
+  that never label one item (distance 1) says nothing about them, so such
+  categories stay apart even if that leaves more than `num_groups` groups
+  (data whose items carry one category each gives one group per category;
+  a groups file can say more). Groups are numbered by their most frequent
+  category and named by their members, most frequent first
+  (`group_name`). With fewer categories than `num_groups`, each category
+  is its own group.
   """
   num_categories = len(category_names)
   if num_categories <= num_groups:
@@ -48,8 +55,28 @@ def cooccurrence_groups(category_names: Sequence[str],
     tree = hierarchy.linkage(
         distance.squareform(np.clip(dissimilarity, 0.0, None), checks=False),
         method="average")
-    labels = hierarchy.fcluster(tree, t=num_groups, criterion="maxclust")
+    clustered = hierarchy.fcluster(tree, t=num_groups, criterion="maxclust")
+    # Components of the "share an item" graph: groups never span two.
+    related = hierarchy.fcluster(hierarchy.linkage(
+        distance.squareform(np.clip(dissimilarity, 0.0, None), checks=False),
+        method="single"), t=1.0 - 1e-9, criterion="distance")
+    labels = np.array([f"{a}.{b}" for a, b in zip(clustered, related)])
+    formed = len(set(labels))
+    if formed > num_groups:
+      logging.warning(
+          "co-occurrence formed %d semantic groups of the %d categories, not "
+          "%d: categories that never label the same item are not grouped; "
+          "a groups file (groups_file) can group them", formed,
+          num_categories, num_groups)
   return _catalogue(category_names, item_categories, labels)
+
+
+def group_name(members: Sequence[str], shown: int = 4) -> str:
+  """Members joined by "/", the first `shown` of them and a count of the
+  rest: names stay short enough for a prompt."""
+  if len(members) <= shown:
+    return "/".join(members)
+  return "/".join(members[:shown]) + f" +{len(members) - shown} more"
 
 
 def _catalogue(category_names: Sequence[str], item_categories: np.ndarray,
@@ -62,8 +89,8 @@ def _catalogue(category_names: Sequence[str], item_categories: np.ndarray,
   for c in by_frequency:
     group_id.setdefault(labels[c], len(group_id))
   groups = np.array([group_id[label] for label in labels])
-  names = tuple("/".join(category_names[c] for c in by_frequency
-                         if groups[c] == g) for g in range(len(group_id)))
+  names = tuple(group_name([category_names[c] for c in by_frequency
+                            if groups[c] == g]) for g in range(len(group_id)))
   return catalogue_lib.Catalogue(tuple(category_names), names, groups)
 
 

@@ -335,6 +335,30 @@ def test_cooccurrence_groups_join_categories_that_label_the_same_items():
   np.testing.assert_array_equal(catalogue.category_group, [0, 0, 1, 1, 2])
 
 
+def test_categories_that_never_share_an_item_are_not_grouped(caplog):
+  # One category per item: nothing to group by; each is its own group.
+  single = np.eye(6, dtype=np.float32)
+  with caplog.at_level("WARNING"):
+    catalogue = category_groups.cooccurrence_groups("abcdef", single, 3)
+  assert catalogue.group_names == tuple("abcdef")
+  np.testing.assert_array_equal(catalogue.category_group, range(6))
+  assert "formed 6 semantic groups of the 6 categories, not 3" in caplog.text
+  # a & b share items; c, d, e share none with anything: 4 groups, not 2.
+  table = np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 0],
+                    [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]], np.float32)
+  catalogue = category_groups.cooccurrence_groups("abcde", table, 2)
+  assert catalogue.group_names == ("a/b", "c", "d", "e")
+
+
+def test_group_names_stay_short():
+  assert category_groups.group_name(list("wxyz")) == "w/x/y/z"
+  assert category_groups.group_name(list("pqrstu")) == "p/q/r/s +2 more"
+  # Five categories always together form one group with a short name.
+  together = np.ones((4, 5), np.float32)
+  catalogue = category_groups.cooccurrence_groups("vwxyz", together, 1)
+  assert catalogue.group_names == ("v/w/x/y +1 more",)
+
+
 @pytest.fixture(scope="module")
 def movielens_cache(tmp_path_factory):
   if not (MOVIELENS_DIR / "ratings.csv").is_file():
