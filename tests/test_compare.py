@@ -77,17 +77,28 @@ def write_run(directory: pathlib.Path, seed: int, base: float,
   return summary
 
 
-def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
-  methods = [comparison.Method("dqn"), comparison.Method("lerl", "heuristic"),
-             comparison.Method("random")]
+METHODS = [comparison.Method("dqn"), comparison.Method("lerl", "heuristic"),
+           comparison.Method("random")]
+
+
+def write_grid(tmp_path: pathlib.Path, unfinished: int = 0
+               ) -> tuple[list[comparison.ComparisonRun], dict]:
+  """METHODS over 3 seeds under satisfaction (base reward dqn 1, lerl 2,
+  random 0); the last `unfinished` runs never finished."""
   runs = comparison.grid(["interest_evolution"],
-                         [comparison.ExitRuleChoice("satisfaction")], methods,
+                         [comparison.ExitRuleChoice("satisfaction")], METHODS,
                          num_seeds=3)
   base = {"dqn": 1.0, "lerl": 2.0, "random": 0.0}
-  summaries = {}
-  for run in runs[:-1]:  # random's seed 2 never finished
-    summaries[run] = write_run(run.directory(tmp_path), run.seed,
-                               base[run.method.agent], run.method.planner is not None)
+  summaries = {run: write_run(run.directory(tmp_path), run.seed,
+                              base[run.method.agent],
+                              run.method.planner is not None)
+               for run in runs[:len(runs) - unfinished]}
+  return runs, summaries
+
+
+def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
+  methods = METHODS
+  runs, summaries = write_grid(tmp_path, unfinished=1)  # random's seed 2
   reference = comparison.resolve_reference("dqn", methods)
   rows = comparison.build_table(runs, tmp_path, reference)
   assert [(r.method.label, r.seeds) for r in rows] == [
@@ -139,16 +150,8 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
 
 def test_seed_mean_curves_compare_with_the_reference_at_each_evaluation(
     tmp_path):
-  methods = [comparison.Method("dqn"), comparison.Method("lerl", "heuristic"),
-             comparison.Method("random")]
-  runs = comparison.grid(["interest_evolution"],
-                         [comparison.ExitRuleChoice("satisfaction")], methods,
-                         num_seeds=3)
-  base = {"dqn": 1.0, "lerl": 2.0, "random": 0.0}
-  for run in runs:
-    write_run(run.directory(tmp_path), run.seed, base[run.method.agent],
-              run.method.planner is not None)
-  reference = comparison.resolve_reference("dqn", methods)
+  runs, _ = write_grid(tmp_path)
+  reference = comparison.resolve_reference("dqn", METHODS)
   curves = comparison.build_curves(runs, tmp_path, reference)
   # random does not train; a seed's curve is base + t + seed at t = 1, 3, 10.
   assert [c.method.label for c in curves] == ["dqn", "lerl+heuristic"]
