@@ -111,6 +111,11 @@ def grid(scenarios: Sequence[str], exit_rules: Sequence[ExitRuleChoice],
           for rule in exit_rules for method in methods]
 
 
+# The ceiling every table reads cumulative reward against, when compared.
+CEILING = "planning_oracle"
+CEILING_SHARE = "planning_oracle_share"
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
   """A table column: a per-run value and which direction is better."""
@@ -131,6 +136,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("reward_at_10pct", "cumulative reward at 10% of training", True, 2),
     Column("reward_at_30pct", "cumulative reward at 30% of training", True, 2),
     Column("levelled_off", "seeds levelled off", True, 2),
+    Column(CEILING_SHARE, "share of the planning oracle", True, 2),
     Column("llm_calls_per_1k", "LLM calls / 1k user-steps", False, 1),
     Column("llm_plan_share", "training plans by the LLM", True, 2),
     Column("wall_time_s", "wall time (s)", False, 0),
@@ -148,6 +154,8 @@ def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
   calls are the planner's calls per 1,000 training user-steps, and the plan
   share the fraction of training plans the LLM made (not the heuristic
   while it was busy or failed): both NaN without an LLM planner or training.
+  The share of the planning oracle's cumulative reward is NaN here;
+  `build_table` fills it in where the planning oracle was compared.
   """
   values = {name: float(summary[name]["mean"])
             for name in metrics.EPISODE_METRICS}
@@ -165,6 +173,7 @@ def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
                               if planned and (train["llm_plans"] or
                                               train["llm_calls"]) else math.nan)
   values["wall_time_s"] = float(summary["wall_time_s"])
+  values[CEILING_SHARE] = math.nan  # needs the other runs: `build_table`
   return values
 
 
@@ -233,6 +242,11 @@ def build_table(runs: Sequence[ComparisonRun], output_dir: str | pathlib.Path,
       row.values[name].append(value)
   for (scenario, rule, _), row in rows.items():
     baseline = rows.get((scenario, rule, reference))
+    ceiling = rows.get((scenario, rule, Method(CEILING)))
+    if ceiling is not None and ceiling.values["cumulative_reward"]:
+      best = float(np.mean(ceiling.values["cumulative_reward"]))
+      row.values[CEILING_SHARE] = [v / best for v in
+                                   row.values["cumulative_reward"]]
     for column in COLUMNS:
       values = np.asarray(row.values[column.key], float)
       summary = (metrics.mean_and_ci95(values) if np.isfinite(values).all()

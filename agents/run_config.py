@@ -57,6 +57,9 @@ AGENTS: Mapping[str, AgentSpec] = {
                               "engaging categories not shown recently"),
     "oracle": AgentSpec("scripted", None,
                         "reads the hidden user state; not deployable"),
+    "planning_oracle": AgentSpec(
+        "scripted", None, "searches ahead in the true simulator from the "
+        "hidden state; not deployable"),
 }
 
 

@@ -17,7 +17,7 @@ from tf_agents.trajectories import policy_step
 from tf_agents.typing import types
 
 from lerl_recsim import environment as environment_lib
-from lerl_recsim import slates
+from lerl_recsim import lookahead, slates
 
 
 class ScoringPolicy(py_policy.PyPolicy, metaclass=abc.ABCMeta):
@@ -33,14 +33,16 @@ class ScoringPolicy(py_policy.PyPolicy, metaclass=abc.ABCMeta):
     self._rng = np.random.default_rng(seed)
 
   @abc.abstractmethod
-  def _scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-    """float [U, N] item scores for the current users."""
+  def _scores(self, observation: dict[str, np.ndarray],
+              mask: np.ndarray) -> np.ndarray:
+    """float [U, N] item scores for the current users; items outside the
+    mask [U, N] are never served, whatever their score."""
 
   def _action(self, time_step: Any, policy_state: types.NestedArray,
               seed: Optional[types.Seed] = None) -> policy_step.PolicyStep:
     del seed
     observation, mask = environment_lib.splitter(time_step.observation)
-    scores = self._scores(observation)
+    scores = self._scores(observation, mask)
     tie_break = 1e-6 * self._rng.random(scores.shape)
     slate = slates.masked_top_k(scores + tie_break, mask, self._slate_size)
     action = slate[:, 0] if self._slate_size == 1 else slate
@@ -50,7 +52,7 @@ class ScoringPolicy(py_policy.PyPolicy, metaclass=abc.ABCMeta):
 class RandomPolicy(ScoringPolicy):
   """Uniformly random allowed items."""
 
-  def _scores(self, observation):
+  def _scores(self, observation, mask):
     return self._rng.random((len(observation["session_length"]),
                              self._item_shares.shape[0]))
 
@@ -74,7 +76,7 @@ class MyopicCategoryPolicy(ScoringPolicy):
     super().__init__(env, seed)
     self._optimism = optimism
 
-  def _scores(self, observation):
+  def _scores(self, observation, mask):
     return (mean_category_engagement(observation, self._optimism) @
             self._item_shares.T)
 
@@ -95,7 +97,7 @@ class DiversifyingPolicy(ScoringPolicy):
     self._same_group = catalogue.same_group_matrix()
     self._item_categories = env.scenario.items.categories
 
-  def _scores(self, observation):
+  def _scores(self, observation, mask):
     mean_engagement = mean_category_engagement(observation, self._optimism)
     recent = observation["item_history"][:, -self._recent_steps:].reshape(
         len(mean_engagement), -1)
@@ -118,9 +120,39 @@ class OraclePolicy(ScoringPolicy):
     super().__init__(env, seed)
     self._env = env
 
-  def _scores(self, observation):
-    del observation
+  def _scores(self, observation, mask):
     return self._env.expected_engagement()
+
+
+class PlanningOraclePolicy(ScoringPolicy):
+  """Reads the hidden state and searches ahead in the true simulator
+  (`lerl_recsim.lookahead`): each category's allowed item with the highest
+  expected engagement is a candidate, valued by simulated futures that
+  include the chance that the user leaves; the best candidate is served.
+  Not deployable: the ceiling tables read long-term satisfaction against.
+  """
+
+  def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0,
+               settings: lookahead.SearchSettings = lookahead.SearchSettings()):
+    super().__init__(env, seed)
+    self._env = env
+    self._in_category = env.scenario.items.categories.T > 0  # [C, N]
+    self._lookahead = lookahead.Lookahead(
+        env.scenario, len(self._in_category), settings)
+
+  def _scores(self, observation, mask):
+    expected = self._env.expected_engagement()  # [U, N]
+    allowed = mask[:, None, :] & self._in_category[None]  # [U, C, N]
+    best = np.where(allowed, expected[:, None, :], -np.inf)
+    candidates = best.argmax(axis=2).astype(np.int32)  # [U, C]
+    values = self._env.lookahead_values(self._lookahead, candidates)
+    values = np.where(allowed.any(axis=2), values, -np.inf)
+    scores = np.full_like(expected, -1e9)
+    rows = np.arange(len(scores))[:, None]
+    # Where two categories share an item, its better value counts.
+    order = np.argsort(values, axis=1)
+    scores[rows, candidates[rows, order]] = values[rows, order]
+    return scores
 
 
 SANITY_POLICIES = {
@@ -128,4 +160,5 @@ SANITY_POLICIES = {
     "myopic": MyopicCategoryPolicy,
     "diversifying": DiversifyingPolicy,
     "oracle": OraclePolicy,
+    "planning_oracle": PlanningOraclePolicy,
 }

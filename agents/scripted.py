@@ -1,11 +1,13 @@
-"""`random`, `diversifying` and `oracle`: fixed policies, evaluated without
-training.
+"""`random`, `diversifying`, `oracle` and `planning_oracle`: fixed policies,
+evaluated without training.
 
 `random` recommends uniformly among allowed items; `diversifying` prefers
 categories the user engaged with and avoids recently shown categories and
 groups (a scripted bar every learned agent should clear); `oracle` reads the
 hidden user state (not deployable) and gives an upper reference for
-immediate engagement. Their runs write the same summary as trained agents.
+immediate engagement; `planning_oracle` searches ahead in the true simulator
+from the hidden state (`lerl_recsim.lookahead`), the reference for long-term
+satisfaction. Their runs write the same summary as trained agents.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from lerl_recsim.agents import networks, run_config, runner, sanity_policies
 
 SCRIPTED = {name: sanity_policies.SANITY_POLICIES[name]
-            for name in ("random", "diversifying", "oracle")}
+            for name in ("random", "diversifying", "oracle", "planning_oracle")}
 
 
 def train_eval(run: run_config.RunConfig, root_dir: str) -> dict[str, Any]:

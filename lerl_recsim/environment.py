@@ -19,9 +19,14 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.environments import py_environment
 from tf_agents.typing import types
 
+from lerl_recsim import lookahead as lookahead_lib
 from lerl_recsim import metrics as metrics_lib
 from lerl_recsim import simulator
 from lerl_recsim.scenarios import interest_evolution, registry
+
+# Added to the environment's seed for the draws of simulated futures, so
+# that a search never sees the draws of the real next steps.
+SEARCH_SEED_OFFSET = 1_000_003
 
 
 def splitter(observation: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -194,6 +199,30 @@ class RecSimEnvironment(ScenarioProperties, py_environment.PyEnvironment):
     if not self._simulator.built:
       self.reset()
     return self._oracle_fn().numpy()
+
+  def lookahead_values(self, lookahead: lookahead_lib.Lookahead,
+                       first_items: np.ndarray,
+                       seed: tf.Tensor | None = None) -> np.ndarray:
+    """float32 [U, C]: `lookahead`'s value of recommending each of
+    `first_items` [U, C] now (mean engagement over its simulated futures).
+
+    Reads the hidden state; for oracle references only, never a deployable
+    policy. The futures' draws are keyed on `seed`, by default a stream
+    apart from the environment's own (`SEARCH_SEED_OFFSET`): given the seed
+    of the environment's next step, a one-branch search of the actions the
+    environment then receives reproduces its trajectory.
+    """
+    if not self._simulator.built:
+      self.reset()
+    if seed is None:
+      seed = tf.constant([self._seed + SEARCH_SEED_OFFSET,
+                          self._steps_taken + 1], tf.int64)
+    return lookahead.values(self._simulator.hidden_state(), first_items,
+                            seed).numpy()
+
+  def next_step_seed(self) -> tf.Tensor:
+    """The seed the environment's next step will use."""
+    return tf.constant([self._seed, self._steps_taken + 1], tf.int64)
 
   # --- PyEnvironment -----------------------------------------------------
 

@@ -121,6 +121,16 @@ class CompiledSimulator:
                     for name in session_history.SESSION_TOTALS},
     }
 
+  def hidden_state(self) -> NestedTensors:
+    """A copy of every user's whole state, hidden parts included (oracles
+    only: what `lookahead.Lookahead` simulates futures from)."""
+    return self._pack(self._read_state())
+
+  def load_state(self, state: NestedTensors) -> None:
+    """Sets the state (e.g. users copied from another simulator); shapes
+    must match this simulator's."""
+    self._assign_state(state)
+
   def expected_engagement(self) -> tf.Tensor:
     """float32 [U, N] for the current users; reads the hidden state (oracles
     only, never a deployable policy)."""

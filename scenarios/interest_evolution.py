@@ -9,7 +9,8 @@ who tire of repeated categories, and a pluggable exit rule.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+import functools
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from recsim_ng.core import network as network_lib
@@ -60,6 +61,13 @@ class Scenario:
   history_length: int
   max_session_length: int
   config: Mapping[str, Any]
+  _rebuild: Callable[[int], "Scenario"] = dataclasses.field(
+      default=None, repr=False, compare=False)
+
+  def with_num_users(self, num_users: int) -> "Scenario":
+    """The same scenario (catalogue, items, dynamics, exit rule) with
+    another number of user slots, e.g. for simulating many futures."""
+    return self._rebuild(num_users)
 
 
 def split_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -154,4 +162,8 @@ def build(num_users: int, seed: int,
       catalogue=catalogue, items=items, user=user, num_users=num_users,
       slate_size=scenario_params.slate_size,
       history_length=scenario_params.history_length,
-      max_session_length=max_length, config=resolved)
+      max_session_length=max_length, config=resolved,
+      _rebuild=functools.partial(
+          build, seed=seed, catalogue=catalogue, items=items,
+          interest_pool=interest_pool, name=name, extra_config=extra_config,
+          **overrides))

@@ -110,6 +110,7 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
       got = row.stats[column.key]
       if ((column.key in ("llm_calls_per_1k", "llm_plan_share")
            and row.method.planner is None) or
+          column.key == "planning_oracle_share" or  # no planning oracle here
           (column.key in ("reward_at_10pct", "reward_at_30pct",
                           "levelled_off") and row.method.agent == "random")):
         assert math.isnan(got["mean"])
@@ -146,6 +147,25 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
 
   for path in comparison_plots.write_all(runs, rows, tmp_path, tmp_path / "out"):
     check_png(path)
+
+
+def test_cumulative_reward_is_read_against_the_planning_oracle(tmp_path):
+  methods = [comparison.Method("dqn"), comparison.Method("planning_oracle")]
+  runs = comparison.grid(["interest_evolution"],
+                         [comparison.ExitRuleChoice("satisfaction")], methods,
+                         num_seeds=3)
+  for run in runs:  # cumulative reward base + 0.1 * seed
+    write_run(run.directory(tmp_path), run.seed,
+              {"dqn": 1.0, "planning_oracle": 2.0}[run.method.agent], False)
+  rows = comparison.build_table(runs, tmp_path, methods[0])
+  dqn, ceiling = (row.stats["planning_oracle_share"] for row in rows)
+  assert dqn["mean"] == pytest.approx(1.1 / 2.1)
+  assert ceiling["mean"] == pytest.approx(1.0)
+  markdown = comparison.format_markdown(rows, methods[0])
+  assert "share of the planning oracle" in markdown
+  # Without the planning oracle the column is empty.
+  [alone] = comparison.build_table(runs[::2][:2], tmp_path, methods[0])
+  assert math.isnan(alone.stats["planning_oracle_share"]["mean"])
 
 
 def test_seed_mean_curves_compare_with_the_reference_at_each_evaluation(

@@ -1,0 +1,171 @@
+"""Receding-horizon search in the true simulator: the planning oracle's engine.
+
+For every user and every candidate first recommendation, copies of the
+user's whole current state (hidden interests, satiation, exit-rule state)
+are stepped `horizon` steps in a second simulator of the same scenario, the
+first step with the candidate and later ones with a cheap continuation
+policy, `samples` times with different draws; a candidate's value is its
+mean cumulative engagement, counting nothing after the user leaves. All
+users, candidates and samples are one batch, and the whole search is one
+compiled TensorFlow call.
+
+Not deployable: it reads the hidden state. Cost per decision: users x
+candidates x samples x horizon simulated user-steps (64 x 20 x 4 x 5 =
+25,600 for the defaults on 64 users).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from lerl_recsim import simulator as simulator_lib
+from lerl_recsim.scenarios import interest_evolution, story
+
+CONTINUATIONS = ("greedy", "fresh_greedy")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+  """How far and how wide the search looks.
+
+  Attributes:
+    horizon: steps simulated per future, the candidate's step included.
+    samples: futures per (user, candidate), each with its own draws.
+    continuation: the policy after the first step: `greedy` (the highest
+      expected immediate engagement) or `fresh_greedy` (the same among items
+      of categories not shown in the last `fresh_window` steps; greedy
+      where every category was).
+    fresh_window: see `continuation`.
+  """
+
+  horizon: int = 5
+  samples: int = 4
+  continuation: str = "greedy"
+  fresh_window: int = 3
+
+  def __post_init__(self) -> None:
+    for name in ("horizon", "samples", "fresh_window"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if self.continuation not in CONTINUATIONS:
+      raise ValueError(f"unknown continuation {self.continuation!r}; "
+                       f"expected one of {CONTINUATIONS}")
+
+  def user_steps_per_decision(self, num_candidates: int) -> int:
+    """Simulated user-steps per real user and decision."""
+    return num_candidates * self.samples * self.horizon
+
+
+# Measured at 128 users, development seed 100, `satisfaction`: horizon 5
+# with the greedy continuation 25.4 cumulative reward, horizon 10 23.4,
+# horizon 5 with fresh_greedy 19.6 (the greedy oracle: 19.1).
+
+
+class Lookahead:
+  """Values of candidate first items for a scenario's users.
+
+  Args:
+    scenario: the real users' scenario (its `num_users` slots are searched
+      together).
+    num_candidates: candidates per user (C); each search values C items.
+    settings: horizon, samples and continuation.
+  """
+
+  def __init__(self, scenario: interest_evolution.Scenario,
+               num_candidates: int, settings: SearchSettings = SearchSettings()):
+    if scenario.slate_size != 1:
+      raise ValueError(
+          f"the search recommends one item per step; slate_size="
+          f"{scenario.slate_size} is not supported")
+    self.settings = settings
+    self._users = scenario.num_users
+    self._branches = num_candidates * settings.samples
+    self._search = simulator_lib.CompiledSimulator(
+        scenario.with_num_users(self._users * self._branches))
+    self._categories = tf.constant(scenario.items.categories, tf.float32)
+    self._futures = tf.function(self._simulate, autograph=False)
+
+  def values(self, state: simulator_lib.NestedTensors,
+             first_items: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """float32 [U, C]: the value of recommending `first_items` [U, C] (item
+    ids) now to the users in `state` (`CompiledSimulator.hidden_state()`),
+    `seed` int64 [2] keying every draw.
+
+    A future's value is the sum over its steps of the expected engagement
+    of the step's item, for the steps before the user leaves: the draws
+    decide who leaves when, while the engagement itself is counted at its
+    expectation, so that the noise of single clicks does not pick the
+    candidate (with few samples, the maximum over noisy returns favours
+    lucky futures).
+    """
+    futures = self.futures(state, first_items, seed)
+    ended = tf.cast(futures["step_type"] == ts.StepType.LAST, tf.float32)
+    # Alive before each step: no LAST at an earlier step.
+    alive = tf.math.cumprod(1.0 - ended, axis=0, exclusive=True)
+    return tf.reduce_mean(
+        tf.reduce_sum(alive * futures["expected_reward"], axis=0), axis=-1)
+
+  def futures(self, state: simulator_lib.NestedTensors,
+              first_items: tf.Tensor, seed: tf.Tensor
+              ) -> dict[str, tf.Tensor]:
+    """The simulated futures, each [horizon, U, C, samples]: `action` (the
+    item), `reward` (the engagement drawn), `expected_reward` (its
+    expectation before the draw) and `step_type` of every step."""
+    if not self._search.built:
+      self._search.build(tf.constant([0, 0], tf.int64))
+    return self._futures(state, tf.cast(first_items, tf.int32),
+                         tf.cast(seed, tf.int64))
+
+  def _copies(self, state: simulator_lib.NestedTensors
+              ) -> simulator_lib.NestedTensors:
+    """Each user's state repeated for its candidates x samples branches;
+    the corpus (shared by all users) as it is."""
+    return {name: {field: (tf.repeat(value, self._branches, axis=0)
+                           if name in story.PER_USER_VARIABLES else value)
+                   for field, value in fields.items()}
+            for name, fields in state.items()}
+
+  def _continuation(self) -> tf.Tensor:
+    """int32 [U * B, 1]: the continuation policy's items."""
+    expected = self._search.expected_engagement()
+    if self.settings.continuation == "fresh_greedy":
+      recent = self._search.observed()["item_history"][
+          :, -self.settings.fresh_window:, 0]
+      shown = tf.gather(self._categories, tf.maximum(recent, 0))
+      shown *= tf.cast(recent >= 0, tf.float32)[..., None]
+      stale = tf.reduce_max(shown, axis=1)  # [U * B, C] categories shown
+      stale_items = tf.matmul(stale, self._categories, transpose_b=True) > 0
+      fresh = tf.where(stale_items, -1.0, expected)
+      any_fresh = tf.reduce_any(~stale_items, axis=1, keepdims=True)
+      expected = tf.where(any_fresh, fresh, expected)
+    return tf.argmax(expected, axis=1, output_type=tf.int32)[:, None]
+
+  def _simulate(self, state: simulator_lib.NestedTensors,
+                first_items: tf.Tensor, seed: tf.Tensor
+                ) -> dict[str, tf.Tensor]:
+    self._search.load_state(self._copies(state))
+    samples = self.settings.samples
+    count = self._users * self._branches
+    actions = tf.reshape(tf.repeat(first_items, samples, axis=1), [count, 1])
+    no_reset = tf.zeros([count], tf.bool)
+    steps: dict[str, list[tf.Tensor]] = {
+        "action": [], "reward": [], "expected_reward": [], "step_type": []}
+    for step in range(self.settings.horizon):
+      if step:
+        actions = self._continuation()
+      expected = tf.gather(self._search.expected_engagement(), actions,
+                           batch_dims=1)[:, 0]
+      outcome = self._search.step(actions, no_reset,
+                                  seed + tf.constant([0, step], tf.int64))
+      for name, value in (("action", actions[:, 0]),
+                          ("reward", outcome["reward"]),
+                          ("expected_reward", expected),
+                          ("step_type", outcome["step_type"])):
+        steps[name].append(value)
+    shape = [self.settings.horizon, self._users, -1, samples]
+    return {name: tf.reshape(tf.stack(values), shape)
+            for name, values in steps.items()}
