@@ -96,7 +96,7 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.num_seeds, FLAGS.parallel, FLAGS.reference,
         {name: getattr(FLAGS, name) for name in setup.TRAIN_SETTINGS},
         overrides, FLAGS.planner_cache)
-    lock = setup.claim(output_dir, config)
+    lock = setup.claim(output_dir, config, logging.info)
   except (ValueError, ImportError, FileNotFoundError) as error:
     raise app.UsageError(str(error)) from None
   jobs = [sweep.Job(run.name, setup.train_command(run, config, output_dir),

@@ -191,19 +191,67 @@ def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
   return tuple(command)
 
 
-def claim(output_dir: pathlib.Path, config: dict[str, Any]) -> int:
+# Lists a comparison may grow by without invalidating its finished runs:
+# each run's directory depends only on its own (scenario, rule, method,
+# seed), and lerl-train refuses a run directory of another configuration.
+GROWABLE = ("agents", "planners", "scenarios", "exit_rules")
+
+
+def additions(saved: dict[str, Any], config: dict[str, Any]
+              ) -> list[str] | None:
+  """What `config` adds to a saved comparison configuration (methods,
+  conditions, seeds), or None when it changes anything else."""
+  added = []
+  for key in sorted(set(saved) | set(config)):
+    old, new = saved.get(key), config.get(key)
+    if old == new:
+      continue
+    if (key in GROWABLE and isinstance(old, list) and isinstance(new, list)
+        and set(old) <= set(new)):
+      added += [f"{key[:-1]} {item}" for item in new if item not in old]
+    elif key == "num_seeds" and isinstance(old, int) and isinstance(
+        new, int) and new > old:
+      added.append(f"seeds {old}-{new - 1}")
+    else:
+      return None
+  return added
+
+
+def claim(output_dir: pathlib.Path, config: dict[str, Any],
+          report: Any = print) -> int:
   """Claims OUTPUT_DIR for `config` and locks it against a second sweep;
-  returns the lock's descriptor, held while this process lives."""
-  try:
-    results.claim_directory(output_dir, config, "comparison.json")
-  except results.ConfigMismatchError as error:
-    raise ValueError(f"--output_dir: {error}") from None
+  returns the lock's descriptor, held while this process lives.
+
+  A directory holding a comparison whose configuration `config` only adds
+  to (more methods, planners, scenarios, exit rules or seeds) is taken over
+  and grows; its finished runs are reused. Any other difference is refused.
+  """
+  output_dir.mkdir(parents=True, exist_ok=True)
   descriptor = os.open(output_dir / "comparison.lock", os.O_RDWR | os.O_CREAT)
   try:
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
+    os.close(descriptor)
     raise ValueError(f"another lerl-compare is running in {output_dir}; wait "
                      "for it or stop it first") from None
+  path = output_dir / "comparison.json"
+  try:
+    saved = json.loads(path.read_text()) if path.exists() else None
+  except json.JSONDecodeError:
+    saved = None  # claim_directory names the damaged file
+  normalised = json.loads(json.dumps(config, sort_keys=True, default=str))
+  grown = (additions(saved, normalised)
+           if isinstance(saved, dict) and saved != normalised else None)
+  try:
+    if grown is not None:
+      results.write_json_atomic(path, normalised)
+      report(f"the comparison in {output_dir} grows: "
+             f"{', '.join(grown) or 'a new order'}; its finished runs are "
+             "reused")
+    results.claim_directory(output_dir, config, "comparison.json")
+  except results.ConfigMismatchError as error:
+    os.close(descriptor)
+    raise ValueError(f"--output_dir: {error}") from None
   return descriptor
 
 

@@ -281,8 +281,30 @@ def test_output_dir_of_another_comparison_or_a_running_one_is_refused(tmp_path):
     setup.claim(tmp_path, config)
   os.close(lock)
   with pytest.raises(ValueError, match=r"--output_dir: .* different "
-                     r"configuration \(differs in \['num_seeds'\]\)"):
-    setup.claim(tmp_path, {**config, "num_seeds": 2})
+                     r"configuration \(differs in \['train'\]\)"):
+    setup.claim(tmp_path, {**config, "train": {**TRAIN, "num_users": 9}})
+
+
+def test_a_comparison_grows_by_methods_and_seeds_and_nothing_else(tmp_path):
+  config, _, _ = setup.plan(["random"], ["interest_evolution"], ["satisfaction"],
+                            [], 1, 1, "random", TRAIN, {})
+  os.close(setup.claim(tmp_path, config))
+  grown, _, _ = setup.plan(["random", "oracle"], ["interest_evolution"],
+                           ["satisfaction", "temper"], [], 2, 1, "random",
+                           TRAIN, {})
+  said = []
+  os.close(setup.claim(tmp_path, grown, said.append))
+  assert said == [f"the comparison in {tmp_path} grows: agent oracle, "
+                  "exit_rule temper, seeds 1-1; its finished runs are reused"]
+  saved = json.loads((tmp_path / "comparison.json").read_text())
+  assert saved["agents"] == ["random", "oracle"] and saved["num_seeds"] == 2
+  # Fewer seeds, or a method dropped, is another comparison.
+  for other in ({**grown, "num_seeds": 1}, {**grown, "agents": ["oracle"]}):
+    with pytest.raises(ValueError, match="different configuration"):
+      setup.claim(tmp_path, other)
+  assert json.loads((tmp_path / "comparison.json").read_text()) == saved
+  assert setup.additions({"a": 1, "agents": ["x"]},
+                         {"a": 2, "agents": ["x", "y"]}) is None
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -369,9 +391,7 @@ def test_tiny_comparison_crashes_is_killed_resumes_and_tabulates(tmp_path):
     check_png(output / f"{name}.png")
 
   # The same directory with another configuration: refused, nothing run.
-  refused = subprocess.run(command + ["--num_seeds=3"], env=environment,
+  refused = subprocess.run(command + ["--num_seeds=1"], env=environment,
                            capture_output=True, text=True, timeout=120)
-  assert refused.returncode != 0
+  assert refused.returncode == 2
   assert "different configuration (differs in ['num_seeds'])" in refused.stderr
-  assert not (output / "runs" / "interest_evolution" / "satisfaction" / "dqn" /
-              "seed_2").exists()
