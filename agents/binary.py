@@ -72,6 +72,9 @@ def _quiet_start() -> None:
   # Later C++ notices (e.g. oneDNN falling back to Eigen) honour this.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   warnings.filterwarnings("ignore", module=NOISY_LIBRARIES)
+  # AutoGraph's generated code compares with `is ()`; Python flags it when
+  # compiling the file, whose module is a temporary name.
+  warnings.filterwarnings("ignore", category=SyntaxWarning)
   with stderr_silenced():
     import gym  # noqa: F401  (its banner)
     import tensorflow as tf
