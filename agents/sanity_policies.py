@@ -137,16 +137,21 @@ class PlanningOraclePolicy(ScoringPolicy):
     super().__init__(env, seed)
     self._env = env
     self._in_category = env.scenario.items.categories.T > 0  # [C, N]
-    self._lookahead = lookahead.Lookahead(
-        env.scenario, len(self._in_category), settings)
+    self._searched = min(settings.candidates or len(self._in_category),
+                         len(self._in_category))
+    self._lookahead = lookahead.Lookahead(env.scenario, self._searched,
+                                          settings)
 
   def _scores(self, observation, mask):
     expected = self._env.expected_engagement()  # [U, N]
     allowed = mask[:, None, :] & self._in_category[None]  # [U, C, N]
     best = np.where(allowed, expected[:, None, :], -np.inf)
-    candidates = best.argmax(axis=2).astype(np.int32)  # [U, C]
+    # The searched categories: those whose best allowed item engages most.
+    searched = np.argsort(-best.max(axis=2), axis=1)[:, :self._searched]
+    best = np.take_along_axis(best, searched[..., None], axis=1)
+    candidates = best.argmax(axis=2).astype(np.int32)  # [U, searched]
     values = self._env.lookahead_values(self._lookahead, candidates)
-    values = np.where(allowed.any(axis=2), values, -np.inf)
+    values = np.where(np.isfinite(best.max(axis=2)), values, -np.inf)
     scores = np.full_like(expected, -1e9)
     rows = np.arange(len(scores))[:, None]
     # Where two categories share an item, its better value counts.
