@@ -116,10 +116,24 @@ def test_hidden_state_stays_out_of_what_agents_see():
     ({"horizon": 0}, "horizon must be an int >= 1, got 0"),
     ({"samples": 1.5}, "samples must be an int >= 1, got 1.5"),
     ({"continuation": "random"}, "unknown continuation 'random'"),
+    ({"candidates": 0}, r"candidates must be None or an int >= 1, got 0"),
 ])
 def test_bad_settings_are_named(changes, message):
   with pytest.raises(ValueError, match=message):
     lookahead.SearchSettings(**changes)
+
+
+def test_only_the_most_engaging_categories_are_searched():
+  env = stepped_env(seed=6)
+  policy = sanity_policies.PlanningOraclePolicy(
+      env, seed=0, settings=lookahead.SearchSettings(candidates=2))
+  action = policy.action(env.current_time_step()).action
+  expected = env.expected_engagement()
+  in_category = env.scenario.items.categories.T > 0
+  best = np.where(in_category[None], expected[:, None, :], -1).max(axis=2)
+  top_two = np.argsort(-best, axis=1)[:, :2]
+  served = env.scenario.items.categories[action].argmax(axis=1)
+  assert all(served[u] in top_two[u] for u in range(USERS))
 
 
 def test_slates_are_refused():
