@@ -64,6 +64,18 @@ def threads_per_job(parallel: int) -> int:
   return max(1, len(os.sched_getaffinity(0)) // parallel)
 
 
+def core_slots(parallel: int) -> list[frozenset[int]] | None:
+  """The cores each of `parallel` jobs at once is pinned to, disjoint; None
+  when there are fewer cores than jobs (they then share them all). Pinned,
+  a run's helper threads (an in-process LLM) take its own core's time,
+  not its neighbour's."""
+  cores = sorted(os.sched_getaffinity(0))
+  if parallel > len(cores):
+    return None
+  size = len(cores) // parallel
+  return [frozenset(cores[i * size:(i + 1) * size]) for i in range(parallel)]
+
+
 def thread_environment(threads: int) -> dict[str, str]:
   """The environment of a child limited to `threads` CPU threads.
 
@@ -82,7 +94,8 @@ def elapsed_text(seconds: float) -> str:
 
 class Sweep:
   """Runs `jobs` with at most `parallel` processes at once, each limited to
-  its share of the machine's cores (`threads_per_job`)."""
+  its share of the machine's cores (`threads_per_job`) and, where there are
+  as many cores as jobs, pinned to cores of its own (`core_slots`)."""
 
   def __init__(self, jobs: Sequence[Job], parallel: int,
                report: Callable[[str], None], heartbeat_s: float = 60.0):
@@ -90,10 +103,13 @@ class Sweep:
     self._parallel = parallel
     self._threads = threads_per_job(parallel)
     self._environment = thread_environment(self._threads)
+    self._slots = core_slots(parallel)
+    self._free_slots = list(range(parallel))
     self._report = report
     self._heartbeat_s = heartbeat_s
     self._outcomes: list[Outcome] = []
-    self._running: dict[Job, tuple[subprocess.Popen, IO[bytes], float]] = {}
+    self._running: dict[Job, tuple[subprocess.Popen, IO[bytes], float,
+                                   int]] = {}
     self._start = time.monotonic()
 
   def _progress(self, event: str) -> None:
@@ -111,20 +127,29 @@ class Sweep:
     stream.write(f"=== {datetime.datetime.now().isoformat(timespec='seconds')}"
                  f": {' '.join(job.command)}\n".encode())
     stream.flush()
+    slot = self._free_slots.pop(0)
+    cores = None if self._slots is None else self._slots[slot]
+
+    def in_child() -> None:
+      _die_with_parent()
+      if cores is not None:
+        os.sched_setaffinity(0, cores)
+
     process = subprocess.Popen(
         job.command, stdout=stream, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, env=self._environment,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    self._running[job] = (process, stream, time.monotonic())
+        preexec_fn=in_child if sys.platform == "linux" else None)
+    self._running[job] = (process, stream, time.monotonic(), slot)
     self._progress(f"started {job.name}")
 
   def _reap(self) -> None:
-    for job, (process, stream, started) in list(self._running.items()):
+    for job, (process, stream, started, slot) in list(self._running.items()):
       code = process.poll()
       if code is None:
         continue
       stream.close()
       del self._running[job]
+      self._free_slots.append(slot)
       seconds = time.monotonic() - started
       if code == 0 and job.finished:
         self._outcomes.append(Outcome(job, "finished", seconds))
@@ -136,9 +161,9 @@ class Sweep:
                        f"{job.log}, last lines:\n{tail}")
 
   def _stop_children(self) -> None:
-    for process, _, _ in self._running.values():
+    for process, *_ in self._running.values():
       process.terminate()
-    for job, (process, stream, _) in self._running.items():
+    for job, (process, stream, *_) in self._running.items():
       try:
         process.wait(timeout=30)
       except subprocess.TimeoutExpired:
@@ -156,9 +181,12 @@ class Sweep:
         self._outcomes.append(Outcome(job, "reused"))
       else:
         pending.append(job)
+    pinned = ("" if self._slots is None else
+              ", each on cores " + " / ".join(
+                  ",".join(map(str, sorted(cores))) for cores in self._slots))
     self._progress(f"{len(self._outcomes)} finished run(s) reused; up to "
                    f"{self._parallel} at once, {self._threads} CPU thread(s) "
-                   "each")
+                   f"each{pinned}")
     last_beat = time.monotonic()
     try:
       while pending or self._running:

@@ -59,7 +59,7 @@ def make_chat_model(backend: str = "embedded", *,
                     responses: Sequence[str] | None = None,
                     sleep: float | None = None,
                     base_url: str | None = None,
-                    n_threads: int = 2,
+                    n_threads: int | None = None,
                     temperature: float = 0.0,
                     max_tokens: int = 128,
                     seed: int = 0,
@@ -74,7 +74,8 @@ def make_chat_model(backend: str = "embedded", *,
       or OPENAI_BASE_URL, and OLLAMA_HOST, from the environment. API keys are
       read by the client from the environment (OPENAI_API_KEY) and never
       pass through this code.
-    n_threads: CPU threads of the local (embedded, gguf) models.
+    n_threads: CPU threads of the local (embedded, gguf) models; by
+      default 2, or 1 in a process limited to one core.
     temperature, max_tokens, seed: Sampling settings.
     timeout_s: Request timeout of the remote (openai, ollama) clients.
   """
@@ -84,7 +85,8 @@ def make_chat_model(backend: str = "embedded", *,
     if not os.path.isfile(path):
       raise FileNotFoundError(f"backend {backend!r}: no GGUF file at {path!r}")
     _import("xllamacpp", "embedded", backend)
-    return LlamaCppChatModel(model_path=path, n_threads=n_threads,
+    threads = {} if n_threads is None else {"n_threads": n_threads}
+    return LlamaCppChatModel(model_path=path, **threads,
                              temperature=temperature, max_tokens=max_tokens,
                              seed=seed)
   if kind == "openai" and arg:

@@ -8,6 +8,7 @@ model's rope frequency, which breaks small models.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -16,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (AIMessage, BaseMessage, HumanMessage,
                                      SystemMessage)
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 
 class _SharedServer:
@@ -45,6 +46,12 @@ def _role(message: BaseMessage) -> str:
       "of SystemMessage, HumanMessage, AIMessage")
 
 
+def local_threads(most: int = 2) -> int:
+  """A local model's default CPU threads: `most`, or fewer when this
+  process may use fewer cores (e.g. a sweep's run pinned to one)."""
+  return max(1, min(most, len(os.sched_getaffinity(0))))
+
+
 class LlamaCppChatModel(BaseChatModel):
   """Chat completions from a GGUF model, optionally constrained by a JSON schema.
 
@@ -56,7 +63,7 @@ class LlamaCppChatModel(BaseChatModel):
   """
 
   model_path: str
-  n_threads: int = 2
+  n_threads: int = Field(default_factory=local_threads)
   n_ctx: int = 4096
   max_tokens: int = 128
   temperature: float = 0.0
