@@ -30,6 +30,8 @@ from typing import Callable, Iterator, Sequence
 
 from absl import app, flags, logging
 
+import lerl_recsim.scenarios  # noqa: F401  (its folder, below)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("traceback", False, "On an error, show the Python "
                   "traceback instead of a one-line message.")
@@ -41,9 +43,12 @@ USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError,
 RUNTIME_ERRORS = (OSError, RuntimeError)
 USAGE_STATUS, RUNTIME_STATUS = 2, 1
 NOISY_LIBRARIES = r"(tensorflow|tf_agents|tf_keras|tensorflow_probability|gym|recsim_ng)\b"
-# The folders whose INFO lines a quiet run shows: this package's three.
-PROJECT_DIRS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / name)
-                     for name in ("agents", "lerl_recsim", "scenarios"))
+# The folders whose log lines a quiet run shows: this project's three
+# packages, wherever they are installed (a checkout installed in editable
+# mode keeps them side by side, a wheel nests them in lerl_recsim/).
+PROJECT_DIRS = tuple(
+    str(pathlib.Path(sys.modules[name].__file__).resolve().parent) + os.sep
+    for name in ("lerl_recsim", "lerl_recsim.agents", "lerl_recsim.scenarios"))
 
 
 def verbosity_requested(argv: Sequence[str]) -> bool:

@@ -239,7 +239,7 @@ def claim(output_dir: pathlib.Path, config: dict[str, Any],
     saved = json.loads(path.read_text()) if path.exists() else None
   except json.JSONDecodeError:
     saved = None  # claim_directory names the damaged file
-  normalised = json.loads(json.dumps(config, sort_keys=True, default=str))
+  normalised = results.normalised_config(config)
   grown = (additions(saved, normalised)
            if isinstance(saved, dict) and saved != normalised else None)
   try:

@@ -215,8 +215,8 @@ class RecSimEnvironment(ScenarioProperties, py_environment.PyEnvironment):
     if not self._simulator.built:
       self.reset()
     if seed is None:
-      seed = tf.constant([self._seed + SEARCH_SEED_OFFSET,
-                          self._steps_taken + 1], tf.int64)
+      seed = self.next_step_seed() + tf.constant([SEARCH_SEED_OFFSET, 0],
+                                                 tf.int64)
     return lookahead.values(self._simulator.hidden_state(), first_items,
                             seed).numpy()
 

@@ -64,10 +64,6 @@ class SearchSettings:
       raise ValueError(f"unknown continuation {self.continuation!r}; "
                        f"expected one of {CONTINUATIONS}")
 
-  def user_steps_per_decision(self, num_candidates: int) -> int:
-    """Simulated user-steps per real user and decision."""
-    return num_candidates * self.samples * self.horizon
-
 
 # Measured at 128 users, development seed 100, searching all 20 categories,
 # `satisfaction`: horizon 5 with the greedy continuation 25.4 cumulative
@@ -141,9 +137,9 @@ class Lookahead:
                    for field, value in fields.items()}
             for name, fields in state.items()}
 
-  def _continuation(self) -> tf.Tensor:
-    """int32 [U * B, 1]: the continuation policy's items."""
-    expected = self._search.expected_engagement()
+  def _continuation(self, expected: tf.Tensor) -> tf.Tensor:
+    """int32 [U * B, 1]: the continuation policy's items, given every
+    item's expected engagement [U * B, N] in the current state."""
     if self.settings.continuation == "fresh_greedy":
       recent = self._search.observed()["item_history"][
           :, -self.settings.fresh_window:, 0]
@@ -167,10 +163,10 @@ class Lookahead:
     steps: dict[str, list[tf.Tensor]] = {
         "action": [], "reward": [], "expected_reward": [], "step_type": []}
     for step in range(self.settings.horizon):
+      engagement = self._search.expected_engagement()  # once per step
       if step:
-        actions = self._continuation()
-      expected = tf.gather(self._search.expected_engagement(), actions,
-                           batch_dims=1)[:, 0]
+        actions = self._continuation(engagement)
+      expected = tf.gather(engagement, actions, batch_dims=1)[:, 0]
       outcome = self._search.step(actions, no_reset,
                                   seed + tf.constant([0, step], tf.int64))
       for name, value in (("action", actions[:, 0]),

@@ -18,7 +18,8 @@ class ConfigMismatchError(ValueError):
   """The directory holds a run with a different configuration."""
 
 
-def _normalise(config: Mapping[str, Any]) -> Any:
+def normalised_config(config: Mapping[str, Any]) -> Any:
+  """`config` as its saved JSON reads back (what saved configs compare to)."""
   return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
@@ -48,12 +49,13 @@ def claim_directory(root_dir: str | os.PathLike, config: Mapping[str, Any],
       raise ConfigMismatchError(
           f"{config_path} is not valid JSON ({error}); refusing to write "
           "into a directory whose run cannot be identified") from None
-    if saved != _normalise(config):
-      changed = sorted(key for key in set(saved) | set(_normalise(config))
-                       if saved.get(key) != _normalise(config).get(key))
+    normalised = normalised_config(config)
+    if saved != normalised:
+      changed = sorted(key for key in set(saved) | set(normalised)
+                       if saved.get(key) != normalised.get(key))
       raise ConfigMismatchError(
           f"{root} holds a run with a different configuration (differs in "
           f"{changed}); choose another directory or remove that run")
   else:
-    write_json_atomic(config_path, _normalise(config))
+    write_json_atomic(config_path, normalised_config(config))
   return root

@@ -52,14 +52,15 @@ def cooccurrence_groups(category_names: Sequence[str],
   else:
     dissimilarity = 1.0 - cooccurrence_similarity(item_categories)
     np.fill_diagonal(dissimilarity, 0.0)
-    tree = hierarchy.linkage(
-        distance.squareform(np.clip(dissimilarity, 0.0, None), checks=False),
-        method="average")
-    clustered = hierarchy.fcluster(tree, t=num_groups, criterion="maxclust")
+    condensed = distance.squareform(np.clip(dissimilarity, 0.0, None),
+                                    checks=False)
+    clustered = hierarchy.fcluster(
+        hierarchy.linkage(condensed, method="average"), t=num_groups,
+        criterion="maxclust")
     # Components of the "share an item" graph: groups never span two.
-    related = hierarchy.fcluster(hierarchy.linkage(
-        distance.squareform(np.clip(dissimilarity, 0.0, None), checks=False),
-        method="single"), t=1.0 - 1e-9, criterion="distance")
+    related = hierarchy.fcluster(
+        hierarchy.linkage(condensed, method="single"), t=1.0 - 1e-9,
+        criterion="distance")
     labels = np.array([f"{a}.{b}" for a, b in zip(clustered, related)])
     formed = len(set(labels))
     if formed > num_groups:
