@@ -30,7 +30,7 @@ from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment, results, tf_environment)
 from lerl_recsim.agents import learners, networks, policy_export
 from lerl_recsim.agents import run_config as run_config_lib
-from lerl_recsim.planner import ReflectionPool
+from lerl_recsim.planner import FALLBACK_CAUSES, Planner, ReflectionPool
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
 # The key of the greedy (or scripted) policy's evaluation, whose results are
@@ -102,20 +102,15 @@ PLANNED_ENVIRONMENTS = (planner_environment.PlannedEnvironment,
 
 
 def planner_counts(env: Any) -> dict[str, float]:
-  """LLM calls, cache hits, fallbacks and user-steps of a planned env."""
+  """LLM calls, cache hits, plans by origin (the LLM's, provisional,
+  fallbacks in all and by cause) and user-steps of a planned env."""
   if not isinstance(env, PLANNED_ENVIRONMENTS):
     return {}
   m = env.planner_metrics()
-  fallbacks = m.get("fallbacks", 0)
-  if isinstance(fallbacks, Mapping):
-    fallbacks = sum(fallbacks.values())
-  return {"llm_calls": float(m.get("llm_calls", 0)),
-          "cache_hits": float(m.get("cache_hits", 0)),
-          "fallbacks": float(fallbacks),
-          "llm_plans": float(m.get("llm_plans", 0)),
-          "provisional_plans": float(m.get("provisional_plans", 0)),
-          "planned_users": float(m.get("planned_users", 0)),
-          "user_steps": float(m.get("user_steps", 0))}
+  keys = ("llm_calls", "cache_hits", "llm_plans", "provisional_plans",
+          "fallbacks", *(f"fallback_{c}" for c in FALLBACK_CAUSES),
+          "planned_users", "user_steps")
+  return {key: float(m.get(key, 0)) for key in keys}
 
 
 def counts_delta(after: Mapping[str, float],
@@ -347,11 +342,14 @@ def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
   Requests training left queued in the background are dropped first, so
   that they do not hold up evaluation's own (plans are asked again when
   training meets them again; lessons are lost, and counted in training's
-  `reflections_dropped`). The planner counts returned are this evaluation's
-  alone.
+  `reflections_dropped`). An LLM planner's waiting is bounded per
+  evaluation (`Planner.evaluation_wait_s`). The planner counts returned are
+  this evaluation's alone.
   """
   if isinstance(train_env, PLANNED_ENVIRONMENTS):
     train_env.planner.close()
+  if isinstance(getattr(eval_env, "planner", None), Planner):
+    eval_env.planner.start_wait_budget()
   before = planner_counts(eval_env)
   exposure = evaluation.ExposureCurve()
   values = evaluation.evaluate_sessions(eval_env, policy, exposure)

@@ -31,15 +31,21 @@ from tf_agents.trajectories import time_step as ts
 from lerl_recsim import environment as environment_lib
 from lerl_recsim import metrics as metrics_lib
 from lerl_recsim import planner_environment, simulator
-from lerl_recsim.planner import HeuristicPlanner, Planner
+from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, HeuristicPlanner,
+                                 Planner)
 from lerl_recsim.planner.heuristic import observation_steps
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios import interest_evolution
 
 Report = Mapping[str, Any]
-# What the planned environment counts in the graph.
+# What the planned environment counts in the graph: besides plans served
+# from the table, users whose situation the table marks as failing (backing
+# off after a failed request), by cause.
 COUNTERS = ("user_steps", "planned_users", "widenings", "ended_sessions",
-            "table_plans")
+            "table_plans") + tuple(f"table_fallback_{c}" for c in FALLBACK_CAUSES)
+# A table row whose first entry is FAILING - i marks a situation failing with
+# cause FALLBACK_CAUSES[i]; -1 (the default) is a missing one.
+FAILING = -2
 
 
 def reset_and_absorb(env: TFRecSimEnvironment | PlannedTFEnvironment) -> None:
@@ -163,7 +169,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
   With an LLM planner a due user gets the LLM's plan for its situation when
   the table holds one, else the heuristic plan (provisional), and its
   situation is reported; `absorb_reports` asks the planner about reported
-  situations and stores its answers. With `wait_for_planner=True` the
+  situations and stores its answers. In the background a situation whose
+  request failed is marked in the table, so that its users get the
+  heuristic plan as counted fallbacks without asking, until the planner's
+  back-off for it ends. With `wait_for_planner=True` the
   environment allows one step per graph call and, after each, replaces the
   provisional plans of that step by the LLM's, so that a run repeats
   exactly and equals the Python planned environment's.
@@ -226,6 +235,8 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     # until the worker has given new answers.
     self._unanswered: set[int] = set()
     self._answers_seen = 0
+    # Background: situations marked failing in the table, and until when.
+    self._failing: dict[int, float] = {}
     # Per stored plan, a history of its situation and the prompt it answered.
     self._stored: dict[int, tuple[Any, Any]] = {}
     # Waiting: LLM answers given after the graph call minus table plans
@@ -268,11 +279,16 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                          "ended_sessions")}, self._planner_seconds)
     if self._llm is not None:
       # Users planned from the table never reach the planner: they count as
-      # the LLM's plans, the rest of the due users as provisional unless a
-      # waiting planner replaced them.
+      # the LLM's plans, or as fallbacks where the table marks their
+      # situation failing; the other due users are the planner's fallbacks
+      # or provisional, unless a waiting planner replaced them.
       llm_plans = counted["table_plans"] + self._llm_plan_adjustment
+      for cause in FALLBACK_CAUSES:
+        out[f"fallback_{cause}"] += counted[f"table_fallback_{cause}"]
+      out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
       out["llm_plans"] = llm_plans
-      out["provisional_plans"] = counted["planned_users"] - llm_plans
+      out["provisional_plans"] = (counted["planned_users"] - llm_plans
+                                  - out["fallbacks"])
       out["llm_plan_share"] = llm_plans / max(counted["planned_users"], 1.0)
       out["cache_hits"] += counted["table_plans"]
       out["situations_in_table"] = float(self._table.size().numpy())
@@ -299,9 +315,13 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       found = tf.reshape(self._table.lookup(keys),
                          [self.batch_size, self._num_categories])
       hit = found[:, 0] >= 0
+      failing = found[:, 0] <= FAILING
       plans = tf.where(hit[:, None], found > 0, plans)
       counts["table_plans"] = tf.reduce_sum(tf.cast(hit & due, tf.int64))
-      self._missed.assign(due & ~hit)
+      for i, cause in enumerate(FALLBACK_CAUSES):
+        counts[f"table_fallback_{cause}"] = tf.reduce_sum(tf.cast(
+            due & (found[:, 0] == FAILING - i), tf.int64))
+      self._missed.assign(due & ~hit & ~failing)
       self._keys.assign(keys)
       self._due.assign(due)
     self._since_plan.assign(tf.where(due, tf.zeros_like(self._since_plan),
@@ -454,11 +474,22 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         self._ask(asked, wait=True)
         asked = {}
     if not wait:
+      self._expire_failing()
       answers = self._llm.poll_background()
       if answers != self._answers_seen:
         self._answers_seen = answers
         self._unanswered.clear()
       self._ask(asked, wait=False)
+
+  def _expire_failing(self) -> None:
+    """Unmarks the failing situations whose back-off has ended, so that
+    their next users are reported and the planner asks again."""
+    now = time.monotonic()
+    expired = [key for key, until in self._failing.items() if until <= now]
+    if expired:
+      self._table.remove(tf.constant(expired, tf.int64))
+      for key in expired:
+        del self._failing[key]
 
   def _drop_stale_plans(self) -> list[int]:
     """Removes the stored plans whose prompt a new lesson changed (a lesson
@@ -485,15 +516,18 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     answers = self._llm.llm_plans([history for history, _, _ in entries], wait)
     c = self._num_categories
     plans = np.zeros((len(entries), c), bool)
-    fallback = [i for i, a in enumerate(answers) if a is None]
+    fallback = [i for i, a in enumerate(answers) if not isinstance(a, tuple)]
     for i, plan in zip(fallback, self._llm.fallback.plan(
         [entries[i][0] for i in fallback]) if wait else ()):
       plans[i, list(plan)] = True
     for i, answer in enumerate(answers):
-      if answer is not None:
+      if isinstance(answer, tuple):
         plans[i, list(answer)] = True
     self._unanswered.update(k for k, a in zip(keys, answers) if a is None)
-    stored = [i for i, a in enumerate(answers) if a is not None]
+    if not wait:
+      self._mark_failing({k: a for k, a in zip(keys, answers)
+                          if isinstance(a, Fallback) and a.retry_at})
+    stored = [i for i, a in enumerate(answers) if isinstance(a, tuple)]
     if stored:
       self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),
                          tf.constant(plans[stored].astype(np.int32)))
@@ -505,8 +539,18 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       self._apply(tf.constant(plans),
                   tf.constant([slot for _, slot, _ in entries], tf.int32))
       self._llm_plan_adjustment += sum(
-          (a is not None) - (not missed)
+          isinstance(a, tuple) - (not missed)
           for a, (_, _, missed) in zip(answers, entries))
+
+  def _mark_failing(self, failed: Mapping[int, Fallback]) -> None:
+    """Marks situations failing in the table until their retry time."""
+    if not failed:
+      return
+    rows = np.zeros((len(failed), self._num_categories), np.int32)
+    rows[:, 0] = [FAILING - FALLBACK_CAUSES.index(f.cause)
+                  for f in failed.values()]
+    self._table.insert(tf.constant(list(failed), tf.int64), tf.constant(rows))
+    self._failing.update({key: f.retry_at for key, f in failed.items()})
 
 
 def make_tf_env(scenario: str = "interest_evolution", num_users: int = 64,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -29,17 +30,19 @@ def reply(*names: str) -> str:
 
 class GatedFake(FakeListChatModel):
   """Replies only once the test opens the gate; counts the prompts it got,
-  and sets `asked` (if given) when one arrives."""
+  and sets `asked` (if given) when one arrives. The replies come in turn
+  across the model's copies (which share `calls`), as from one server."""
   gate: Any = None
   asked: Any = None
   calls: list = []
 
   def _call(self, *args: Any, **kwargs: Any) -> str:
+    del args, kwargs
     if self.asked is not None:
       self.asked.set()
     assert self.gate.wait(30), "the test never opened the gate"
     self.calls.append(1)
-    return super()._call(*args, **kwargs)
+    return self.responses[(len(self.calls) - 1) % len(self.responses)]
 
 
 def gated_planner(*responses: str, **options: Any) -> tuple[Planner, threading.Event]:
@@ -139,17 +142,27 @@ def test_unanswered_situations_get_the_heuristic_plan_until_the_llm_answers():
   assert m["llm_plan_share"] == pytest.approx(2 / 6)
 
 
-def test_a_failed_background_request_counts_once_and_is_not_repeated():
-  planner, gate = gated_planner("no json here", reply("jazz", "tennis"))
+def test_a_failed_background_request_falls_back_per_user_until_its_retry():
+  planner, gate = gated_planner("no json here", reply("jazz", "tennis"),
+                                retry_backoff_s=1.0)
   gate.set()
-  planner.plan([rock_history()], wait=False)
+  users = [rock_history(), rock_history()]  # one situation
+  planner.plan(users, wait=False)  # provisional; the request fails
   assert planner.flush(30)
-  again = planner.plan([rock_history()], wait=False)
+  again = planner.plan(users, wait=False)  # backing off: not asked
   assert planner.flush(30)
   m = planner.metrics()
-  assert m["fallback_parse_error"] == 1 and m["plan_llm_calls"] == 1
-  assert again == planner.fallback.plan([rock_history()])
-  assert m["llm_plans"] == 0 and m["provisional_plans"] == 2
+  assert again == planner.fallback.plan(users)
+  assert m["provisional_plans"] == 2 and m["fallback_parse_error"] == 2
+  assert m["plan_llm_calls"] == 1 and m["failing_situations"] == 1
+  time.sleep(1.0)
+  planner.plan(users, wait=False)  # retried, past the cached bad reply
+  assert planner.flush(30)
+  assert planner.plan(users, wait=False) == [(JAZZ, TENNIS)] * 2
+  m = planner.metrics()
+  assert m["retry_requests"] == 1 and m["plan_llm_calls"] == 2
+  assert (m["llm_plans"], m["provisional_plans"], m["fallbacks"]) == (2, 4, 2)
+  assert m["failing_situations"] == 0
 
 
 def test_waiting_plans_equal_background_plans_once_answered():

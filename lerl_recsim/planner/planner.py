@@ -10,12 +10,20 @@ repeat exactly); `wait=False` answers from what the model has already said
 and asks about new situations on a background thread, giving those users
 the heuristic plan meanwhile (a provisional plan, counted), so training runs
 at its own speed while the answers accumulate.
+
+Every planned user counts once, in both modes: as the LLM's plan, as
+provisional, or as a fallback by cause. A situation whose request failed is
+not asked again until a back-off has passed (doubling with each failure), so
+a dead or hanging server costs one failed request per situation and back-off,
+not one per user.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
+import json
 import logging
 import threading
 import time
@@ -45,18 +53,58 @@ from lerl_recsim.scenarios.catalogue import Catalogue, default_catalogue
 
 _log = logging.getLogger(__name__)
 
-FALLBACK_CAUSES = ("parse_error", "invalid_plan", "exception", "timeout")
+# Why a user got the heuristic plan instead of the LLM's: an unreadable
+# reply, a plan that breaks the rules, the server answering with an HTTP
+# error or an unreadable response, the connection failing, a request taking too long, any other error,
+# or evaluation's total waiting time being spent (`start_wait_budget`).
+FALLBACK_CAUSES = ("parse_error", "invalid_plan", "server_error", "connection",
+                   "timeout", "exception", "wait_budget")
+
+
+class WaitBudgetSpent(TimeoutError):
+  """The evaluation's total time for waiting on the LLM has passed."""
 
 
 def fallback_cause(error: BaseException) -> str:
-  """Which of FALLBACK_CAUSES an error from the chain counts as."""
+  """Which of FALLBACK_CAUSES an error from the chain counts as.
+
+  HTTP clients are recognised by their exceptions' names and attributes, so
+  that no optional client package needs importing here.
+  """
   if isinstance(error, PlanParseError):
     return "parse_error"
   if isinstance(error, InvalidPlan):
     return "invalid_plan"
-  if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
+  if isinstance(error, WaitBudgetSpent):
+    return "wait_budget"
+  names = [type(error).__name__.lower()] + [
+      c.__name__.lower() for c in type(error).__mro__[1:]]
+  if isinstance(error, TimeoutError) or "timeout" in names[0]:
     return "timeout"
+  if (getattr(error, "status_code", None) is not None
+      or isinstance(error, json.JSONDecodeError)
+      or any("statuserror" in n for n in names)):
+    return "server_error"
+  if isinstance(error, ConnectionError) or any(
+      n in ("apiconnectionerror", "transporterror", "connecterror",
+            "remoteprotocolerror", "networkerror") for n in names):
+    return "connection"
   return "exception"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+  """A user without the LLM's plan: why, and when its situation may be
+  asked again (monotonic seconds; None: at its next request)."""
+  cause: str
+  retry_at: float | None = None
+
+
+@dataclasses.dataclass
+class _Failure:
+  cause: str
+  attempts: int
+  retry_at: float
 
 
 def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
@@ -134,6 +182,13 @@ class Planner:
     timeout_s: Time allowed per request: a batch of n requests may take
       n * timeout_s (a local model answers one request at a time), after
       which its unanswered requests fall back.
+    retry_backoff_s, max_backoff_s: A situation whose request failed gets
+      the heuristic plan (a counted fallback) without asking for
+      retry_backoff_s, doubling with each further failure up to
+      max_backoff_s; then it is asked again.
+    evaluation_wait_s: Total time an evaluation view may spend waiting for
+      the model per evaluation (`start_wait_budget`); past it, its users
+      fall back (cause `wait_budget`) instead of waiting.
     max_concurrency: Requests of a batch in flight at once.
     memo_size: Situations whose validated plan is kept in process memory
       (oldest out first); a hit there skips the chain and its overhead.
@@ -156,6 +211,9 @@ class Planner:
                cache: BaseCache | None = None,
                cache_path: str | None = None,
                timeout_s: float = 60.0,
+               retry_backoff_s: float = 1.0,
+               max_backoff_s: float = 300.0,
+               evaluation_wait_s: float = 900.0,
                max_concurrency: int = 4,
                memo_size: int = 100_000,
                max_pending: int = 256,
@@ -168,6 +226,12 @@ class Planner:
       raise ValueError(f"reflect_every must be an int >= 1, got {reflect_every!r}")
     if not reflect_growth >= 1.0:
       raise ValueError(f"reflect_growth must be >= 1, got {reflect_growth!r}")
+    for name, value in (("timeout_s", timeout_s),
+                        ("retry_backoff_s", retry_backoff_s),
+                        ("max_backoff_s", max_backoff_s),
+                        ("evaluation_wait_s", evaluation_wait_s)):
+      if not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
     self.catalogue = catalogue
     self.rules = rules
     self.prompt_config = prompt_config
@@ -178,6 +242,9 @@ class Planner:
     self._next_reflection = float(reflect_every)
     self.reflect_growth = float(reflect_growth)
     self.timeout_s = timeout_s
+    self.retry_backoff_s = retry_backoff_s
+    self.max_backoff_s = max_backoff_s
+    self.evaluation_wait_s = evaluation_wait_s
     self.max_concurrency = max_concurrency
     self.max_pending = max_pending
     self.local_busy_share = local_busy_share
@@ -202,10 +269,16 @@ class Planner:
     self.cache = CountingCache(cache)
     plan_model = self._model.model_copy(update={"cache": self.cache})
     self._chain = plan_chain(plan_model, self.catalogue, self.rules)
+    # A retry after a failure bypasses the LLM cache, which may hold the
+    # unreadable or invalid reply that failed.
+    self._retry_chain = plan_chain(
+        self._model.model_copy(update={"cache": False}), self.catalogue,
+        self.rules)
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
-    # Situations whose request failed in the background: not asked again.
-    self._failed: set[Any] = set()
+    # Situations whose last request failed, not asked again until retry_at.
+    self._failures: dict[Any, _Failure] = {}
+    self._wait_deadline: float | None = None  # see start_wait_budget
     self._lessons_asked: dict[int, UserHistory] = {}  # in the background
     local = isinstance(self._model, LlamaCppChatModel)
     self._worker = BackgroundWorker(
@@ -223,8 +296,8 @@ class Planner:
     writes no lessons: evaluation sessions neither enter the pool nor cost
     lesson requests, so an evaluated policy is planned as training left it
     and evaluation users never shape training's prompts. Its counters
-    (plans, cache hits, LLM calls, fallbacks, latency) and its background
-    queue are its own.
+    (plans, cache hits, LLM calls, fallbacks, latency), its failed
+    situations and its background queue are its own.
     """
     view = copy.copy(self)
     view._writes_lessons = False
@@ -280,20 +353,71 @@ class Planner:
     """`prompt_keys` for one user."""
     return self.prompt_keys([history])[0]
 
+  def start_wait_budget(self, seconds: float | None = None) -> None:
+    """From now on, waiting calls (`wait=True`) wait for the model at most
+    `seconds` in total (default `evaluation_wait_s`); users asked about
+    after that fall back with cause `wait_budget`. Evaluation calls it
+    before each evaluation, so a hanging server delays it by a bounded time.
+    """
+    seconds = self.evaluation_wait_s if seconds is None else seconds
+    self._wait_deadline = time.monotonic() + seconds
+
   def _batch(self, chain: Runnable, inputs: list[Any]) -> list[Any]:
     """Per input a result or an exception; never raises for model trouble."""
     if not inputs:
       return []
     for load in self._loaders:  # once each; later calls return at once
       load()
+    allowed = self.timeout_s * len(inputs)
+    budget_left = (None if self._wait_deadline is None
+                   else self._wait_deadline - time.monotonic())
+    if budget_left is not None and budget_left <= 0:
+      return [WaitBudgetSpent("the evaluation's time for waiting on the LLM "
+                              "is spent")] * len(inputs)
     try:
       return call_with_timeout(
           lambda: chain.batch(inputs,
                               config={"max_concurrency": self.max_concurrency},
                               return_exceptions=True),
-          self.timeout_s * len(inputs))
-    except Exception as e:  # The whole batch failed (e.g. timed out).
+          allowed if budget_left is None else min(allowed, budget_left))
+    except TimeoutError as e:
+      if budget_left is not None and budget_left < allowed:
+        e = WaitBudgetSpent("the evaluation's time for waiting on the LLM "
+                            "ran out during a request")
       return [e] * len(inputs)
+    except Exception as e:  # The whole batch failed.
+      return [e] * len(inputs)
+
+  def _record_failure(self, key: Any, error: BaseException) -> Fallback:
+    """Remembers that `key`'s request failed; returns its users' fallback."""
+    cause = fallback_cause(error)
+    _log.debug("planner request failed (%s): %s", cause, error)
+    if cause == "wait_budget":  # not the situation's fault: ask it next time
+      return Fallback(cause)
+    previous = self._failures.get(key)
+    attempts = 1 if previous is None else previous.attempts + 1
+    delay = min(self.max_backoff_s,
+                self.retry_backoff_s * 2.0 ** (attempts - 1))
+    failure = _Failure(cause, attempts, time.monotonic() + delay)
+    self._failures[key] = failure
+    return Fallback(cause, failure.retry_at)
+
+  def _take_answer(self, key: Any, result: Any
+                   ) -> tuple[int, ...] | Fallback:
+    """A request's result for `key`: remembered if a plan, else recorded
+    as a failure; returns the plan or its users' fallback."""
+    if isinstance(result, BaseException):
+      return self._record_failure(key, result)
+    self._failures.pop(key, None)
+    self._remember(key, result)
+    return result
+
+  def _backing_off(self, key: Any) -> Fallback | None:
+    """The fallback for `key` while its back-off lasts, else None."""
+    failure = self._failures.get(key)
+    if failure is None or time.monotonic() >= failure.retry_at:
+      return None
+    return Fallback(failure.cause, failure.retry_at)
 
   def _remember(self, key: Any, plan: tuple[int, ...]) -> None:
     self._memo[key] = plan
@@ -303,7 +427,8 @@ class Planner:
   def _answer_requests(self, requests: list[tuple[str, Any]]) -> list[Any]:
     """The background worker's batches: plan inputs and lesson histories."""
     results: list[Any] = [None] * len(requests)
-    for kind, chain in (("plan", self._chain), ("lesson", self._reflect)):
+    for kind, chain in (("plan", self._chain), ("retry", self._retry_chain),
+                        ("lesson", self._reflect)):
       at = [i for i, (k, _) in enumerate(requests) if k == kind]
       for i, result in zip(at, self._batch(chain, [requests[i][1] for i in at])):
         results[i] = result
@@ -314,11 +439,7 @@ class Planner:
     for (kind, key), result in self._worker.drain():
       self._counts["background_answers"] += 1
       if kind == "plan":
-        if isinstance(result, BaseException):
-          self._failed.add(key)
-          self._count_fallback(result)
-        else:
-          self._remember(key, result)
+        self._take_answer(key, result)
       else:
         self._store_lesson(self._lessons_asked.pop(key), result)
 
@@ -328,11 +449,6 @@ class Planner:
     asking again may find something new."""
     self._collect_background()
     return self._counts["background_answers"]
-
-  def _count_fallback(self, error: BaseException) -> None:
-    cause = fallback_cause(error)
-    self._counts[f"fallback_{cause}"] += 1
-    _log.debug("planner fallback (%s): %s", cause, error)
 
   def flush(self, timeout_s: float | None = None) -> bool:
     """Waits for the background requests and takes their answers in; False
@@ -366,22 +482,24 @@ class Planner:
     situation already answered in this process is answered from memory
     without going through the chain (a cheap first-level cache). With
     `wait=False`, situations not answered yet are asked in the background
-    and their users get the heuristic plan for now; in background mode a
-    failed request counts one fallback, and its situation gets the heuristic
-    plan from then on.
+    and their users get the heuristic plan for now. A user without the
+    LLM's plan gets the heuristic's (see `llm_plans` for how it counts).
     """
     answers = self.llm_plans(histories, wait)
-    heuristic = [h for h, a in zip(histories, answers) if a is None]
+    heuristic = [h for h, a in zip(histories, answers)
+                 if not isinstance(a, tuple)]
     fallback = iter(self.fallback.plan(heuristic))
-    return [next(fallback) if a is None else a for a in answers]
+    return [a if isinstance(a, tuple) else next(fallback) for a in answers]
 
   def llm_plans(self, histories: Sequence[UserHistory], wait: bool = True
-                ) -> list[tuple[int, ...] | None]:
-    """Per history the LLM's validated plan, or None where it has none (yet).
+                ) -> list[tuple[int, ...] | Fallback | None]:
+    """Per history the LLM's validated plan; a `Fallback` where the request
+    failed (or its situation is backing off after a failure); None where
+    the answer is still coming (background).
 
-    Like `plan`, and counted the same way, but a user without the LLM's plan
-    gets None instead of the heuristic plan: callers that compute the
-    heuristic themselves (the TensorFlow planned environment) use this.
+    Each user counts once: in `llm_plans`, `provisional_plans` (None) or
+    `fallback_<cause>`. Callers that compute the heuristic themselves (the
+    TensorFlow planned environment) use this instead of `plan`.
     """
     start = time.perf_counter()
     self._collect_background()
@@ -391,30 +509,35 @@ class Planner:
     answers: dict[Any, Any] = {k: self._memo[k] for k in unique
                                if k in self._memo}
     self._counts["memo_hits"] += len(answers)
+    for key in unique:
+      if key not in answers and (held := self._backing_off(key)) is not None:
+        answers[key] = held
     ask = [k for k in unique if k not in answers]
     first = {key: inputs[keys.index(key)] for key in ask}
     if wait:
-      answers.update(zip(ask, self._batch(self._chain, [first[k] for k in ask])))
-      for key in ask:
-        if not isinstance(answers[key], BaseException):
-          self._remember(key, answers[key])
+      retried = {k for k in ask if k in self._failures}
+      for retry, chain in ((False, self._chain), (True, self._retry_chain)):
+        group = [k for k in ask if (k in retried) == retry]
+        self._counts["retry_requests"] += len(group) if retry else 0
+        for key, result in zip(group, self._batch(chain,
+                                                  [first[k] for k in group])):
+          answers[key] = self._take_answer(key, result)
     else:
       for key in ask:
-        if key not in self._failed:
-          self._worker.submit(("plan", key), ("plan", first[key]))
+        kind = "retry" if key in self._failures else "plan"
+        if self._worker.submit(("plan", key), (kind, first[key])):
+          self._counts["retry_requests"] += kind == "retry"
         answers[key] = None  # provisional
-    plans: list[tuple[int, ...] | None] = []
+    plans: list[tuple[int, ...] | Fallback | None] = []
     for key in keys:
       result = answers[key]
       if result is None:
         self._counts["provisional_plans"] += 1
-        plans.append(None)
-      elif isinstance(result, BaseException):
-        self._count_fallback(result)
-        plans.append(None)
+      elif isinstance(result, Fallback):
+        self._counts[f"fallback_{result.cause}"] += 1
       else:
         self._counts["llm_plans"] += 1
-        plans.append(result)
+      plans.append(result)
     self._counts["plan_calls"] += 1
     self._counts["users_planned"] += len(histories)
     self._counts["shared_requests"] += len(histories) - len(unique)
@@ -481,8 +604,15 @@ class Planner:
     (written or failed; never cached); `llm_calls`: plan and lesson
     requests together, those that reached the model. `llm_plans`: users
     whose plan is the model's (`llm_plan_share` of those planned);
+    `retry_requests`: plan requests retried after a failure (they bypass
+    the LLM cache, and count in `plan_llm_calls`);
     `provisional_plans`: users given the heuristic plan while their
-    situation was asked in the background; `background_busy_s`: the
+    situation was asked in the background; `fallback_<cause>` (each of
+    FALLBACK_CAUSES) and their sum `fallbacks`: users given the heuristic
+    plan because the request failed or their situation was backing off
+    after a failure (`llm_plans + provisional_plans + fallbacks =
+    users_planned`); `failing_situations`: situations backing off or due a
+    retry after a failure; `background_busy_s`: the
     worker's time answering. Latency is per
     plan() call, and `latency_per_user_s` is its total over users planned.
     """
@@ -499,7 +629,9 @@ class Planner:
     for cause in FALLBACK_CAUSES:
       out[f"fallback_{cause}"] = float(self._counts[f"fallback_{cause}"])
     out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
-    out["plan_llm_calls"] = float(self.cache.misses)
+    out["failing_situations"] = float(len(self._failures))
+    out["retry_requests"] = float(self._counts["retry_requests"])
+    out["plan_llm_calls"] = float(self.cache.misses) + out["retry_requests"]
     out["llm_calls"] = out["plan_llm_calls"] + out["reflection_requests"]
     out["memo_hits"] = float(self._counts["memo_hits"])
     out["cache_hits"] = float(self.cache.hits) + out["memo_hits"]
