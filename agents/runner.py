@@ -248,8 +248,7 @@ def train_and_evaluate(
     policy_export.export_policy(learner.greedy_policy,
                                 learner.agent.train_step_counter,
                                 directory.policy)
-    checkpointer.save(global_step=iteration)
-    save_reflections(train_env, directory)
+    save_checkpoint(checkpointer, iteration, train_env, directory)
   results.write_json_atomic(directory.summary, summary)
   return summary
 
@@ -317,8 +316,7 @@ def run_training(run, learner, train_env, eval_env, iteration,
     trained = steps_before + learner.user_steps
     if step % run.checkpoint_interval == 0:
       user_steps.assign(trained)
-      checkpointer.save(global_step=iteration)
-      save_reflections(train_env, directory)
+      save_checkpoint(checkpointer, iteration, train_env, directory)
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
       evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
@@ -329,7 +327,7 @@ def run_training(run, learner, train_env, eval_env, iteration,
         logging.info("learning curve levelled off at iteration %d; training "
                      "stops", step)
         user_steps.assign(trained)
-        checkpointer.save(global_step=iteration)
+        save_checkpoint(checkpointer, iteration, train_env, directory)
         return evaluated
   user_steps.assign(steps_before + learner.user_steps)
   return None
@@ -400,6 +398,23 @@ def run_evaluation(train_env, eval_env,
   with directory.eval_history.open("a") as stream:
     stream.write(json.dumps(history) + "\n")
   return results
+
+
+def save_checkpoint(checkpointer: common.Checkpointer, iteration: tf.Variable,
+                    train_env: Any, directory: RunDirectory) -> None:
+  """Saves the checkpoint and the reflection pool. If writing fails (a full
+  disk), the previous checkpoint stays the latest and intact, and the run
+  stops with a CheckpointError saying how to resume."""
+  try:
+    checkpointer.save(global_step=iteration)
+    save_reflections(train_env, directory)
+  except (tf.errors.OpError, OSError) as error:
+    message = getattr(error, "message", None) or str(error)
+    raise CheckpointError(
+        f"could not write a checkpoint in {directory.checkpoints} "
+        f"({type(error).__name__}: {message.splitlines()[0]}); the previous "
+        "checkpoint is intact: free disk space and rerun the same command "
+        "to resume from it") from None
 
 
 def save_reflections(env: py_environment.PyEnvironment,

@@ -18,20 +18,48 @@ class ConfigMismatchError(ValueError):
   """The directory holds a run with a different configuration."""
 
 
+class DamagedFileError(ValueError):
+  """A saved file cannot be read back (truncated or corrupt); nothing was
+  overwritten."""
+
+  def __init__(self, path: str | os.PathLike, problem: str, remedy: str):
+    super().__init__(f"{os.fspath(path)} is damaged ({problem}); {remedy}")
+    self.path = pathlib.Path(path)
+
+
+def read_json(path: str | os.PathLike, remedy: str) -> Any:
+  """The JSON in `path`; DamagedFileError (saying `remedy`) if unreadable."""
+  try:
+    return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise DamagedFileError(path, str(error).splitlines()[0], remedy) from None
+
+
 def normalised_config(config: Mapping[str, Any]) -> Any:
   """`config` as its saved JSON reads back (what saved configs compare to)."""
   return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-  """Writes JSON via a temporary file and a rename: never half-written."""
+  """Writes JSON via a temporary file and a rename: never half-written.
+
+  If writing fails (a full disk), the temporary file is removed, the
+  previous `path` stays as it was, and the OSError says so.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
   handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(handle, "w") as stream:
-    json.dump(payload, stream, indent=2, sort_keys=True, default=str)
-    stream.write("\n")
-  os.replace(temporary, path)
+  try:
+    with os.fdopen(handle, "w") as stream:
+      stream.write(text)
+      stream.flush()
+      os.fsync(stream.fileno())
+    os.replace(temporary, path)
+  except OSError as error:
+    os.unlink(temporary)
+    raise OSError(error.errno, f"could not write {path} ({error.strerror}); "
+                  "the previous version, if any, is intact") from None
 
 
 def claim_directory(root_dir: str | os.PathLike, config: Mapping[str, Any],
@@ -43,12 +71,9 @@ def claim_directory(root_dir: str | os.PathLike, config: Mapping[str, Any],
   root = pathlib.Path(root_dir)
   config_path = root / config_name
   if config_path.exists():
-    try:
-      saved = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-      raise ConfigMismatchError(
-          f"{config_path} is not valid JSON ({error}); refusing to write "
-          "into a directory whose run cannot be identified") from None
+    saved = read_json(config_path, (
+        f"it identifies the run in {root}, so nothing is written there: "
+        "remove that directory to start the run over, or choose another"))
     normalised = normalised_config(config)
     if saved != normalised:
       changed = sorted(key for key in set(saved) | set(normalised)

@@ -9,7 +9,6 @@ changes it, so a second build reads it instead of refitting.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 from typing import Any, ClassVar, Mapping
 
@@ -187,8 +186,6 @@ def load_or_fit(data_format: ratings_data.DataFormat,
   cached = calibration_cache.load(path)
   if cached is not None:
     return _from_arrays(cached), source
-  if path.exists():
-    logging.warning("unreadable calibration cache entry %s; refitting", path)
   data = ratings_data.read_ratings(ratings_path, categories_path, data_format)
   calibration = fit_calibration(data, calibration_params, str(ratings_path))
   calibration_cache.save_atomic(path, _to_arrays(calibration))

@@ -3,7 +3,8 @@
 A fit takes seconds; building an environment should not. Entries are `.npz`
 files named by a hash of the data files' bytes and every parameter that
 changes the fit, written to a temporary file and renamed, so a reader never
-sees a half-written entry, and a failed fit leaves nothing behind.
+sees a half-written entry, and a failed fit leaves nothing behind. An entry that cannot be read is
+reported, not replaced.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import zipfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from lerl_recsim import results
 
 CACHE_DIR_VARIABLE = "LERL_CACHE_DIR"
 
@@ -45,12 +48,17 @@ def entry_key(file_digests: Sequence[str], parameters: Mapping[str, Any]) -> str
 
 
 def load(path: pathlib.Path) -> dict[str, np.ndarray] | None:
-  """The arrays of an entry, or None if absent or unreadable (refit then)."""
+  """The arrays of an entry, None if absent; DamagedFileError if it cannot
+  be read (it is left as it is: a cache entry is never silently replaced)."""
+  if not path.exists():
+    return None
   try:
     with np.load(path, allow_pickle=False) as entry:
       return {name: entry[name] for name in entry.files}
-  except (FileNotFoundError, OSError, ValueError, zipfile.BadZipFile):
-    return None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    raise results.DamagedFileError(
+        path, f"unreadable calibration: {error}",
+        "remove it to fit the calibration again") from None
 
 
 def save_atomic(path: pathlib.Path, arrays: Mapping[str, np.ndarray]) -> None:

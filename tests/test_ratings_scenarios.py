@@ -9,7 +9,7 @@ from scipy import stats
 from tf_agents.environments import utils as env_utils
 
 import lerl_recsim
-from lerl_recsim import evaluation
+from lerl_recsim import evaluation, results
 from lerl_recsim.agents import sanity_policies
 from lerl_recsim.scenarios import calibration_cache
 from lerl_recsim.scenarios import category_groups, exit_rules, factorisation
@@ -294,15 +294,17 @@ def test_second_build_reads_the_cache_instead_of_refitting(tmp_path, monkeypatch
     ratings_csv_env(directory)
 
 
-def test_unreadable_cache_entry_is_refitted_and_replaced(tmp_path):
+def test_unreadable_cache_entry_is_reported_and_left_alone(tmp_path):
   directory = synthetic_dataset(tmp_path)
-  env = ratings_csv_env(directory)
+  ratings_csv_env(directory)
   (entry,) = (directory / "cache").iterdir()
   entry.write_bytes(b"half-written")
-  again = ratings_csv_env(directory)
-  assert again.config == env.config
-  assert calibration_cache.load(entry) is not None
-  assert [p.name for p in (directory / "cache").iterdir()] == [entry.name]
+  with pytest.raises(results.DamagedFileError,
+                     match=rf"{entry.name} is damaged .* remove it to fit"):
+    ratings_csv_env(directory)
+  assert entry.read_bytes() == b"half-written"
+  entry.unlink()  # as the message says
+  assert ratings_csv_env(directory).config["catalogue"]
 
 
 def test_groups_file_sets_the_semantic_groups(tmp_path):

@@ -6,10 +6,15 @@ those lookups tells how many requests really reached the model.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import threading
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache, InMemoryCache
+
+from lerl_recsim import results
 
 
 def make_cache(cache: BaseCache | None = None,
@@ -28,7 +33,25 @@ def make_cache(cache: BaseCache | None = None,
     raise ImportError(
         f"a cache path ({path!r}) needs langchain-community's SQLiteCache; "
         "install it with: pip install 'lerl-recsim[sqlite]'") from None
+  check_sqlite_cache(path)
   return SQLiteCache(database_path=path)
+
+
+def check_sqlite_cache(path: str) -> None:
+  """DamagedFileError if the SQLite file at `path` exists and is unreadable:
+  LangChain would otherwise fail inside every request, each counted as a
+  fallback, and the run would go on without its LLM."""
+  if not os.path.exists(path):
+    return
+  try:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+      connection.execute("PRAGMA quick_check").fetchall()
+      connection.execute("SELECT name FROM sqlite_master").fetchall()
+  except sqlite3.DatabaseError as error:
+    raise results.DamagedFileError(
+        path, f"not a readable SQLite database: {error}",
+        "remove it (the answers it held will be asked again) or choose "
+        "another cache file") from None
 
 
 class CountingCache(BaseCache):

@@ -26,6 +26,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 
+from lerl_recsim import results
 from lerl_recsim.planner.history import UserHistory
 from lerl_recsim.planner.prompt import PromptConfig, steps_text, totals_text
 from lerl_recsim.scenarios.catalogue import Catalogue
@@ -144,20 +145,31 @@ class ReflectionPool:
         f.flush()
         os.fsync(f.fileno())
       os.replace(tmp, path)
+    except OSError as error:  # a full disk: the saved pool stays as it was
+      os.unlink(tmp)
+      raise OSError(error.errno, f"could not write {path} ({error.strerror}); "
+                    "the previous version, if any, is intact") from None
     except BaseException:
       os.unlink(tmp)
       raise
 
   @classmethod
   def load(cls, path: str | os.PathLike[str]) -> "ReflectionPool":
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    """The pool saved at `path`; DamagedFileError if it cannot be read."""
+    remedy = ("remove it to go on with an empty pool (its lessons are lost), "
+              "or put back a saved copy")
+    data = results.read_json(path, remedy)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
-      raise ValueError(f"{os.fspath(path)!r} is not a reflection pool; expected "
-                       f"a JSON object with format {_FORMAT!r}")
-    pool = cls(capacity=int(data["capacity"]), beta=float(data["beta"]))
-    for entry in data["entries"]:
-      pool.add(entry["lesson"], entry["cumulative_reward"], entry.get("uid"))
+      raise results.DamagedFileError(
+          path, f"not a reflection pool: expected a JSON object with format "
+          f"{_FORMAT!r}", remedy)
+    try:
+      pool = cls(capacity=int(data["capacity"]), beta=float(data["beta"]))
+      for entry in data["entries"]:
+        pool.add(entry["lesson"], entry["cumulative_reward"], entry.get("uid"))
+    except (KeyError, TypeError, ValueError) as error:
+      raise results.DamagedFileError(
+          path, f"an entry is malformed: {error!r}", remedy) from None
     return pool
 
 
