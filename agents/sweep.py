@@ -2,7 +2,10 @@
 
 Each job is a separate process, so one run that crashes (or leaks memory)
 cannot take the others down; its output goes to a log file whose tail is
-reported. A job whose directory already holds `summary.json` is not started
+reported. A job killed by a signal (the kernel's out-of-memory killer, an
+operator) is reported and started once more, resuming from its last
+checkpoint; a job that exits with an error is not retried (it would fail the
+same way). A job whose directory already holds `summary.json` is not started
 again. Children are stopped when the sweep stops, even if it is killed, so a
 rerun never races a leftover process for the same run directory.
 """
@@ -22,6 +25,7 @@ from typing import Callable, IO, Sequence
 
 TAIL_LINES = 25
 PR_SET_PDEATHSIG = 1
+RETRIES_AFTER_A_KILL = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +44,24 @@ class Job:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-  """How a job ended: "reused", "finished" or "failed" (with its log tail)."""
+  """How a job ended: "reused", "finished" or "failed" (with its log tail),
+  and how often it was started again after being killed."""
 
   job: Job
   status: str
   seconds: float = 0.0
   tail: str = ""
+  retries: int = 0
+
+
+def exit_text(code: int) -> str:
+  """A child's return code in words; a negative one is a signal."""
+  if code >= 0:
+    return f"exit status {code}"
+  name = signal.Signals(-code).name
+  cause = (" (the kernel's out-of-memory killer sends it when memory runs "
+           "out)" if -code == signal.SIGKILL else "")
+  return f"killed by {name}{cause}"
 
 
 def _die_with_parent() -> None:
@@ -108,6 +124,8 @@ class Sweep:
     self._report = report
     self._heartbeat_s = heartbeat_s
     self._outcomes: list[Outcome] = []
+    self._retries: dict[Job, int] = {}
+    self._pending: list[Job] = []
     self._running: dict[Job, tuple[subprocess.Popen, IO[bytes], float,
                                    int]] = {}
     self._start = time.monotonic()
@@ -151,14 +169,23 @@ class Sweep:
       del self._running[job]
       self._free_slots.append(slot)
       seconds = time.monotonic() - started
+      retries = self._retries.get(job, 0)
       if code == 0 and job.finished:
-        self._outcomes.append(Outcome(job, "finished", seconds))
+        self._outcomes.append(Outcome(job, "finished", seconds,
+                                      retries=retries))
         self._progress(f"finished {job.name} ({seconds:.0f} s)")
-      else:
-        tail = log_tail(job.log)
-        self._outcomes.append(Outcome(job, "failed", seconds, tail))
-        self._progress(f"FAILED {job.name} (exit status {code}); log "
-                       f"{job.log}, last lines:\n{tail}")
+        continue
+      tail = log_tail(job.log)
+      if code < 0 and retries < RETRIES_AFTER_A_KILL:
+        self._retries[job] = retries + 1
+        self._pending.insert(0, job)
+        self._progress(f"{job.name} was {exit_text(code)}; starting it again "
+                       f"from its last checkpoint. Log {job.log}, last "
+                       f"lines:\n{tail}")
+        continue
+      self._outcomes.append(Outcome(job, "failed", seconds, tail, retries))
+      self._progress(f"FAILED {job.name} ({exit_text(code)}); log "
+                     f"{job.log}, last lines:\n{tail}")
 
   def _stop_children(self) -> None:
     for process, *_ in self._running.values():
@@ -175,7 +202,7 @@ class Sweep:
 
   def run(self) -> list[Outcome]:
     """Runs every job not finished yet; returns every job's outcome."""
-    pending = []
+    pending = self._pending
     for job in self._jobs:
       if job.finished:
         self._outcomes.append(Outcome(job, "reused"))

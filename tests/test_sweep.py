@@ -65,3 +65,49 @@ def test_children_see_their_thread_limits(tmp_path: pathlib.Path):
   slots = sweep.core_slots(2)
   if slots is not None:  # both ran at once, each on cores of its own
     assert sorted(map(sorted, cores)) == sorted(map(sorted, slots))
+
+
+def killed_job(tmp_path: pathlib.Path, name: str, kills: int) -> sweep.Job:
+  """A job killed by SIGKILL on its first `kills` starts (as the kernel's
+  out-of-memory killer does), finishing afterwards."""
+  directory = tmp_path / name
+  directory.mkdir()
+  script = ("import os, pathlib, signal, sys; d = pathlib.Path(sys.argv[1]); "
+            "n = len(list(d.glob('start*'))); (d / f'start{n}').touch(); "
+            "print('working on', d.name, flush=True); "
+            f"os.kill(os.getpid(), signal.SIGKILL) if n < {kills} else "
+            "(d / 'summary.json').write_text('{}')")
+  return sweep.Job(name, (sys.executable, "-c", script, str(directory)),
+                   directory, tmp_path / f"{name}.log")
+
+
+def test_a_killed_run_is_reported_with_its_log_and_started_once_more(
+    tmp_path: pathlib.Path):
+  jobs = [killed_job(tmp_path, "once", kills=1),
+          killed_job(tmp_path, "always", kills=99),
+          killed_job(tmp_path, "never", kills=0)]
+  lines: list[str] = []
+  outcomes = sweep.Sweep(jobs, parallel=2, report=lines.append).run()
+  by_name = {o.job.name: o for o in outcomes}
+  assert (by_name["once"].status, by_name["once"].retries) == ("finished", 1)
+  assert (by_name["always"].status, by_name["always"].retries) == ("failed", 1)
+  assert (by_name["never"].status, by_name["never"].retries) == ("finished", 0)
+  assert len(list((tmp_path / "always").glob("start*"))) == 2  # not 3
+  retried = [line for line in lines if "once was killed by SIGKILL" in line]
+  assert len(retried) == 1 and "out-of-memory" in retried[0]
+  assert "starting it again" in retried[0] and "working on once" in retried[0]
+  failed = [line for line in lines if "FAILED always" in line]
+  assert len(failed) == 1 and "killed by SIGKILL" in failed[0]
+  assert "working on always" in failed[0]
+  assert lines[-1].startswith("[2/3 done, 0 running, 0 left, 1 failed")
+
+
+def test_a_run_that_exits_with_an_error_is_not_retried(tmp_path: pathlib.Path):
+  directory = tmp_path / "bad"
+  directory.mkdir()
+  job = sweep.Job("bad", (sys.executable, "-c", "raise SystemExit(2)"),
+                  directory, tmp_path / "bad.log")
+  lines: list[str] = []
+  [outcome] = sweep.Sweep([job], parallel=1, report=lines.append).run()
+  assert (outcome.status, outcome.retries) == ("failed", 0)
+  assert any("FAILED bad (exit status 2)" in line for line in lines)
