@@ -188,12 +188,85 @@ def stack(observations: Sequence[Mapping[str, np.ndarray]]
           for name in observations[0]}
 
 
+def observation_fields(facts: bundle.ScenarioFacts
+                       ) -> dict[str, tuple[tuple[int, ...], str]]:
+  """Per observation field, its shape for one user and its kind ("int" or
+  "float"), as `observe` and the environment produce them."""
+  h, k, c = facts.history_length, facts.slate_size, facts.num_categories
+  return {"item_history": ((h, k), "int"), "click_history": ((h, k), "float"),
+          "response_history": ((h, k), "float"),
+          "category_counts": ((c,), "float"),
+          "category_engagement": ((c,), "float"),
+          "session_length": ((), "int"), "mean_engagement": ((), "float")}
+
+
+def check_observation(observation: Mapping[str, Any], mask: Any,
+                      facts: bundle.ScenarioFacts
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """A batch of environment observations and item masks, checked and cast
+  to the policy's dtypes; ValueError/TypeError name the bad field."""
+  if not isinstance(observation, Mapping):
+    raise TypeError(f"observation must be a dict of arrays; got a "
+                    f"{type(observation).__name__}")
+  fields = observation_fields(facts)
+  if set(observation) != set(fields):
+    raise ValueError(
+        f"observation has fields {sorted(observation)}; expected "
+        f"{sorted(fields)}")
+  checked: dict[str, np.ndarray] = {}
+  batch = None
+  for name, (shape, kind) in fields.items():
+    value = np.asarray(observation[name])
+    if value.dtype == object or not (np.issubdtype(value.dtype, np.number)
+                                     or value.dtype == bool):
+      raise TypeError(f"observation field {name!r} has dtype {value.dtype}; "
+                      f"expected {kind}s")
+    if kind == "int" and not np.issubdtype(value.dtype, np.integer):
+      raise TypeError(f"observation field {name!r} has dtype {value.dtype}; "
+                      "expected integers")
+    if value.shape[1:] != shape or value.ndim != len(shape) + 1:
+      raise ValueError(f"observation field {name!r} has shape {value.shape}; "
+                       f"expected [batch, {', '.join(map(str, shape))}]"
+                       .replace(", ]", "]"))
+    if batch is not None and value.shape[0] != batch:
+      raise ValueError(f"observation field {name!r} holds {value.shape[0]} "
+                       f"users; the other fields {batch}")
+    batch = value.shape[0]
+    if kind == "float" and not np.isfinite(value).all():
+      raise ValueError(f"observation field {name!r} holds non-finite values")
+    checked[name] = value.astype(np.int32 if kind == "int" else np.float32)
+  items = checked["item_history"]
+  unknown = np.unique(items[(items < -1) | (items >= facts.num_items)])
+  if unknown.size:
+    raise ValueError(f"observation field 'item_history' holds unknown item "
+                     f"ids {unknown.tolist()[:8]}; expected ids in "
+                     f"[0, {facts.num_items - 1}], or -1 for no step")
+  lengths = checked["session_length"]
+  if ((lengths < 0) | (lengths > facts.max_session_length)).any():
+    raise ValueError(f"observation field 'session_length' holds "
+                     f"{lengths.tolist()[:8]}; expected values in "
+                     f"[0, {facts.max_session_length}]")
+  mask = np.asarray(mask)
+  if mask.dtype != bool:
+    raise TypeError(f"mask has dtype {mask.dtype}; expected bool")
+  if mask.shape != (batch, facts.num_items):
+    raise ValueError(f"mask has shape {mask.shape}; expected "
+                     f"[{batch}, {facts.num_items}] (users, items)")
+  short = np.flatnonzero(mask.sum(axis=1) < facts.slate_size)
+  if short.size:
+    raise ValueError(f"mask allows fewer than {facts.slate_size} item(s) for "
+                     f"user(s) {short.tolist()[:8]}; a slate needs at least "
+                     "that many")
+  return checked, mask
+
+
 class HierarchicalRecommender:
   """Planner (high level) + SavedModel policy (low level) for serving.
 
   Build it with `load`. `recommend(history)` gives item ids;
   `recommend_batch(histories)` plans all users in one planner call and one
-  policy call, and returns the plans and masks too.
+  policy call, and returns the plans and masks too; `act(observation,
+  mask)` calls the low level on observations and masks the caller has.
   """
 
   def __init__(self, policy: Any, spec: Mapping[str, Any],
@@ -303,6 +376,15 @@ class HierarchicalRecommender:
       mask.setflags(write=False)
       recommendations.append(Recommendation(tuple(slate.tolist()), plan, mask))
     return recommendations
+
+  def act(self, observation: Mapping[str, Any], mask: Any) -> np.ndarray:
+    """The low level alone: slates (int [B, k]) for a batch of environment
+    observations and item masks (bool [B, N]), e.g. an environment's own
+    time step. Both are checked first: a malformed field, an unknown item
+    id or a mask that leaves too few items is a ValueError/TypeError naming
+    it."""
+    observation, mask = check_observation(observation, mask, self._facts)
+    return self._act(observation, mask)
 
   def _plan(self, sessions: Sequence[tuple[Step, ...]]
             ) -> tuple[list[tuple[int, ...] | None], np.ndarray]:

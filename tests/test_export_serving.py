@@ -295,6 +295,59 @@ def test_serving_rejects_bad_histories(recommender, history, error, match):
     recommender.recommend(history)
 
 
+def test_act_takes_the_environments_own_observations_and_masks(exported,
+                                                               recommender):
+  policy, _ = bundle.load_policy(exported / "policy")
+  env = make_planned_env("interest_evolution", planner="heuristic",
+                         num_users=6, seed=4, **SCENARIO)
+  time_step = env.reset()
+  for _ in range(3):
+    slates = recommender.act(time_step.observation["observation"],
+                             time_step.observation["mask"])
+    assert slates.shape == (6, 1)
+    assert slates[:, 0].tolist() == list(saved_policy_actions(policy,
+                                                              time_step))
+    time_step = env.step(slates[:, 0])
+
+
+def _observation_and_mask(recommender, users=2):
+  observation = serving.stack([recommender.observation([])] * users)
+  return observation, np.ones((users, recommender.facts.num_items), bool)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda o, m: o.pop("click_history"), ValueError,
+     r"observation has fields \[.*\]; expected \[.*'click_history'"),
+    (lambda o, m: o.update(item_history=o["item_history"][:, :3]), ValueError,
+     r"field 'item_history' has shape \(2, 3, 1\); expected \[batch, 10, 1\]"),
+    (lambda o, m: o.update(session_length=o["session_length"] + 0.5),
+     TypeError, r"field 'session_length' has dtype float64; expected integers"),
+    (lambda o, m: o.update(item_history=o["item_history"] + 61), ValueError,
+     r"'item_history' holds unknown item ids \[60\]; expected ids in \[0, 59\]"),
+    (lambda o, m: o.update(mean_engagement=o["mean_engagement"] * np.nan),
+     ValueError, r"'mean_engagement' holds non-finite values"),
+    (lambda o, m: o.update(session_length=o["session_length"][:1]),
+     ValueError, r"'session_length' holds 1 users; the other fields 2"),
+    (lambda o, m: m.__setitem__(1, False), ValueError,
+     r"mask allows fewer than 1 item\(s\) for user\(s\) \[1\]"),
+])
+def test_act_rejects_malformed_observations_naming_the_field(
+    recommender, change, error, match):
+  observation, mask = _observation_and_mask(recommender)
+  change(observation, mask)
+  with pytest.raises(error, match=match):
+    recommender.act(observation, mask)
+
+
+def test_act_rejects_a_mask_of_the_wrong_kind(recommender):
+  observation, mask = _observation_and_mask(recommender)
+  with pytest.raises(TypeError, match="mask has dtype int64; expected bool"):
+    recommender.act(observation, mask.astype(np.int64))
+  with pytest.raises(ValueError, match=r"mask has shape \(2, 59\); expected "
+                     r"\[2, 60\]"):
+    recommender.act(observation, mask[:, 1:])
+
+
 def test_load_rejects_mismatched_or_foreign_bundles(exported, tmp_path):
   copy = tmp_path / "copy"
   shutil.copytree(exported, copy)
