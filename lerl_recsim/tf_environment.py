@@ -19,6 +19,7 @@ are recorded and the planner hears about them.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Mapping
 
@@ -492,9 +493,9 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         del self._failing[key]
 
   def _drop_stale_plans(self) -> list[int]:
-    """Removes the stored plans whose prompt a new lesson changed (a lesson
-    enters only the prompts whose sampled lessons it displaces); returns
-    their keys."""
+    """Removes the stored answers (plans, or failed replies' marks) whose
+    prompt a new lesson changed (a lesson enters only the prompts whose
+    sampled lessons it displaces); returns their keys."""
     stored = list(self._stored.items())
     now = self._llm.prompt_keys([history for _, (history, _) in stored])
     stale = [key for (key, (_, prompt)), current in zip(stored, now)
@@ -503,6 +504,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       self._table.remove(tf.constant(stale, tf.int64))
       for key in stale:
         del self._stored[key]
+        self._failing.pop(key, None)
     return stale
 
   def _ask(self, asked: Mapping[Any, tuple[Any, int, bool]],
@@ -526,13 +528,18 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._unanswered.update(k for k, a in zip(keys, answers) if a is None)
     if not wait:
       self._mark_failing({k: a for k, a in zip(keys, answers)
-                          if isinstance(a, Fallback) and a.retry_at})
+                          if isinstance(a, Fallback)})
     stored = [i for i, a in enumerate(answers) if isinstance(a, tuple)]
     if stored:
       self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),
                          tf.constant(plans[stored].astype(np.int32)))
-      histories = [entries[i][0] for i in stored]
-      for i, history, prompt in zip(stored, histories,
+    # Plans and (background) replies that failed validation are the model's
+    # answers to their prompts: a lesson that changes the prompt drops them.
+    answered = stored + [i for i, a in enumerate(answers) if not wait
+                         and isinstance(a, Fallback) and a.retry_at is None]
+    if answered:
+      histories = [entries[i][0] for i in answered]
+      for i, history, prompt in zip(answered, histories,
                                     self._llm.prompt_keys(histories)):
         self._stored[keys[i]] = (history, prompt)
     if wait:
@@ -543,14 +550,16 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
           for a, (_, _, missed) in zip(answers, entries))
 
   def _mark_failing(self, failed: Mapping[int, Fallback]) -> None:
-    """Marks situations failing in the table until their retry time."""
+    """Marks situations failing in the table until their retry time (for
+    good where the model's reply failed validation)."""
     if not failed:
       return
     rows = np.zeros((len(failed), self._num_categories), np.int32)
     rows[:, 0] = [FAILING - FALLBACK_CAUSES.index(f.cause)
                   for f in failed.values()]
     self._table.insert(tf.constant(list(failed), tf.int64), tf.constant(rows))
-    self._failing.update({key: f.retry_at for key, f in failed.items()})
+    self._failing.update({key: math.inf if f.retry_at is None else f.retry_at
+                          for key, f in failed.items()})
 
 
 def make_tf_env(scenario: str = "interest_evolution", num_users: int = 64,

@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 from typing import Any
 
 # What the server does with a request (see `reply`).
@@ -59,15 +60,17 @@ class LoopbackLLMServer:
   Args:
     mode: what to do with requests (see MODES).
     hang_s: how long a hanging request hangs.
-    cycle: if given, modes taken in turn, one per request (overrides mode).
+    mixed: if given, each request gets one of these modes, chosen by its
+      messages (so the client's retries of a request meet the same fault).
   """
 
   def __init__(self, mode: str = "ok", hang_s: float = 5.0,
-               cycle: tuple[str, ...] = ()) -> None:
+               mixed: tuple[str, ...] = ()) -> None:
     self.mode = mode
-    self.cycle = cycle
+    self.mixed = mixed
     self.hang_s = hang_s
     self.requests = 0
+    self.deaths = 0
     self.port = 0
     self._server: http.server.ThreadingHTTPServer | None = None
     self._lock = threading.Lock()
@@ -99,9 +102,11 @@ class LoopbackLLMServer:
       def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with owner._lock:
-          mode = (owner.cycle[owner.requests % len(owner.cycle)]
-                  if owner.cycle else owner.mode)
           owner.requests += 1
+          mode = owner.mode
+        if owner.mixed:
+          messages = json.dumps(json.loads(body)["messages"]).encode()
+          mode = owner.mixed[zlib.crc32(messages) % len(owner.mixed)]
         if mode not in MODES:
           raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if mode == "close":
@@ -160,6 +165,7 @@ class LoopbackLLMServer:
       while self.requests < requests:
         time.sleep(0.01)
       self.stop()
+      self.deaths += 1
       time.sleep(down_s)
       self.start()
 

@@ -34,10 +34,13 @@ class GatedFake(FakeListChatModel):
   across the model's copies (which share `calls`), as from one server."""
   gate: Any = None
   asked: Any = None
+  down: Any = None  # an Event: while set, requests fail to connect
   calls: list = []
 
   def _call(self, *args: Any, **kwargs: Any) -> str:
     del args, kwargs
+    if self.down is not None and self.down.is_set():
+      raise ConnectionError("the server is down")
     if self.asked is not None:
       self.asked.set()
     assert self.gate.wait(30), "the test never opened the gate"
@@ -143,26 +146,46 @@ def test_unanswered_situations_get_the_heuristic_plan_until_the_llm_answers():
 
 
 def test_a_failed_background_request_falls_back_per_user_until_its_retry():
-  planner, gate = gated_planner("no json here", reply("jazz", "tennis"),
-                                retry_backoff_s=1.0)
+  down = threading.Event()
+  down.set()
+  gate = threading.Event()
+  model = GatedFake(responses=[reply("jazz", "tennis")], gate=gate, calls=[],
+                    down=down)
+  calls = model.calls
+  planner = Planner(model, CAT, rules=SMALL_PLANS, retry_backoff_s=1.0)
   gate.set()
   users = [rock_history(), rock_history()]  # one situation
   planner.plan(users, wait=False)  # provisional; the request fails
   assert planner.flush(30)
-  again = planner.plan(users, wait=False)  # backing off: not asked
+  down.clear()  # the server is back, but the situation backs off
+  again = planner.plan(users, wait=False)
   assert planner.flush(30)
   m = planner.metrics()
-  assert again == planner.fallback.plan(users)
-  assert m["provisional_plans"] == 2 and m["fallback_parse_error"] == 2
-  assert m["plan_llm_calls"] == 1 and m["failing_situations"] == 1
+  assert again == planner.fallback.plan(users) and not calls
+  assert m["provisional_plans"] == 2 and m["fallback_connection"] == 2
+  assert m["failing_situations"] == 1
   time.sleep(1.0)
-  planner.plan(users, wait=False)  # retried, past the cached bad reply
+  planner.plan(users, wait=False)  # asked again
   assert planner.flush(30)
   assert planner.plan(users, wait=False) == [(JAZZ, TENNIS)] * 2
   m = planner.metrics()
-  assert m["retry_requests"] == 1 and m["plan_llm_calls"] == 2
+  assert m["retry_requests"] == 1 and len(calls) == 1
   assert (m["llm_plans"], m["provisional_plans"], m["fallbacks"]) == (2, 4, 2)
   assert m["failing_situations"] == 0
+
+
+def test_a_reply_that_fails_validation_is_kept_and_not_asked_again():
+  planner, gate = gated_planner("no json here", reply("jazz", "tennis"))
+  gate.set()
+  users = [rock_history(), rock_history()]
+  planner.plan(users, wait=False)
+  assert planner.flush(30)
+  for _ in range(3):
+    assert planner.plan(users, wait=False) == planner.fallback.plan(users)
+  assert planner.flush(30)
+  m = planner.metrics()
+  assert m["plan_llm_calls"] == 1 and m["fallback_parse_error"] == 6
+  assert m["provisional_plans"] == 2 and m["retry_requests"] == 0
 
 
 def test_waiting_plans_equal_background_plans_once_answered():

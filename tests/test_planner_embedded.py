@@ -55,7 +55,7 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
   assert min(train.values()) >= 0
   # In the background a user gets the LLM's plan or, meanwhile, the
   # heuristic's (a failed request counts a fallback once per situation).
-  assert evaluation["provisional_plans"] > 0
+  assert evaluation["provisional_plans"] > 0, (train, evaluation)
   assert (evaluation["llm_plans"] + evaluation["provisional_plans"]
           == evaluation["planned_users"] > 0)
   waiting = training.train_eval(

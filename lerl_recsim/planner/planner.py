@@ -12,10 +12,13 @@ the heuristic plan meanwhile (a provisional plan, counted), so training runs
 at its own speed while the answers accumulate.
 
 Every planned user counts once, in both modes: as the LLM's plan, as
-provisional, or as a fallback by cause. A situation whose request failed is
-not asked again until a back-off has passed (doubling with each failure), so
-a dead or hanging server costs one failed request per situation and back-off,
-not one per user.
+provisional, or as a fallback by cause. A situation whose request failed
+(the server erred, hung or could not be reached) is not asked again until a
+back-off has passed (doubling with each failure), so a dead or hanging
+server costs one failed request per situation and back-off, not one per
+user. A reply that fails validation is the model's answer for its situation
+(at temperature 0 it would give it again): it is kept like a plan, and its
+users fall back without asking again.
 """
 
 from __future__ import annotations
@@ -92,10 +95,15 @@ def fallback_cause(error: BaseException) -> str:
   return "exception"
 
 
+# Causes that are the model's answer rather than a failed request.
+ANSWER_CAUSES = ("parse_error", "invalid_plan")
+
+
 @dataclasses.dataclass(frozen=True)
 class Fallback:
   """A user without the LLM's plan: why, and when its situation may be
-  asked again (monotonic seconds; None: at its next request)."""
+  asked again (monotonic seconds; None: never, for a reply that failed
+  validation, or at its next request, for a spent wait budget)."""
   cause: str
   retry_at: float | None = None
 
@@ -269,11 +277,6 @@ class Planner:
     self.cache = CountingCache(cache)
     plan_model = self._model.model_copy(update={"cache": self.cache})
     self._chain = plan_chain(plan_model, self.catalogue, self.rules)
-    # A retry after a failure bypasses the LLM cache, which may hold the
-    # unreadable or invalid reply that failed.
-    self._retry_chain = plan_chain(
-        self._model.model_copy(update={"cache": False}), self.catalogue,
-        self.rules)
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
     # Situations whose last request failed, not asked again until retry_at.
@@ -394,6 +397,10 @@ class Planner:
     _log.debug("planner request failed (%s): %s", cause, error)
     if cause == "wait_budget":  # not the situation's fault: ask it next time
       return Fallback(cause)
+    if cause in ANSWER_CAUSES:  # the model's answer: kept, not asked again
+      fallback = Fallback(cause)
+      self._remember(key, fallback)
+      return fallback
     previous = self._failures.get(key)
     attempts = 1 if previous is None else previous.attempts + 1
     delay = min(self.max_backoff_s,
@@ -427,8 +434,7 @@ class Planner:
   def _answer_requests(self, requests: list[tuple[str, Any]]) -> list[Any]:
     """The background worker's batches: plan inputs and lesson histories."""
     results: list[Any] = [None] * len(requests)
-    for kind, chain in (("plan", self._chain), ("retry", self._retry_chain),
-                        ("lesson", self._reflect)):
+    for kind, chain in (("plan", self._chain), ("lesson", self._reflect)):
       at = [i for i, (k, _) in enumerate(requests) if k == kind]
       for i, result in zip(at, self._batch(chain, [requests[i][1] for i in at])):
         results[i] = result
@@ -514,19 +520,14 @@ class Planner:
         answers[key] = held
     ask = [k for k in unique if k not in answers]
     first = {key: inputs[keys.index(key)] for key in ask}
+    self._counts["retry_requests"] += sum(k in self._failures for k in ask)
     if wait:
-      retried = {k for k in ask if k in self._failures}
-      for retry, chain in ((False, self._chain), (True, self._retry_chain)):
-        group = [k for k in ask if (k in retried) == retry]
-        self._counts["retry_requests"] += len(group) if retry else 0
-        for key, result in zip(group, self._batch(chain,
-                                                  [first[k] for k in group])):
-          answers[key] = self._take_answer(key, result)
+      for key, result in zip(ask, self._batch(self._chain,
+                                              [first[k] for k in ask])):
+        answers[key] = self._take_answer(key, result)
     else:
       for key in ask:
-        kind = "retry" if key in self._failures else "plan"
-        if self._worker.submit(("plan", key), (kind, first[key])):
-          self._counts["retry_requests"] += kind == "retry"
+        self._worker.submit(("plan", key), ("plan", first[key]))
         answers[key] = None  # provisional
     plans: list[tuple[int, ...] | Fallback | None] = []
     for key in keys:
@@ -604,8 +605,7 @@ class Planner:
     (written or failed; never cached); `llm_calls`: plan and lesson
     requests together, those that reached the model. `llm_plans`: users
     whose plan is the model's (`llm_plan_share` of those planned);
-    `retry_requests`: plan requests retried after a failure (they bypass
-    the LLM cache, and count in `plan_llm_calls`);
+    `retry_requests`: plan requests retried after a failed request;
     `provisional_plans`: users given the heuristic plan while their
     situation was asked in the background; `fallback_<cause>` (each of
     FALLBACK_CAUSES) and their sum `fallbacks`: users given the heuristic
@@ -631,7 +631,7 @@ class Planner:
     out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
     out["failing_situations"] = float(len(self._failures))
     out["retry_requests"] = float(self._counts["retry_requests"])
-    out["plan_llm_calls"] = float(self.cache.misses) + out["retry_requests"]
+    out["plan_llm_calls"] = float(self.cache.misses)
     out["llm_calls"] = out["plan_llm_calls"] + out["reflection_requests"]
     out["memo_hits"] = float(self._counts["memo_hits"])
     out["cache_hits"] = float(self.cache.hits) + out["memo_hits"]
