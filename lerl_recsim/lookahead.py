@@ -133,7 +133,7 @@ class Lookahead:
     """Each user's state repeated for its candidates x samples branches;
     the corpus (shared by all users) as it is."""
     return {name: {field: (tf.repeat(value, self._branches, axis=0)
-                           if name in story.PER_USER_VARIABLES else value)
+                           if name not in story.SHARED_VARIABLES else value)
                    for field, value in fields.items()}
             for name, fields in state.items()}
 

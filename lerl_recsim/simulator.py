@@ -92,21 +92,14 @@ class CompiledSimulator:
     """
     previous = self._read_state()
     previous[story.SLATE_REQUEST] = Value(items=actions)
+    # One seed: the step's draws, then the fresh users' (in that order).
     with seeding.stateless_sampling(seed):
       stepped = self._network.step(previous)
       fresh = self._network.initial_step()
-
-    def select(new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
-      condition = tf.reshape(reset, [-1] + [1] * (len(old.shape) - 1))
-      return tf.where(condition, new, old)
-
-    merged = dict(stepped)
-    for name in story.PER_USER_VARIABLES:
-      merged[name] = Value(**tf.nest.map_structure(
-          select, dict(fresh[name].as_dict), dict(stepped[name].as_dict)))
+    merged = story.with_arrivals(stepped, fresh, reset)
     self._assign_state(self._pack(merged))
     exit_state = merged[story.EXIT_STATE]
-    ended = (exit_state.get("left") + exit_state.get("truncated")) > 0.0
+    ended = story.ended(exit_state)
     step_type = tf.where(
         reset, ts.StepType.FIRST,
         tf.where(ended, ts.StepType.LAST, ts.StepType.MID))

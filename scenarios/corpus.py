@@ -96,13 +96,15 @@ class StaticItemCorpus(corpus.Corpus):
     return previous_state.map(tf.identity)
 
   def available_documents(self, corpus_state: Value) -> Value:
-    return corpus_state.map(tf.identity)
+    """Every item's fields and its `item_id`: [N, ...]."""
+    return Value(item_id=tf.range(self._items.num_items)).union(
+        corpus_state.map(tf.identity))
 
   def slate_docs(self, corpus_state: Value, slate_request: Value) -> Value:
-    """Gathers the item fields of each user's slate: [U, k, ...]."""
+    """The available docs of each user's slate: [U, k, ...]."""
     items = slate_request.get("items")
-    return Value(item_id=tf.identity(items)).union(
-        corpus_state.map(lambda field: tf.gather(field, items)))
+    return self.available_documents(corpus_state).map(
+        lambda field: tf.gather(field, items))
 
   def specs(self) -> ValueSpec:
     n, c = self._items.categories.shape
@@ -112,5 +114,7 @@ class StaticItemCorpus(corpus.Corpus):
         quality=Space(spaces.Box(-np.inf, np.inf, shape=(n,))),
         features=Space(spaces.Box(-np.inf, np.inf, shape=(n, d))),
         length=Space(spaces.Box(0.0, np.inf, shape=(n,))))
+    available = ValueSpec(item_id=Space(spaces.Box(
+        0, n - 1, shape=(n,), dtype=np.int32))).union(state)
     return state.prefixed_with("state").union(
-        state.prefixed_with("available_docs"))
+        available.prefixed_with("available_docs"))

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from recsim_ng.core import network as network_lib
+from recsim_ng.entities.recommendation import recommender as recommender_lib
 
 from lerl_recsim.scenarios import catalogue as catalogue_lib
 from lerl_recsim.scenarios import corpus as corpus_lib
@@ -49,13 +50,18 @@ class ScenarioParams(params.Params):
 @dataclasses.dataclass(frozen=True)
 class Scenario:
   """A built scenario: the RecSim NG network plus what the environment and
-  policies need to know about it."""
+  policies need to know about it.
+
+  `network` is the external-slate story the environments step;
+  `recommender_network` puts a RecSim NG recommender into the same story
+  instead, for RecSim NG's runtime.
+  """
 
   name: str
   network: network_lib.Network
+  entities: story.Entities
   catalogue: catalogue_lib.Catalogue
   items: corpus_lib.Items
-  user: user_lib.SatiationUser
   num_users: int
   slate_size: int
   history_length: int
@@ -63,6 +69,20 @@ class Scenario:
   config: Mapping[str, Any]
   _rebuild: Callable[[int], "Scenario"] = dataclasses.field(
       default=None, repr=False, compare=False)
+
+  @property
+  def user(self) -> user_lib.SatiationUser:
+    return self.entities.user
+
+  def recommender_network(
+      self, recommender: recommender_lib.BaseRecommender
+  ) -> story.SessionNetwork:
+    """The scenario with `recommender` (built from `entities.config`) in its
+    story, seeded with the scenario's seed, for RecSim NG's runtime:
+    `runtime.TFRuntime(network).trajectory(length=...)`."""
+    return story.SessionNetwork(
+        story.recommender_story(self.entities, recommender),
+        seed=self.config["seed"])
 
   def with_num_users(self, num_users: int) -> "Scenario":
     """The same scenario (catalogue, items, dynamics, exit rule) with
@@ -137,17 +157,19 @@ def build(num_users: int, seed: int,
 
   config = {"num_users": num_users, "num_topics": items.features.shape[1],
             "num_docs": items.num_items,
-            "slate_size": scenario_params.slate_size}
+            "slate_size": scenario_params.slate_size,
+            "history_length": scenario_params.history_length,
+            "num_categories": catalogue.num_categories}
   corpus = corpus_lib.StaticItemCorpus(config, items)
   user = user_lib.SatiationUser(config, catalogue, user_params, interest_pool)
   exit_rule = rule_spec.rule_class(
       num_users, catalogue.num_categories, scenario_params.slate_size,
       max_length, rule_params)
-  history = session_history.SessionHistory(
-      num_users, scenario_params.history_length, scenario_params.slate_size,
-      catalogue.num_categories)
-  variables = story.external_slate_story(
-      num_users, scenario_params.slate_size, corpus, user, exit_rule, history)
+  entities = story.Entities(
+      config=config, corpus=corpus, user=user, exit_rule=exit_rule,
+      history=session_history.SessionHistory(
+          num_users, scenario_params.history_length,
+          scenario_params.slate_size, catalogue.num_categories))
   resolved = {
       "scenario": name, "num_users": num_users, "seed": seed,
       **dataclasses.replace(scenario_params,
@@ -158,8 +180,11 @@ def build(num_users: int, seed: int,
       **dict(extra_config or {}),
   }
   return Scenario(
-      name=name, network=network_lib.Network(variables=variables),
-      catalogue=catalogue, items=items, user=user, num_users=num_users,
+      name=name,
+      network=network_lib.Network(
+          variables=story.external_slate_story(entities)),
+      entities=entities,
+      catalogue=catalogue, items=items, num_users=num_users,
       slate_size=scenario_params.slate_size,
       history_length=scenario_params.history_length,
       max_session_length=max_length, config=resolved,

@@ -246,5 +246,6 @@ def test_ci95_uses_student_t():
 
 def test_variables_match_the_story():
   env = small_env()
-  assert set(story.PER_USER_VARIABLES) | {story.CORPUS} == {
-      v.name for v in env.scenario.network.variables}
+  assert {v.name for v in env.scenario.network.variables} == {
+      story.CORPUS, story.SLATE_REQUEST, story.SLATE_DOCS, story.USER_STATE,
+      story.USER_RESPONSE, story.EXIT_STATE, story.HISTORY}

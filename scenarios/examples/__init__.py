@@ -1,0 +1,1 @@
+"""RecSim NG recommenders trained inside the scenario's story."""
