@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import gin
 import tensorflow as tf
 from tf_agents.bandits.agents import neural_epsilon_greedy_agent
 from tf_agents.environments import py_environment
@@ -42,6 +43,8 @@ def make_agent(env: py_environment.PyEnvironment, *,
   return agent
 
 
+# gin: `bandit.train_eval.<hyper-parameter> = value` (see configs/).
+@gin.configurable(module="bandit", denylist=["run", "root_dir"])
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
                fc_layer_params: Sequence[int] = (256, 128),
                learning_rate: float = 1e-3,

@@ -11,8 +11,9 @@ OUTPUT_DIR/logs. Running the same command again reuses finished runs and
 resumes unfinished ones; a run that crashes is reported and the others go
 on. Then results.md, results.csv and PNG plots are written to --results_dir
 (default OUTPUT_DIR). All input is checked before any run starts; the
-comparison's configuration is kept in OUTPUT_DIR/comparison.json and a
-different one is refused there.
+comparison's configuration, its gin bindings included, is kept in
+OUTPUT_DIR/comparison.json and a different one is refused there; every run
+gets the same --gin_file and --gin_bindings.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from absl import app, flags, logging
 
 from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import comparison_setup as setup
-from lerl_recsim.agents import run_config, sweep
+from lerl_recsim.agents import gin_config, run_config, sweep
 from lerl_recsim.scenarios import exit_rules, registry
 
 FLAGS = flags.FLAGS
@@ -75,12 +76,12 @@ flags.DEFINE_enum("planner_mode", "wait", run_config.PLANNER_MODES,
                   "How training waits for LLM planners; comparisons wait by "
                   "default, so that their tables repeat exactly (background: "
                   "faster, see lerl-train --planner_mode).")
-flags.DEFINE_integer("num_items", None, "Scenario override: catalogue size.")
-flags.DEFINE_integer("slate_size", None, "Scenario override: slate size.")
-flags.DEFINE_integer("max_session_length", None, "Scenario override: cap.")
+flags.DEFINE_integer("num_items", None, "Catalogue size (ScenarioParams).")
+flags.DEFINE_integer("slate_size", None, "Slate size (ScenarioParams).")
+flags.DEFINE_integer("max_session_length", None,
+                     "Session cap (ScenarioParams; the rule's if unset).")
 flags.DEFINE_string("data_dir", None, "Data directory of data-driven scenarios.")
-flags.DEFINE_string("scenario_overrides", None,
-                    "Further scenario overrides as JSON (not the exit rule).")
+flags.adopt_module_key_flags(gin_config)
 
 def main(argv: Sequence[str]) -> None:
   del argv
@@ -88,18 +89,18 @@ def main(argv: Sequence[str]) -> None:
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
   output_dir = pathlib.Path(FLAGS.output_dir)
   try:
-    overrides = setup.parse_overrides(
-        FLAGS.scenario_overrides,
-        {name: getattr(FLAGS, name) for name in setup.SCENARIO_FLAGS})
+    bindings = gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
     config, runs, reference = setup.plan(
         FLAGS.agents, FLAGS.scenarios, FLAGS.exit_rules, FLAGS.planners,
         FLAGS.num_seeds, FLAGS.parallel, FLAGS.reference,
         {name: getattr(FLAGS, name) for name in setup.TRAIN_SETTINGS},
-        overrides, FLAGS.planner_cache)
+        {name: getattr(FLAGS, name) for name in setup.SCENARIO_FLAGS},
+        FLAGS.planner_cache, bindings)
     lock = setup.claim(output_dir, config, logging.info)
   except (ValueError, ImportError, FileNotFoundError) as error:
     raise app.UsageError(str(error)) from None
-  jobs = [sweep.Job(run.name, setup.train_command(run, config, output_dir),
+  gin = setup.gin_flags(FLAGS.gin_file, FLAGS.gin_bindings)
+  jobs = [sweep.Job(run.name, setup.train_command(run, config, output_dir, gin),
                     run.directory(output_dir), run.log(output_dir))
           for run in runs]
   outcomes = sweep.Sweep(jobs, FLAGS.parallel, logging.info).run()

@@ -16,14 +16,15 @@ from typing import Any, Sequence
 
 import lerl_recsim
 from lerl_recsim import results
-from lerl_recsim.agents import comparison, comparison_plots, run_config
+from lerl_recsim.agents import (comparison, comparison_plots, gin_config,
+                                run_config)
 from lerl_recsim.planner import backends
 from lerl_recsim.scenarios import exit_rules, registry
 
 TRAIN_SETTINGS = ("num_iterations", "num_eval_sessions", "num_users",
                   "eval_interval", "checkpoint_interval", "log_interval",
                   "replan_every", "planner_mode")
-SCENARIO_FLAGS = ("num_items", "slate_size", "max_session_length", "data_dir")
+SCENARIO_FLAGS = (*gin_config.SCENARIO_FLAGS, "data_dir")
 
 
 def check_unique(flag: str, values: Sequence[str]) -> None:
@@ -103,36 +104,21 @@ def parse_exit_rules(names: Sequence[str]) -> list[comparison.ExitRuleChoice]:
   return rules
 
 
-def parse_overrides(text: str | None, flag_values: dict[str, Any]
-                    ) -> dict[str, Any]:
-  try:
-    overrides = json.loads(text) if text else {}
-  except json.JSONDecodeError as error:
-    raise ValueError(f"--scenario_overrides is not valid JSON ({error}): "
-                     f"{text!r}") from None
-  if not isinstance(overrides, dict):
-    raise ValueError(f"--scenario_overrides must be a JSON object, got {text!r}")
-  fixed = sorted({"exit_rule", "exit_params"} & set(overrides))
-  if fixed:
-    raise ValueError(f"--scenario_overrides sets {fixed}; choose exit rules "
-                     "with --exit_rules")
-  overrides.update({k: v for k, v in flag_values.items() if v is not None})
-  return overrides
-
-
 def plan(agents: Sequence[str], scenarios: Sequence[str],
          exit_rule_names: Sequence[str], planners: Sequence[str],
          num_seeds: int, parallel: int, reference: str,
-         train: dict[str, int], scenario_overrides: dict[str, Any],
-         planner_cache: str = ""
+         train: dict[str, int], scenario_flags: dict[str, Any],
+         planner_cache: str = "", gin_bindings: dict[str, Any] | None = None
          ) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
                     comparison.Method]:
   """Checks every input and expands the grid of runs.
 
-  `planner_cache` is the LLM planners' shared SQLite cache, relative to the
-  output directory ("" for none). Returns the comparison's configuration
-  (what comparison.json holds), its runs in execution order and the
-  reference method. Raises ValueError (or
+  `scenario_flags` are the SCENARIO_FLAGS given (None: unset), the rest of
+  the scenario as gin binds it (`gin_bindings`, what `gin_config.parse`
+  returned, is recorded); `planner_cache` is the LLM planners' shared
+  SQLite cache, relative to the output directory ("" for none). Returns
+  the comparison's configuration (what comparison.json holds), its runs in
+  execution order and the reference method. Raises ValueError (or
   ImportError for a missing planner model) naming the bad value.
   """
   methods = agent_methods(agents, planners)
@@ -144,8 +130,9 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
   runs = comparison.grid(scenarios, rules, methods, num_seeds)
   for scenario in scenarios:
     for rule in rules:
-      overrides = {**scenario_overrides, "exit_rule": rule.name,
-                   "exit_params": rule.params}
+      overrides = gin_config.scenario_overrides(scenario, rule.label,
+                                                scenario_flags)
+      gin_config.check_scenario(scenario, overrides)
       registry.build_scenario(scenario, num_users=1, seed=0, **overrides)
       for method in methods:
         run_config.RunConfig(
@@ -163,31 +150,40 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
             "scenarios": list(scenarios),
             "exit_rules": [rule.label for rule in rules],
             "num_seeds": num_seeds, "train": dict(train),
-            "scenario_overrides": scenario_overrides,
+            "scenario_overrides": {name: value for name, value in
+                                   scenario_flags.items() if value is not None},
             "planner_cache": planner_cache,
             "lerl_recsim_version": lerl_recsim.__version__}
+  if gin_bindings:  # absent otherwise, as in comparisons from before gin
+    config["gin_bindings"] = dict(gin_bindings)
   return config, runs, comparison.resolve_reference(reference, methods)
 
 
+def gin_flags(files: Sequence[str], bindings: Sequence[str]
+              ) -> tuple[str, ...]:
+  """--gin_file (absolute) and --gin_bindings flags for every run."""
+  return (*(f"--gin_file={os.path.abspath(path)}" for path in files),
+          *(f"--gin_bindings={binding}" for binding in bindings))
+
+
 def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
-                  output_dir: pathlib.Path) -> tuple[str, ...]:
-  """The `lerl-train` invocation of one run."""
+                  output_dir: pathlib.Path, gin: Sequence[str] = ()
+                  ) -> tuple[str, ...]:
+  """The `lerl-train` invocation of one run; `gin` are its `gin_flags`."""
   command = [sys.executable, "-m", "lerl_recsim.agents.train",
              f"--agent={run.method.agent}", f"--scenario={run.scenario}",
-             f"--exit_rule={run.exit_rule.name}", f"--seed={run.seed}",
+             f"--exit_rule={run.exit_rule.label}", f"--seed={run.seed}",
              f"--root_dir={run.directory(output_dir)}"]
   command += [f"--{name}={value}" for name, value in config["train"].items()
               if value is not None]
-  if run.exit_rule.params:
-    command.append(f"--exit_params={json.dumps(run.exit_rule.params)}")
+  command += [f"--{name}={value}" for name, value in
+              config["scenario_overrides"].items()]
+  command += gin
   if run.method.planner is not None:
     command.append(f"--planner={run.method.planner}")
     if config.get("planner_cache") and run.method.planner != "heuristic":
       command.append(
           f"--planner_cache={output_dir / config['planner_cache']}")
-  if config["scenario_overrides"]:
-    command.append(
-        f"--scenario_overrides={json.dumps(config['scenario_overrides'])}")
   return tuple(command)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Sequence
 
+import gin
 import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.environments import py_environment
@@ -73,6 +74,8 @@ def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
       recorded_action=slate_policy.leading_item, **options)
 
 
+# gin: `dqn.train_eval.<hyper-parameter> = value` (see configs/).
+@gin.configurable(module="dqn", denylist=["run", "root_dir"])
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
                fc_layer_params: Sequence[int] = (256, 128),
                learning_rate: float = 3e-4,

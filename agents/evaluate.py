@@ -8,7 +8,9 @@ r"""Evaluates a saved policy on any scenario, exit rule and planner.
 --load_dir is a training run (lerl-train's --root_dir) or a serving bundle
 (lerl-export's --export_dir). Unset flags take the source's settings: its
 scenario and overrides (an --exit_rule other than the source's drops the
-source's exit parameters), its planner backend and replan interval. Each of
+source's exit parameters), its planner backend and replan interval.
+--gin_file and --gin_bindings change the scenario's parameters as for
+lerl-train (e.g. 'TemperParams.initial_temper = 10'). Each of
 --num_eval_sessions fresh users runs one session with the greedy policy;
 users are seeded from --seed + 1000003, as lerl-train's evaluation users.
 The summary (mean and ci95 per metric, num_sessions, resolved config,
@@ -22,7 +24,7 @@ from typing import Sequence
 from absl import flags
 
 from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import flag_values, policy_eval
+from lerl_recsim.agents import flag_values, gin_config, policy_eval
 from lerl_recsim.scenarios import registry
 
 FLAGS = flags.FLAGS
@@ -33,11 +35,8 @@ flags.DEFINE_string("output", None, "Summary JSON path; must not exist.",
                     required=True)
 flags.DEFINE_string("scenario", None, "Scenario (the source's if unset): "
                     f"{', '.join(sorted(registry.SCENARIOS))}.")
-flags.DEFINE_string("exit_rule", None, "Exit rule (the source's if unset).")
-flags.DEFINE_string("exit_params", None, "Exit-rule parameters as JSON, e.g. "
-                    '\'{"preset": "dorl"}\'.')
-flags.DEFINE_string("scenario_overrides", None,
-                    "Further scenario overrides as JSON.")
+flags.DEFINE_string("exit_rule", None, "Exit rule (the source's if unset), "
+                    "optionally with a preset: category_window:dorl.")
 flags.DEFINE_string("planner", None,
                     "Planner backend (the source's if unset): embedded, "
                     "gguf:PATH, openai:MODEL, ollama:MODEL, heuristic, or "
@@ -46,17 +45,17 @@ flags.DEFINE_integer("replan_every", None,
                      "K: steps between a user's plans (the source's if unset).")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users, one session each.")
 flags.DEFINE_integer("seed", 0, "Seeds the evaluation users and the planner.")
+flags.adopt_module_key_flags(gin_config)
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  overrides = flag_values.json_object("scenario_overrides",
-                                       FLAGS.scenario_overrides)
-  if FLAGS.exit_rule is not None:
-    overrides["exit_rule"] = FLAGS.exit_rule
-  exit_params = flag_values.json_object("exit_params", FLAGS.exit_params)
-  if exit_params:
-    overrides["exit_params"] = exit_params
+  gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+  spec = policy_eval.load_source(FLAGS.load_dir)[0]
+  scenario = FLAGS.scenario or spec["source"]["scenario"]
+  overrides = gin_config.scenario_overrides(
+      scenario, FLAGS.exit_rule,
+      default_exit_rule=spec["scenario"]["config"]["exit_rule"])
   summary = policy_eval.evaluate(
       FLAGS.load_dir, FLAGS.output, scenario=FLAGS.scenario,
       overrides=overrides, planner=FLAGS.planner,

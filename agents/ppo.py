@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import gin
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.environments import py_environment
@@ -41,6 +42,8 @@ def make_agent(env: py_environment.PyEnvironment, *,
   return agent
 
 
+# gin: `ppo.train_eval.<hyper-parameter> = value` (see configs/).
+@gin.configurable(module="ppo", denylist=["run", "root_dir"])
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
                fc_layer_params: Sequence[int] = (256, 128),
                learning_rate: float = 3e-4,

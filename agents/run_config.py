@@ -90,6 +90,9 @@ class RunConfig:
     stop_when_levelled: end training at the first evaluation at which the
       learning curve has levelled off (`learning_curves.PlateauRule`), or
       after num_iterations, whichever comes first.
+    gin_bindings: the gin bindings in effect (`gin_config.parse`), recorded
+      in config.json beside the run's settings when there are any, so that
+      a run directory without them reads as before.
   """
 
   agent: str
@@ -107,6 +110,7 @@ class RunConfig:
   planner_cache: str | None = None
   planner_mode: str = "background"
   stop_when_levelled: bool = False
+  gin_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self) -> None:
     if self.agent not in AGENTS:
@@ -146,6 +150,7 @@ class RunConfig:
   def to_dict(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
     values["scenario_overrides"] = dict(self.scenario_overrides)
+    del values["gin_bindings"]
     values["planner"] = self.planner_backend
     if values["planner"] is None:
       values["replan_every"] = None

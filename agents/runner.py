@@ -6,7 +6,8 @@ replay buffer, iteration, planner reflections), alternates learner
 iterations with progress lines, TensorBoard summaries, checkpoints and
 evaluations on fresh users (of the greedy policy, and of any policy the
 learner adds, such as PPO's sampled one), then writes `summary.json` and
-exports the greedy policy.
+exports the greedy policy. gin's operative configuration (what gin
+supplied, defaults included) goes beside config.json.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Protocol
 
+import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -148,6 +150,7 @@ class RunDirectory:
     self.reflections = self.train / "reflections.json"
     self.policy = self.root / "policy"
     self.summary = self.root / "summary.json"
+    self.operative_config = self.root / "operative_config.gin"
     self.eval_history = self.eval / "history.jsonl"
 
 
@@ -174,6 +177,8 @@ def train_and_evaluate(
             "scenario": dict(probe.config),
             "lerl_recsim_version": lerl_recsim.__version__}
   config["scenario"].pop("num_users", None)
+  if run.gin_bindings:
+    config["gin_bindings"] = dict(run.gin_bindings)
   results.claim_directory(directory.root, config)
   if directory.summary.exists():
     logging.info("%s is a finished run; reusing its summary", directory.root)
@@ -213,6 +218,8 @@ def train_and_evaluate(
                    int(iteration.numpy()))
   else:
     train_env, eval_env = build_environments(run, run.seed)
+  # What gin supplied to everything built so far, defaults included.
+  directory.operative_config.write_text(gin.operative_config_str())
 
   train_writer = tf.summary.create_file_writer(str(directory.train))
   eval_writer = tf.summary.create_file_writer(str(directory.eval))

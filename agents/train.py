@@ -3,23 +3,32 @@ r"""Trains and evaluates one agent; the LERL entry point.
   lerl-train --agent=lerl --root_dir=runs/lerl
   python -m lerl_recsim.agents.train --agent=dqn --exit_rule=temper \
       --num_iterations=2000 --root_dir=runs/dqn_temper
+  lerl-train --agent=dqn --gin_file=configs/dqn.gin \
+      --gin_bindings='TemperParams.initial_temper = 10' --root_dir=runs/t10
+
+Agent hyper-parameters (`dqn.train_eval.learning_rate`, ...) and the
+scenario's parameters (`ScenarioParams`, `UserParams`, the exit rules'
+`TemperParams`, ...) are set with --gin_file and --gin_bindings.
 
 Writes TensorBoard summaries under ROOT_DIR/train and ROOT_DIR/eval,
 checkpoints under ROOT_DIR/train/checkpoints, the greedy policy as a
 SavedModel under ROOT_DIR/policy and the final evaluation (fresh users, one
 session each) in ROOT_DIR/summary.json, beside the resolved configuration
-in ROOT_DIR/config.json. Started again with the same --root_dir, a killed
-run resumes from its last checkpoint; a finished run is reused.
+in ROOT_DIR/config.json and gin's operative configuration (every
+configurable value the run used) in ROOT_DIR/operative_config.gin. Started
+again with the same --root_dir, a killed run resumes from its last
+checkpoint; a finished run is reused; another configuration (gin bindings
+included) is refused.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from absl import flags
 
 from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import flag_values, run_config, training
+from lerl_recsim.agents import flag_values, gin_config, run_config, training
 from lerl_recsim.scenarios import registry
 
 FLAGS = flags.FLAGS
@@ -27,9 +36,8 @@ flags.DEFINE_string("agent", "lerl", "One of: " + ", ".join(
     f"{name} ({spec.doc})" for name, spec in run_config.AGENTS.items()))
 flags.DEFINE_string("scenario", "interest_evolution",
                     f"Scenario: {', '.join(sorted(registry.SCENARIOS))}.")
-flags.DEFINE_string("exit_rule", None, "Exit rule (scenario default if unset).")
-flags.DEFINE_string("exit_params", None, "Exit-rule parameters as JSON, e.g. "
-                    '\'{"preset": "dorl"}\'.')
+flags.DEFINE_string("exit_rule", None, "Exit rule (scenario default if "
+                    "unset), optionally with a preset: category_window:dorl.")
 flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER,
                     "Planner backend for lerl/lerl_ppo: embedded, gguf:PATH, "
                     "openai:MODEL, ollama:MODEL, heuristic.")
@@ -62,35 +70,25 @@ flags.DEFINE_integer("log_interval", None, "Iterations between progress lines "
                      "(default: as --eval_interval).")
 flags.DEFINE_integer("seed", 0, "Seed of environments, networks, exploration.")
 flags.DEFINE_string("root_dir", None, "Run directory.", required=True)
-flags.DEFINE_integer("num_items", None, "Scenario override: catalogue size.")
-flags.DEFINE_integer("slate_size", None, "Scenario override: slate size.")
-flags.DEFINE_integer("max_session_length", None, "Scenario override: cap.")
+flags.DEFINE_integer("num_items", None, "Catalogue size (ScenarioParams).")
+flags.DEFINE_integer("slate_size", None, "Slate size (ScenarioParams).")
+flags.DEFINE_integer("max_session_length", None,
+                     "Session cap (ScenarioParams; the rule's if unset).")
 flags.DEFINE_string("data_dir", None, "Data directory of data-driven scenarios.")
-flags.DEFINE_string("scenario_overrides", None,
-                    "Further scenario overrides as JSON, e.g. "
-                    '\'{"satiation_decay": 0.9}\'.')
-flags.DEFINE_string("hparams", None, "Agent-family hyper-parameters as JSON, "
-                    'e.g. \'{"learning_rate": 0.0005}\'.')
-
-
-def scenario_overrides_from_flags() -> dict[str, Any]:
-  overrides = flag_values.json_object("scenario_overrides",
-                                       FLAGS.scenario_overrides)
-  for name in ("exit_rule", "num_items", "slate_size", "max_session_length",
-               "data_dir"):
-    if getattr(FLAGS, name) is not None:
-      overrides[name] = getattr(FLAGS, name)
-  exit_params = flag_values.json_object("exit_params", FLAGS.exit_params)
-  if exit_params:
-    overrides["exit_params"] = exit_params
-  return overrides
+flags.adopt_module_key_flags(gin_config)
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  bindings = gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+  overrides = gin_config.scenario_overrides(
+      FLAGS.scenario, FLAGS.exit_rule,
+      {name: getattr(FLAGS, name) for name in
+       (*gin_config.SCENARIO_FLAGS, "data_dir")})
+  gin_config.record_scenario(FLAGS.scenario, overrides)
   run = run_config.RunConfig(
       agent=FLAGS.agent, scenario=FLAGS.scenario,
-      scenario_overrides=scenario_overrides_from_flags(),
+      scenario_overrides=overrides,
       planner=FLAGS.planner, replan_every=FLAGS.replan_every,
       num_users=FLAGS.num_users, num_iterations=FLAGS.num_iterations,
       num_eval_sessions=FLAGS.num_eval_sessions,
@@ -98,9 +96,8 @@ def main(argv: Sequence[str]) -> None:
       checkpoint_interval=FLAGS.checkpoint_interval,
       log_interval=FLAGS.log_interval, seed=FLAGS.seed,
       planner_cache=FLAGS.planner_cache, planner_mode=FLAGS.planner_mode,
-      stop_when_levelled=FLAGS.stop_when_levelled)
-  hparams = flag_values.json_object("hparams", FLAGS.hparams)
-  summary = training.train_eval(run, FLAGS.root_dir, hparams)
+      stop_when_levelled=FLAGS.stop_when_levelled, gin_bindings=bindings)
+  summary = training.train_eval(run, FLAGS.root_dir)
   print(flag_values.headline(summary))
 
 

@@ -1,12 +1,13 @@
 """Training one agent: dispatch to its family's train_eval.
 
 Kept apart from the `lerl-train` binary so that other programs (the main
-job, comparisons, tests) can train without defining its absl flags.
+job, comparisons, tests) can train without defining its absl flags. Each
+family's hyper-parameters are its `train_eval`'s keyword defaults, changed
+through gin (`agents/gin_config.py`).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Mapping
 
 from lerl_recsim.agents import bandit, dqn, ppo, run_config, scripted
@@ -17,17 +18,7 @@ FAMILIES: Mapping[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def train_eval(run: run_config.RunConfig, root_dir: str,
-               hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Trains and evaluates `run.agent`; hparams override the family's
-  keyword defaults and are checked against them."""
-  function = FAMILIES[run.spec.family]
-  accepted = [name for name, parameter in
-              inspect.signature(function).parameters.items()
-              if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
-  unknown = sorted(set(hparams or {}) - set(accepted))
-  if unknown:
-    raise ValueError(
-        f"unknown hyper-parameter(s) {unknown} for agent {run.agent!r} "
-        f"(family {run.spec.family}); accepted: {accepted}")
-  return function(run, root_dir, **dict(hparams or {}))
+def train_eval(run: run_config.RunConfig, root_dir: str) -> dict[str, Any]:
+  """Trains and evaluates `run.agent` with its family's hyper-parameters
+  as gin binds them."""
+  return FAMILIES[run.spec.family](run, root_dir)

@@ -40,6 +40,18 @@ def normalised_config(config: Mapping[str, Any]) -> Any:
   return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
+def differences(saved: Any, new: Any, prefix: str = "") -> list[str]:
+  """`KEY.PATH: SAVED -> NEW` for each value that differs, nested mappings
+  followed down to the values."""
+  if isinstance(saved, dict) and isinstance(new, dict):
+    return [line for key in sorted(set(saved) | set(new))
+            for line in differences(saved.get(key), new.get(key),
+                                    f"{prefix}{key}.")]
+  if saved == new:
+    return []
+  return [f"{prefix[:-1]}: {json.dumps(saved)} -> {json.dumps(new)}"]
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
   """Writes JSON via a temporary file and a rename: never half-written.
 
@@ -80,7 +92,9 @@ def claim_directory(root_dir: str | os.PathLike, config: Mapping[str, Any],
                        if saved.get(key) != normalised.get(key))
       raise ConfigMismatchError(
           f"{root} holds a run with a different configuration (differs in "
-          f"{changed}); choose another directory or remove that run")
+          f"{changed}): {config_path} has "
+          f"{'; '.join(differences(saved, normalised))} (saved -> now); "
+          "choose another directory or remove that run")
   else:
     write_json_atomic(config_path, normalised_config(config))
   return root

@@ -51,7 +51,15 @@ def check_field(owner: str, field: dataclasses.Field, value: Any,
                 bounds: tuple[float | None, float | None]) -> None:
   """Raises a descriptive error if `value` does not fit `field`."""
   expected = field.type if isinstance(field.type, str) else field.type.__name__
-  name = f"{owner}.{field.name}"
+  check_value(f"{owner}.{field.name}", expected, value, bounds)
+
+
+def check_value(name: str, expected: str, value: Any,
+                bounds: tuple[float | None, float | None] = (None, None)
+                ) -> None:
+  """Raises a descriptive error if `value` does not fit the annotation
+  `expected` ("int", "float", "str", "Sequence[int]"; others are not
+  checked) and `bounds`; also checks gin-bound hyper-parameters."""
   if expected == "int":
     if isinstance(value, bool) or not isinstance(value, int):
       raise TypeError(f"{name} must be an int, got {value!r}")
@@ -63,6 +71,10 @@ def check_field(owner: str, field: dataclasses.Field, value: Any,
   elif expected == "str":
     if not isinstance(value, str):
       raise TypeError(f"{name} must be a string, got {value!r}")
+  elif expected == "Sequence[int]":
+    if not isinstance(value, (list, tuple)) or any(
+        isinstance(v, bool) or not isinstance(v, int) for v in value):
+      raise TypeError(f"{name} must be a list of ints, got {value!r}")
   lo, hi = bounds
   if lo is not None and value < lo or hi is not None and value > hi:
     interval = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"

@@ -239,13 +239,13 @@ def test_seed_mean_curve_is_judged_with_the_across_seed_intervals(tmp_path):
     ({"reference": "ppo"}, r"reference 'ppo' is not a compared method"),
     ({"agents": ["lerl", "random"], "planners": ["heuristic", "fake-x"],
       "reference": "lerl"}, r"unknown backend 'fake-x'"),
-    ({"scenario_overrides": {"num_items": 0}}, r"num_items"),
+    ({"scenario_flags": {"num_items": 0}}, r"num_items"),
 ])
 def test_bad_input_is_named_before_any_run(changes, message):
   arguments = dict(agents=["dqn", "random"], scenarios=["interest_evolution"],
                    exit_rule_names=["satisfaction"], planners=["heuristic"],
                    num_seeds=2, parallel=1, reference="dqn", train=TRAIN,
-                   scenario_overrides={})
+                   scenario_flags={})
   arguments.update(changes)
   with pytest.raises(ValueError, match=message):
     setup.plan(**arguments)
@@ -259,16 +259,12 @@ def test_exit_rules_parse_into_make_env_arguments():
     setup.parse_exit_rules(["temper", "temper"])
 
 
-def test_ambiguous_reference_and_overrides_that_set_the_exit_rule():
+def test_ambiguous_reference():
   methods = setup.agent_methods(["lerl", "dqn"], ["heuristic", "openai:m"])
   assert [m.label for m in methods] == ["lerl+heuristic", "lerl+openai:m", "dqn"]
   with pytest.raises(ValueError, match=r"reference 'lerl' is ambiguous"):
     comparison.resolve_reference("lerl", methods)
   assert comparison.resolve_reference("lerl+heuristic", methods) == methods[0]
-  with pytest.raises(ValueError, match=r"sets \['exit_rule'\]; choose exit rules"):
-    setup.parse_overrides('{"exit_rule": "temper"}', {})
-  with pytest.raises(ValueError, match=r"--scenario_overrides is not valid JSON"):
-    setup.parse_overrides("{num_items: 3}", {})
 
 
 def test_output_dir_of_another_comparison_or_a_running_one_is_refused(tmp_path):
