@@ -213,7 +213,8 @@ class GraphCollector:
 
   def run(self, steps: int) -> None:
     if not self._started:
-      tf_environment_lib.reset_and_absorb(self._env)
+      if not self._env.started:  # else restored from a checkpoint
+        tf_environment_lib.reset_and_absorb(self._env)
       self._started = True
     chunk = self._env.steps_per_call or steps
     done = 0

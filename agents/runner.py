@@ -148,6 +148,8 @@ class RunDirectory:
     self.eval = self.root / "eval"
     self.checkpoints = self.train / "checkpoints"
     self.reflections = self.train / "reflections.json"
+    # The training environment's state a checkpoint cannot hold (planner).
+    self.environment_state = self.train / "environment_state.json"
     self.policy = self.root / "policy"
     self.summary = self.root / "summary.json"
     self.operative_config = self.root / "operative_config.gin"
@@ -196,15 +198,16 @@ def train_and_evaluate(
   learner = None
   checkpointer = None
   if make_learner is not None:
-    # The training environment's seed depends on where the run (re)starts,
-    # so a resumed run meets new users rather than replaying the first ones.
-    start = checkpointed_iteration(directory)
-    train_env, eval_env = build_environments(run, run.seed + 7919 * start,
+    checkpointed_iteration(directory)  # a damaged checkpoint stops here
+    # A resumed run's training environment continues where the checkpoint
+    # left it: the same users, plans and planner state.
+    train_env, eval_env = build_environments(run, run.seed,
                                              directory.reflections)
     learner = make_learner(train_env)
     checkpointer = common.Checkpointer(
         ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
-        user_steps=user_steps, **learner.checkpoint_objects())
+        user_steps=user_steps, environment=train_env.checkpoint_state(),
+        **learner.checkpoint_objects())
     try:
       checkpointer.initialize_or_restore().expect_partial()
     except (tf.errors.OpError, ValueError, AssertionError) as error:
@@ -216,6 +219,7 @@ def train_and_evaluate(
     if int(iteration.numpy()) > 0:
       logging.info("resuming %s at iteration %d", directory.root,
                    int(iteration.numpy()))
+      load_environment_state(train_env, directory, int(iteration.numpy()))
   else:
     train_env, eval_env = build_environments(run, run.seed)
   # What gin supplied to everything built so far, defaults included.
@@ -321,21 +325,23 @@ def run_training(run, learner, train_env, eval_env, iteration,
     # Written to the variable only when a checkpoint or the summary reads
     # it: an eager assignment per iteration costs as much as a collect step.
     trained = steps_before + learner.user_steps
-    if step % run.checkpoint_interval == 0:
-      user_steps.assign(trained)
-      save_checkpoint(checkpointer, iteration, train_env, directory)
+    levelled = False
+    # Evaluation first: the checkpoint then holds what it left in the
+    # planner (plans it asked for), as an uninterrupted run has it.
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
       evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
                                  iteration, directory, trained)
       window_start += time.perf_counter() - paused  # rates count training only
-      if run.stop_when_levelled and learning_curves.summarise(
-          learning_curves.read_history(directory.root), rule)["levelled_off"]:
-        logging.info("learning curve levelled off at iteration %d; training "
-                     "stops", step)
-        user_steps.assign(trained)
-        save_checkpoint(checkpointer, iteration, train_env, directory)
-        return evaluated
+      levelled = run.stop_when_levelled and learning_curves.summarise(
+          learning_curves.read_history(directory.root), rule)["levelled_off"]
+    if step % run.checkpoint_interval == 0 or levelled:
+      user_steps.assign(trained)
+      save_checkpoint(checkpointer, iteration, train_env, directory)
+    if levelled:
+      logging.info("learning curve levelled off at iteration %d; training "
+                   "stops", step)
+      return evaluated
   user_steps.assign(steps_before + learner.user_steps)
   return None
 
@@ -413,6 +419,10 @@ def save_checkpoint(checkpointer: common.Checkpointer, iteration: tf.Variable,
   disk), the previous checkpoint stays the latest and intact, and the run
   stops with a CheckpointError saying how to resume."""
   try:
+    if hasattr(train_env, "saved_state"):
+      results.write_json_atomic(directory.environment_state, {
+          "iteration": int(iteration.numpy()),
+          "state": train_env.saved_state()})
     checkpointer.save(global_step=iteration)
     save_reflections(train_env, directory)
   except (tf.errors.OpError, OSError) as error:
@@ -422,6 +432,25 @@ def save_checkpoint(checkpointer: common.Checkpointer, iteration: tf.Variable,
         f"({type(error).__name__}: {message.splitlines()[0]}); the previous "
         "checkpoint is intact: free disk space and rerun the same command "
         "to resume from it") from None
+
+
+def load_environment_state(train_env: Any, directory: RunDirectory,
+                           iteration: int) -> None:
+  """Restores what the checkpoint of `iteration` could not hold of the
+  training environment (the planner's state), saved beside it."""
+  if not hasattr(train_env, "load_saved_state"):
+    return
+  remedy = ("remove it and the checkpoints beside it to start the run over, "
+            "or choose another --root_dir")
+  saved = (results.read_json(directory.environment_state, remedy)
+           if directory.environment_state.exists() else None)
+  if saved is None or saved.get("iteration") != iteration:
+    if train_env.saved_state():
+      logging.warning(
+          "%s holds no planner state for iteration %d; the resumed run's "
+          "planner starts afresh", directory.environment_state, iteration)
+    return
+  train_env.load_saved_state(saved["state"])
 
 
 def save_reflections(env: py_environment.PyEnvironment,

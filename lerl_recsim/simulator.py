@@ -114,6 +114,11 @@ class CompiledSimulator:
                     for name in session_history.SESSION_TOTALS},
     }
 
+  def checkpoint_state(self) -> dict[str, dict[str, tf.Variable]]:
+    """The state variables, for a checkpoint: a resumed run continues with
+    the same users where they were."""
+    return self._state
+
   def hidden_state(self) -> NestedTensors:
     """A copy of every user's whole state, hidden parts included (oracles
     only: what `lookahead.Lookahead` simulates futures from)."""

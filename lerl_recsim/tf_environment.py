@@ -35,6 +35,7 @@ from lerl_recsim import planner_environment, simulator
 from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, HeuristicPlanner,
                                  Planner)
 from lerl_recsim.planner.heuristic import observation_steps
+from lerl_recsim.planner.history import history_from_json, history_to_json
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios import interest_evolution
 
@@ -84,8 +85,22 @@ class TFRecSimEnvironment(environment_lib.ScenarioProperties,
                                   name="step_type")
     self._reward = tf.Variable(tf.zeros([users]), name="reward")
     self._discount = tf.Variable(tf.ones([users]), name="discount")
+    self._started = tf.Variable(False, name="started")
     self._mask = tf.ones([users, self._num_items], tf.bool)
     self._metrics = metrics_lib.EpisodeMetricsRecorder()
+
+  @property
+  def started(self) -> bool:
+    """Whether the environment has been reset (or restored after one):
+    a collector then continues instead of resetting."""
+    return bool(self._started.numpy())
+
+  def checkpoint_state(self) -> dict[str, Any]:
+    """Every variable of the environment's state, for a checkpoint."""
+    return {"simulator": self._simulator.checkpoint_state(),
+            "steps_taken": self._steps_taken, "step_type": self._step_type,
+            "reward": self._reward, "discount": self._discount,
+            "started": self._started}
 
   @property
   def steps_per_call(self) -> int | None:
@@ -101,6 +116,7 @@ class TFRecSimEnvironment(environment_lib.ScenarioProperties,
                      "mask": self._mask})
 
   def _reset(self) -> ts.TimeStep:
+    self._started.assign(True)
     self._steps_taken.assign(1)
     self._simulator.reset(tf.stack([tf.constant(self._seed, tf.int64),
                                     self._steps_taken]))
@@ -265,6 +281,43 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
   @property
   def steps_per_call(self) -> int | None:
     return 1 if self._wait and self._llm else None
+
+  @property
+  def started(self) -> bool:
+    return self._env.started
+
+  def checkpoint_state(self) -> dict[str, Any]:
+    """Every variable of the environment's state and the LLM plans' table,
+    for a checkpoint; `saved_state` holds the rest."""
+    return {"env": self._env.checkpoint_state(), "plans": self._plans,
+            "since_plan": self._since_plan, "mask": self._mask,
+            "due": self._due, "missed": self._missed, "keys": self._keys,
+            "counters": self._counters, "table": self._table}
+
+  def saved_state(self) -> dict[str, Any]:
+    """What `checkpoint_state` cannot hold, as JSON values: the planner's
+    state and this environment's Python-side records."""
+    if self._llm is None:
+      return {}
+    return {"planner": self._llm.saved_state(),
+            "llm_plan_adjustment": self._llm_plan_adjustment,
+            "planner_seconds": self._planner_seconds,
+            "stored": [[key, history_to_json(history)]
+                       for key, (history, _) in self._stored.items()]}
+
+  def load_saved_state(self, state: Mapping[str, Any]) -> None:
+    """Restores `saved_state` (after the checkpoint's variables): the
+    stored answers' prompts are taken again under the restored pool."""
+    if self._llm is None or not state:
+      return
+    self._llm.load_saved_state(state["planner"])
+    self._llm_plan_adjustment = state["llm_plan_adjustment"]
+    self._planner_seconds = state["planner_seconds"]
+    keys = [key for key, _ in state["stored"]]
+    histories = [history_from_json(h) for _, h in state["stored"]]
+    self._stored = dict(zip(keys, zip(histories,
+                                      self._llm.prompt_keys(histories))))
+    self._pool_size = self._reflection_pool_size()
 
   def plan_sets(self) -> np.ndarray:
     """bool [U, C]: each slot's current plan (after widening)."""

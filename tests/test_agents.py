@@ -434,3 +434,43 @@ def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
   history = [(tmp_path / name / "eval" / "history.jsonl").read_text()
              for name in ("a", "b")]
   assert history[0] == history[1]
+
+
+def test_a_killed_run_resumes_with_its_environment_and_planner_state(
+    tmp_path, monkeypatch, fake_backend):
+  """Killed after the checkpoint of iteration 3, the run resumes with the
+  training environment (users, steps, plan counters) and the planner
+  (counts, plans in memory, lesson schedule) as that checkpoint left them."""
+  monkeypatch.setattr(planner_environment, "EFFICIENT_REFLECTIONS",
+                      {"reflect_every": 1, "reflect_growth": 1.0})
+  seen: list[dict] = []
+  iterate = learners.OffPolicyLearner.run_iteration
+
+  def state_of(learner) -> dict:
+    env = learner._collector._env
+    saved = env.saved_state()["planner"]
+    return {"steps_taken": int(env.wrapped_env()._steps_taken.numpy()),
+            "counters": env._counters.numpy().tolist(),
+            "planner_counts": saved["counts"], "memo": saved["memo"],
+            "next_reflection": saved["next_reflection"]}
+
+  def killed_at_4(learner):
+    seen.append(state_of(learner))
+    if len(seen) == 4:
+      raise KeyboardInterrupt("killed")
+    return iterate(learner)
+
+  run = tiny_run("lerl", planner="fake", planner_mode="wait")
+  monkeypatch.setattr(learners.OffPolicyLearner, "run_iteration", killed_at_4)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_eval(run, str(tmp_path))
+  assert json.loads((tmp_path / "train" / "environment_state.json")
+                    .read_text())["iteration"] == 3
+  at_checkpoint = seen[-1]
+  assert at_checkpoint["steps_taken"] > 1 and at_checkpoint["memo"]
+  seen.clear()
+  summary = training.train_eval(run, str(tmp_path))
+  assert seen[0] == at_checkpoint
+  assert summary["iterations"] == 6
+  assert summary["planner"]["train"]["planned_users"] > \
+      at_checkpoint["planner_counts"]["users_planned"]

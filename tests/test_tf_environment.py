@@ -153,6 +153,35 @@ def test_llm_planned_graph_environment_waiting_repeats_the_python_one(
   assert 0 < graph_counts["fallbacks"] < graph_counts["llm_plans"]
 
 
+def test_a_restored_planned_environment_continues_exactly(tmp_path):
+  """The checkpoint's variables and `saved_state` (in JSON) restore a fresh
+  environment and planner to where the original was: both then go on with
+  the same users, plans, lessons and planner counts."""
+  args = dict(replan_every=1, num_users=6, seed=1, **SCENARIO)
+  original = tf_environment.make_planned_tf_env(planner=hash_planner(), **args)
+  collect(original, 30)
+  path = tf.train.Checkpoint(env=original.checkpoint_state()).save(
+      str(tmp_path / "ckpt"))
+  saved = json.loads(json.dumps(original.saved_state()))
+  original.planner.reflections.save(tmp_path / "reflections.json")
+  assert saved["planner"]["memo"] and saved["stored"]
+  expected = collect(original, 30)[0]
+
+  planner = hash_planner()
+  planner.reflections = ReflectionPool.load(tmp_path / "reflections.json")
+  restored = tf_environment.make_planned_tf_env(planner=planner, **args)
+  tf.train.Checkpoint(env=restored.checkpoint_state()).restore(
+      path).assert_existing_objects_matched()
+  restored.load_saved_state(saved)
+  assert restored.started
+  assert_same(collect(restored, 30)[0], expected)
+  after, again = original.planner_metrics(), restored.planner_metrics()
+  timing = ("latency", "seconds", "busy")
+  assert {k: v for k, v in after.items() if not any(t in k for t in timing)} \
+      == {k: v for k, v in again.items() if not any(t in k for t in timing)}
+  assert after["reflection_pool_size"] > 0 and after["fallbacks"] > 0
+
+
 def test_background_planning_serves_stored_situations_from_the_table():
   reply = json.dumps({"categories": ["jazz", "tennis", "cooking"]})
   env = tf_environment.make_planned_tf_env(

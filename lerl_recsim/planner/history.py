@@ -57,3 +57,17 @@ class UserHistory:
   def recent(self, window: int) -> tuple[StepRecord, ...]:
     """The last `window` steps (all of them when there are fewer)."""
     return self.steps[-window:] if window > 0 else ()
+
+
+def history_to_json(history: UserHistory) -> dict:
+  """A history as JSON values (for a run's saved planner state)."""
+  return {"steps": [[list(step.categories), step.engagement, step.clicked]
+                    for step in history.steps],
+          "session_length": history.session_length,
+          "cumulative_reward": history.cumulative_reward}
+
+
+def history_from_json(data: dict) -> UserHistory:
+  return UserHistory(tuple(StepRecord(tuple(c), e, k)
+                           for c, e, k in data["steps"]),
+                     data["session_length"], data["cumulative_reward"])

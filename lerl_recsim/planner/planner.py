@@ -545,6 +545,37 @@ class Planner:
     self._latencies.append(time.perf_counter() - start)
     return plans
 
+  def saved_state(self) -> dict[str, Any]:
+    """The state a resumed run needs, as JSON values: counters (LLM cache
+    hits included), the lesson schedule and the plans in memory. Lessons
+    still queued in the background are counted as dropped in the state, as
+    a run killed after it was saved loses them. Failed situations are not
+    kept: a resumed run asks them again."""
+    counts = collections.Counter(self._counts)
+    counts["reflections_dropped"] += len(self._lessons_asked)
+    return {"counts": dict(counts), "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "reflection_gap": self._reflection_gap,
+            "next_reflection": self._next_reflection,
+            "memo": [[[list(item) for item in prompt], sorted(blocked),
+                      list(answer) if isinstance(answer, tuple)
+                      else {"fallback": answer.cause}]
+                     for (prompt, blocked), answer in self._memo.items()]}
+
+  def load_saved_state(self, state: Mapping[str, Any]) -> None:
+    """Restores `saved_state` into this planner (its evaluation views share
+    the plans in memory)."""
+    self._counts = collections.Counter(state["counts"])
+    self.cache.hits, self.cache.misses = (state["cache_hits"],
+                                          state["cache_misses"])
+    self._reflection_gap = float(state["reflection_gap"])
+    self._next_reflection = float(state["next_reflection"])
+    self._memo.clear()
+    for prompt, blocked, answer in state["memo"]:
+      key = (tuple(tuple(item) for item in prompt), frozenset(blocked))
+      self._memo[key] = (Fallback(answer["fallback"])
+                         if isinstance(answer, dict) else tuple(answer))
+
   def _due_for_lesson(self) -> bool:
     """Counts one finished session; True when the schedule writes its lesson."""
     self._counts["sessions_ended"] += 1
