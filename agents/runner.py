@@ -115,6 +115,11 @@ def planner_counts(env: Any) -> dict[str, float]:
   return {key: float(m.get(key, 0)) for key in keys}
 
 
+def uses_llm(env: Any) -> bool:
+  return isinstance(env, PLANNED_ENVIRONMENTS) and isinstance(env.planner,
+                                                              Planner)
+
+
 def counts_delta(after: Mapping[str, float],
                  before: Mapping[str, float]) -> dict[str, float]:
   return {key: after[key] - before.get(key, 0.0) for key in after}
@@ -292,6 +297,7 @@ def run_training(run, learner, train_env, eval_env, iteration,
   window_first_step = learner.user_steps
   recorder = networks.base_environment(train_env).episode_metrics
   losses: list[float] = []
+  window_counts = planner_counts(train_env)
   started, first_iteration = time.perf_counter(), int(iteration.numpy())
   while int(iteration.numpy()) < run.num_iterations:
     outcome = learner.run_iteration()
@@ -304,21 +310,31 @@ def run_training(run, learner, train_env, eval_env, iteration,
       rate = (learner.user_steps - window_first_step) / max(elapsed, 1e-9)
       remaining = ((run.num_iterations - step) *
                    (time.perf_counter() - started) / (step - first_iteration))
+      counts = planner_counts(train_env)
+      window = counts_delta(counts, window_counts)
+      llm_share = (f" | LLM plans {window['llm_plans'] / window['planned_users']:.0%}"
+                   if window.get("planned_users") and uses_llm(train_env)
+                   else "")
       logging.info(
           "iteration %d/%d | %.0f user-steps/s | ETA %s | recent cumulative "
-          "reward %.2f | interaction length %.1f | sessions %d | loss %.4f",
+          "reward %.2f | interaction length %.1f | sessions %d | loss %.4f%s",
           step, run.num_iterations, rate,
           datetime.timedelta(seconds=round(remaining)),
           recent["cumulative_reward"]["mean"],
           recent["interaction_length"]["mean"], recent["num_sessions"],
-          float(np.mean(losses)))
+          float(np.mean(losses)), llm_share)
       tf.summary.scalar("user_steps_per_second", rate)
       tf.summary.scalar("loss", float(np.mean(losses)))
       if recent["num_sessions"]:
         for name in ("cumulative_reward", "interaction_length", "step_reward"):
           tf.summary.scalar(f"train/{name}", recent[name]["mean"])
-      for name, value in planner_counts(train_env).items():
+      for name, value in counts.items():
         tf.summary.scalar(f"planner/{name}", value)
+      if window.get("planned_users"):
+        # The LLM's share of the plans made since the last progress line.
+        tf.summary.scalar("planner/llm_plan_share_recent",
+                          window["llm_plans"] / window["planned_users"])
+      window_counts = counts
       recorder.clear()
       losses.clear()
       window_start, window_first_step = time.perf_counter(), learner.user_steps

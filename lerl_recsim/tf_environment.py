@@ -19,6 +19,8 @@ are recorded and the planner hears about them.
 
 from __future__ import annotations
 
+import collections
+import heapq
 import math
 import time
 from typing import Any, Mapping
@@ -252,6 +254,11 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     # until the worker has given new answers.
     self._unanswered: set[int] = set()
     self._answers_seen = 0
+    # Background: how often each situation's users missed the table, one
+    # history of it to ask with, and how many requests may be in flight.
+    self._misses: collections.Counter[int] = collections.Counter()
+    self._examples: dict[int, Any] = {}
+    self._max_in_flight = 2 * self._llm.max_concurrency if self._llm else 0
     # Background: situations marked failing in the table, and until when.
     self._failing: dict[int, float] = {}
     # Per stored plan, a history of its situation and the prompt it answered.
@@ -517,23 +524,38 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
           ask = ask | (reports["due"][t] & np.isin(reports["keys"][t], stale))
       for slot in np.flatnonzero(ask):
         key = int(reports["keys"][t][slot])
-        # Waiting, every slot is planned (and counted) as the Python
-        # environment does; in the background one request per situation,
-        # and none while nothing new came back since it was last asked.
-        entry = (key, int(slot)) if wait else key
-        if entry not in asked and (wait or key not in self._unanswered):
-          asked[entry] = (self._history(observation, slot), int(slot),
-                          bool(reports["missed"][t][slot]))
+        if wait:  # every slot planned (and counted) as the Python env does
+          asked[(key, int(slot))] = (self._history(observation, slot),
+                                     int(slot),
+                                     bool(reports["missed"][t][slot]))
+        else:
+          self._misses[key] += 1
+          if key not in self._examples:
+            self._examples[key] = self._history(observation, slot)
       if wait:
         self._ask(asked, wait=True)
         asked = {}
     if not wait:
-      self._expire_failing()
-      answers = self._llm.poll_background()
-      if answers != self._answers_seen:
-        self._answers_seen = answers
-        self._unanswered.clear()
-      self._ask(asked, wait=False)
+      self._ask_most_missed()
+
+  def _ask_most_missed(self) -> None:
+    """Background: keeps a few requests in flight, for the situations whose
+    users missed the table most often so far, so that the LLM's scarce
+    answers cover as many plans as they can; once new answers have come
+    back, the situations asked before are looked up again."""
+    self._expire_failing()
+    answers = self._llm.poll_background()
+    recheck: set[int] = set()
+    if answers != self._answers_seen:
+      self._answers_seen = answers
+      recheck, self._unanswered = self._unanswered, set()
+    room = self._max_in_flight - self._llm.background_pending
+    chosen = heapq.nlargest(
+        room, (k for k in self._misses if k not in recheck
+               and k not in self._unanswered),
+        key=self._misses.__getitem__) if room > 0 else []
+    self._ask({key: (self._examples[key], -1, True)
+               for key in [*recheck, *chosen]}, wait=False)
 
   def _expire_failing(self) -> None:
     """Unmarks the failing situations whose back-off has ended, so that
@@ -579,6 +601,11 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       if isinstance(answer, tuple):
         plans[i, list(answer)] = True
     self._unanswered.update(k for k, a in zip(keys, answers) if a is None)
+    if not wait:
+      for key, answer in zip(keys, answers):
+        if answer is not None:  # in the table now, as a plan or a mark
+          self._misses.pop(key, None)
+          self._examples.pop(key, None)
     if not wait:
       self._mark_failing({k: a for k, a in zip(keys, answers)
                           if isinstance(a, Fallback)})

@@ -3,8 +3,11 @@ trajectories as the Python environments and step-by-step collection."""
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -196,6 +199,42 @@ def test_background_planning_serves_stored_situations_from_the_table():
   assert 0 < m["llm_plans"] < m["planned_users"]
   assert m["llm_plans"] + m["provisional_plans"] == m["planned_users"]
   env.planner.close()
+
+
+class GatedHashChatModel(PromptHashChatModel):
+  """PromptHashChatModel that answers only once `gate` is open."""
+
+  gate: Any = None
+
+  def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+    assert self.gate.wait(60), "the test never opened the gate"
+    return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+def test_background_asks_first_about_the_situations_most_users_miss():
+  gate = threading.Event()
+  planner = Planner(GatedHashChatModel(gate=gate), CATALOGUE,
+                    rules=SMALL_PLANS, reflections=None,
+                    prompt_config=planner_environment.SCENARIO_PROMPT_CONFIG)
+  env = tf_environment.make_planned_tf_env(
+      planner=planner, replan_every=1, num_users=16, seed=3,
+      wait_for_planner=False, **SCENARIO)
+  in_flight = 2 * planner.max_concurrency
+  collect(env, 20)  # the model answers nothing yet
+  assert planner.background_pending == in_flight  # not one per situation
+  first = set(env._unanswered)
+  missed = collections.Counter(env._misses)
+  assert len(missed) > 2 * in_flight
+  gate.set()
+  assert planner.flush(60)
+  collect(env, 5)  # one graph call: takes the answers in, asks again
+  asked_next = set(env._unanswered)
+  assert asked_next and not asked_next & first
+  # Each situation asked next was missed at least as often as any left.
+  left = [key for key in env._misses if key not in asked_next]
+  assert min(env._misses[k] for k in asked_next) >= max(
+      env._misses[k] for k in left)
+  planner.close()
 
 
 def test_graph_environment_rejects_actions_outside_the_mask():

@@ -449,6 +449,11 @@ class Planner:
       else:
         self._store_lesson(self._lessons_asked.pop(key), result)
 
+  @property
+  def background_pending(self) -> int:
+    """Requests handed to the background worker and not answered yet."""
+    return self._worker.pending
+
   def poll_background(self) -> int:
     """Takes in the background worker's answers; returns how many it has
     given so far (plans and lessons), so that a caller can tell whether
