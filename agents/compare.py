@@ -9,8 +9,11 @@ Every (scenario, exit rule, agent [+ planner], seed) is an ordinary
 OUTPUT_DIR/runs/SCENARIO/EXIT_RULE/METHOD/seed_N, with its output in
 OUTPUT_DIR/logs. Running the same command again reuses finished runs and
 resumes unfinished ones; a run that crashes is reported and the others go
-on. Then results.md, results.csv and PNG plots are written to --results_dir
-(default OUTPUT_DIR). All input is checked before any run starts; the
+on. With --executor=ray the same runs are Ray tasks on a cluster
+(--ray_address; every node must see OUTPUT_DIR at the same path), with the
+same directories, logs, resumption and results. Then results.md,
+results.csv and PNG plots are written to --results_dir (default
+OUTPUT_DIR). All input is checked before any run starts; the
 comparison's configuration, its gin bindings included, is kept in
 OUTPUT_DIR/comparison.json and a different one is refused there; every run
 gets the same --gin_file and --gin_bindings.
@@ -29,10 +32,11 @@ from absl import app, flags, logging
 
 from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim.agents import comparison_setup as setup
-from lerl_recsim.agents import gin_config, run_config, sweep
+from lerl_recsim.agents import gin_config, ray_sweep, run_config, sweep
 from lerl_recsim.scenarios import exit_rules, registry
 
 FLAGS = flags.FLAGS
+EXECUTORS = ("local", "ray")
 flags.DEFINE_list("agents", None,
                   f"Agents: {', '.join(run_config.AGENTS)}; a planning agent "
                   "may pin its backend: lerl_ppo+embedded.", required=True)
@@ -53,7 +57,19 @@ flags.DEFINE_string("output_dir", None, "Directory of the comparison's runs.",
                     required=True)
 flags.DEFINE_string("results_dir", None,
                     "Where the table and plots go (default: --output_dir).")
-flags.DEFINE_integer("parallel", 1, "Runs executed at once (processes).")
+flags.DEFINE_enum("executor", "local", EXECUTORS,
+                  "Where runs execute: local (processes on this machine, "
+                  "--parallel at once) or ray (Ray tasks on --ray_address).")
+flags.DEFINE_integer("parallel", 1, "Runs executed at once (processes) by "
+                     "the local executor.")
+flags.DEFINE_string("ray_address", None,
+                    "Ray cluster of --executor=ray (HOST:PORT of its head); "
+                    "default: a local Ray instance started for the sweep. "
+                    "--output_dir must be storage every node sees.")
+flags.DEFINE_integer("cpus_per_run", None,
+                     "CPUs each run asks Ray for, and its thread limit "
+                     "(default: the local executor's threads per run at "
+                     "--parallel on this machine).")
 flags.DEFINE_string("reference", "dqn",
                     "Method the others are tested against: an agent, or "
                     "AGENT+PLANNER for an agent compared with several planners.")
@@ -83,6 +99,21 @@ flags.DEFINE_integer("max_session_length", None,
 flags.DEFINE_string("data_dir", None, "Data directory of data-driven scenarios.")
 flags.adopt_module_key_flags(gin_config)
 
+
+def make_executor(jobs: Sequence[sweep.Job]) -> sweep.Executor:
+  """The executor the flags choose; Ray's settings only go with Ray."""
+  if FLAGS.executor == "local":
+    given = [f"--{name}" for name in ("ray_address", "cpus_per_run")
+             if getattr(FLAGS, name) is not None]
+    if given:
+      raise ValueError(f"{' and '.join(given)}: only with --executor=ray")
+    return sweep.Sweep(jobs, FLAGS.parallel, logging.info)
+  cpus = FLAGS.cpus_per_run
+  return ray_sweep.RaySweep(
+      jobs, sweep.threads_per_job(FLAGS.parallel) if cpus is None else cpus,
+      logging.info, FLAGS.ray_address)
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   # A terminated sweep stops its runs (they resume on the next call).
@@ -96,14 +127,15 @@ def main(argv: Sequence[str]) -> None:
         {name: getattr(FLAGS, name) for name in setup.TRAIN_SETTINGS},
         {name: getattr(FLAGS, name) for name in setup.SCENARIO_FLAGS},
         FLAGS.planner_cache, bindings)
+    gin = setup.gin_flags(FLAGS.gin_file, FLAGS.gin_bindings)
+    executor = make_executor([
+        sweep.Job(run.name, setup.train_command(run, config, output_dir, gin),
+                  run.directory(output_dir), run.log(output_dir))
+        for run in runs])
     lock = setup.claim(output_dir, config, logging.info)
   except (ValueError, ImportError, FileNotFoundError) as error:
     raise app.UsageError(str(error)) from None
-  gin = setup.gin_flags(FLAGS.gin_file, FLAGS.gin_bindings)
-  jobs = [sweep.Job(run.name, setup.train_command(run, config, output_dir, gin),
-                    run.directory(output_dir), run.log(output_dir))
-          for run in runs]
-  outcomes = sweep.Sweep(jobs, FLAGS.parallel, logging.info).run()
+  outcomes = executor.run()
   written = setup.write_results(
       runs, config, reference, output_dir,
       pathlib.Path(FLAGS.results_dir or output_dir),

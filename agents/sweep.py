@@ -8,10 +8,14 @@ checkpoint; a job that exits with an error is not retried (it would fail the
 same way). A job whose directory already holds `summary.json` is not started
 again. Children are stopped when the sweep stops, even if it is killed, so a
 rerun never races a leftover process for the same run directory.
+
+`Executor` holds these rules and the progress lines; `Sweep` runs the jobs
+on this machine, `ray_sweep.RaySweep` on a Ray cluster.
 """
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import dataclasses
 import datetime
@@ -21,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, IO, Sequence
+from typing import Any, Callable, IO, Sequence
 
 TAIL_LINES = 25
 PR_SET_PDEATHSIG = 1
@@ -108,27 +112,84 @@ def elapsed_text(seconds: float) -> str:
   return str(datetime.timedelta(seconds=int(seconds)))
 
 
-class Sweep:
-  """Runs `jobs` with at most `parallel` processes at once, each limited to
-  its share of the machine's cores (`threads_per_job`) and, where there are
-  as many cores as jobs, pinned to cores of its own (`core_slots`)."""
+@dataclasses.dataclass(frozen=True)
+class Ended:
+  """A job that stopped: the child's return code (negative: a signal), or
+  `lost`, why the executor could not run it to its end."""
 
-  def __init__(self, jobs: Sequence[Job], parallel: int,
-               report: Callable[[str], None], heartbeat_s: float = 60.0):
+  job: Job
+  code: int
+  seconds: float
+  lost: str = ""
+
+
+def open_log(job: Job) -> IO[bytes]:
+  """The job's log, opened to append one start's output under a header."""
+  job.log.parent.mkdir(parents=True, exist_ok=True)
+  stream = job.log.open("ab")
+  stream.write(f"=== {datetime.datetime.now().isoformat(timespec='seconds')}"
+               f": {' '.join(job.command)}\n".encode())
+  stream.flush()
+  return stream
+
+
+def start_child(job: Job, stream: IO[bytes], environment: dict[str, str],
+                cores: frozenset[int] | None = None) -> subprocess.Popen:
+  """Starts the job's command writing to `stream`, on `cores` if given; it
+  dies with the process that started it."""
+
+  def in_child() -> None:
+    _die_with_parent()
+    if cores is not None:
+      os.sched_setaffinity(0, cores)
+
+  return subprocess.Popen(
+      job.command, stdout=stream, stderr=subprocess.STDOUT,
+      stdin=subprocess.DEVNULL, env=environment,
+      preexec_fn=in_child if sys.platform == "linux" else None)
+
+
+class Executor(abc.ABC):
+  """What every way of running a sweep shares: finished jobs are reused, a
+  job killed by a signal is started once more, a failed one is reported
+  with its log tail, and progress lines count the whole sweep.
+
+  A subclass starts jobs (`_launch`), hands back those that stopped
+  (`_collect`) and stops the rest when the sweep ends (`_stop`); `_running`
+  maps each job it runs to its own handle.
+  """
+
+  def __init__(self, jobs: Sequence[Job], report: Callable[[str], None],
+               heartbeat_s: float = 60.0):
     self._jobs = list(jobs)
-    self._parallel = parallel
-    self._threads = threads_per_job(parallel)
-    self._environment = thread_environment(self._threads)
-    self._slots = core_slots(parallel)
-    self._free_slots = list(range(parallel))
     self._report = report
     self._heartbeat_s = heartbeat_s
     self._outcomes: list[Outcome] = []
     self._retries: dict[Job, int] = {}
     self._pending: list[Job] = []
-    self._running: dict[Job, tuple[subprocess.Popen, IO[bytes], float,
-                                   int]] = {}
+    self._running: dict[Job, Any] = {}
     self._start = time.monotonic()
+
+  @abc.abstractmethod
+  def _describe(self) -> str:
+    """How jobs run, for the first progress line."""
+
+  @abc.abstractmethod
+  def _capacity(self) -> int:
+    """How many jobs may run at once now."""
+
+  @abc.abstractmethod
+  def _launch(self, job: Job) -> None:
+    """Starts `job` and adds it to `_running`."""
+
+  @abc.abstractmethod
+  def _collect(self, wait_s: float) -> list[Ended]:
+    """Removes the jobs that stopped from `_running`, waiting up to
+    `wait_s` for one."""
+
+  @abc.abstractmethod
+  def _stop(self) -> None:
+    """Stops every job still running (they resume when rerun)."""
 
   def _progress(self, event: str) -> None:
     done = sum(o.status != "failed" for o in self._outcomes)
@@ -139,28 +200,88 @@ class Sweep:
         f"{left} left, {failed} failed | elapsed "
         f"{elapsed_text(time.monotonic() - self._start)}] {event}")
 
+  def _settle(self, ended: Ended) -> None:
+    """Records how a job ended, or queues it again if a signal killed it."""
+    job, code, seconds = ended.job, ended.code, ended.seconds
+    retries = self._retries.get(job, 0)
+    if not ended.lost and code == 0 and job.finished:
+      self._outcomes.append(Outcome(job, "finished", seconds, retries=retries))
+      self._progress(f"finished {job.name} ({seconds:.0f} s)")
+      return
+    tail = log_tail(job.log)
+    if not ended.lost and code < 0 and retries < RETRIES_AFTER_A_KILL:
+      self._retries[job] = retries + 1
+      self._pending.insert(0, job)
+      self._progress(f"{job.name} was {exit_text(code)}; starting it again "
+                     f"from its last checkpoint. Log {job.log}, last "
+                     f"lines:\n{tail}")
+      return
+    self._outcomes.append(Outcome(job, "failed", seconds, tail, retries))
+    self._progress(f"FAILED {job.name} ({ended.lost or exit_text(code)}); "
+                   f"log {job.log}, last lines:\n{tail}")
+
+  def run(self) -> list[Outcome]:
+    """Runs every job not finished yet; returns every job's outcome."""
+    pending = self._pending
+    for job in self._jobs:
+      if job.finished:
+        self._outcomes.append(Outcome(job, "reused"))
+      else:
+        pending.append(job)
+    self._progress(f"{len(self._outcomes)} finished run(s) reused; "
+                   f"{self._describe()}")
+    last_beat = time.monotonic()
+    try:
+      while pending or self._running:
+        while pending and len(self._running) < self._capacity():
+          self._launch(pending.pop(0))
+        for ended in self._collect(wait_s=0.2):
+          self._settle(ended)
+        if time.monotonic() - last_beat >= self._heartbeat_s:
+          last_beat = time.monotonic()
+          self._progress("still running: " + ", ".join(
+              job.name for job in self._running))
+    finally:
+      self._stop()
+    return self._outcomes
+
+
+class Sweep(Executor):
+  """Runs `jobs` on this machine with at most `parallel` processes at once,
+  each limited to its share of the machine's cores (`threads_per_job`)
+  and, where there are as many cores as jobs, pinned to cores of its own
+  (`core_slots`)."""
+
+  def __init__(self, jobs: Sequence[Job], parallel: int,
+               report: Callable[[str], None], heartbeat_s: float = 60.0):
+    super().__init__(jobs, report, heartbeat_s)
+    self._parallel = parallel
+    self._threads = threads_per_job(parallel)
+    self._environment = thread_environment(self._threads)
+    self._slots = core_slots(parallel)
+    self._free_slots = list(range(parallel))
+
+  def _describe(self) -> str:
+    pinned = ("" if self._slots is None else
+              ", each on cores " + " / ".join(
+                  ",".join(map(str, sorted(cores))) for cores in self._slots))
+    return (f"up to {self._parallel} at once, {self._threads} CPU thread(s) "
+            f"each{pinned}")
+
+  def _capacity(self) -> int:
+    return self._parallel
+
   def _launch(self, job: Job) -> None:
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    stream = job.log.open("ab")
-    stream.write(f"=== {datetime.datetime.now().isoformat(timespec='seconds')}"
-                 f": {' '.join(job.command)}\n".encode())
-    stream.flush()
+    stream = open_log(job)
     slot = self._free_slots.pop(0)
     cores = None if self._slots is None else self._slots[slot]
-
-    def in_child() -> None:
-      _die_with_parent()
-      if cores is not None:
-        os.sched_setaffinity(0, cores)
-
-    process = subprocess.Popen(
-        job.command, stdout=stream, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, env=self._environment,
-        preexec_fn=in_child if sys.platform == "linux" else None)
+    process = start_child(job, stream, self._environment, cores)
     self._running[job] = (process, stream, time.monotonic(), slot)
     self._progress(f"started {job.name}")
 
-  def _reap(self) -> None:
+  def _collect(self, wait_s: float) -> list[Ended]:
+    time.sleep(wait_s)
+    ended = []
     for job, (process, stream, started, slot) in list(self._running.items()):
       code = process.poll()
       if code is None:
@@ -168,26 +289,10 @@ class Sweep:
       stream.close()
       del self._running[job]
       self._free_slots.append(slot)
-      seconds = time.monotonic() - started
-      retries = self._retries.get(job, 0)
-      if code == 0 and job.finished:
-        self._outcomes.append(Outcome(job, "finished", seconds,
-                                      retries=retries))
-        self._progress(f"finished {job.name} ({seconds:.0f} s)")
-        continue
-      tail = log_tail(job.log)
-      if code < 0 and retries < RETRIES_AFTER_A_KILL:
-        self._retries[job] = retries + 1
-        self._pending.insert(0, job)
-        self._progress(f"{job.name} was {exit_text(code)}; starting it again "
-                       f"from its last checkpoint. Log {job.log}, last "
-                       f"lines:\n{tail}")
-        continue
-      self._outcomes.append(Outcome(job, "failed", seconds, tail, retries))
-      self._progress(f"FAILED {job.name} ({exit_text(code)}); log "
-                     f"{job.log}, last lines:\n{tail}")
+      ended.append(Ended(job, code, time.monotonic() - started))
+    return ended
 
-  def _stop_children(self) -> None:
+  def _stop(self) -> None:
     for process, *_ in self._running.values():
       process.terminate()
     for job, (process, stream, *_) in self._running.items():
@@ -199,32 +304,3 @@ class Sweep:
       stream.close()
       self._report(f"stopped {job.name}; rerun the same command to resume it")
     self._running.clear()
-
-  def run(self) -> list[Outcome]:
-    """Runs every job not finished yet; returns every job's outcome."""
-    pending = self._pending
-    for job in self._jobs:
-      if job.finished:
-        self._outcomes.append(Outcome(job, "reused"))
-      else:
-        pending.append(job)
-    pinned = ("" if self._slots is None else
-              ", each on cores " + " / ".join(
-                  ",".join(map(str, sorted(cores))) for cores in self._slots))
-    self._progress(f"{len(self._outcomes)} finished run(s) reused; up to "
-                   f"{self._parallel} at once, {self._threads} CPU thread(s) "
-                   f"each{pinned}")
-    last_beat = time.monotonic()
-    try:
-      while pending or self._running:
-        while pending and len(self._running) < self._parallel:
-          self._launch(pending.pop(0))
-        time.sleep(0.2)
-        self._reap()
-        if time.monotonic() - last_beat >= self._heartbeat_s:
-          last_beat = time.monotonic()
-          self._progress("still running: " + ", ".join(
-              job.name for job in self._running))
-    finally:
-      self._stop_children()
-    return self._outcomes

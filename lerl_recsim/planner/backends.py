@@ -61,6 +61,7 @@ def make_chat_model(backend: str = "embedded", *,
                     base_url: str | None = None,
                     n_threads: int | None = None,
                     temperature: float = 0.0,
+                    frequency_penalty: float = 1.0,
                     max_tokens: int = 128,
                     seed: int = 0,
                     timeout_s: float = 60.0) -> BaseChatModel:
@@ -77,6 +78,9 @@ def make_chat_model(backend: str = "embedded", *,
     n_threads: CPU threads of the local (embedded, gguf) models; by
       default 2, or 1 in a process limited to one core.
     temperature, max_tokens, seed: Sampling settings.
+    frequency_penalty: Of the llama.cpp (embedded, gguf) and OpenAI-compatible
+      models: without it a small model fills a plan with one name repeated,
+      in process or served.
     timeout_s: Request timeout of the remote (openai, ollama) clients.
   """
   kind, _, arg = backend.partition(":")
@@ -87,8 +91,9 @@ def make_chat_model(backend: str = "embedded", *,
     _import("xllamacpp", "embedded", backend)
     threads = {} if n_threads is None else {"n_threads": n_threads}
     return LlamaCppChatModel(model_path=path, **threads,
-                             temperature=temperature, max_tokens=max_tokens,
-                             seed=seed)
+                             temperature=temperature,
+                             frequency_penalty=frequency_penalty,
+                             max_tokens=max_tokens, seed=seed)
   if kind == "openai" and arg:
     openai = _import("langchain_openai", "openai", backend)
     url = (base_url or os.environ.get("LERL_OPENAI_BASE_URL")
@@ -102,8 +107,10 @@ def make_chat_model(backend: str = "embedded", *,
     # on one; the placeholder is not a secret.
     key = None if os.environ.get("OPENAI_API_KEY") else "unused"
     return openai.ChatOpenAI(model=arg, base_url=url, api_key=key,
-                             temperature=temperature, max_tokens=max_tokens,
-                             seed=seed, timeout=timeout_s, max_retries=1)
+                             temperature=temperature,
+                             frequency_penalty=frequency_penalty,
+                             max_tokens=max_tokens, seed=seed,
+                             timeout=timeout_s, max_retries=1)
   if kind == "ollama" and arg:
     ollama = _import("langchain_ollama", "ollama", backend)
     return ollama.ChatOllama(model=arg,
