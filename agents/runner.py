@@ -312,9 +312,10 @@ def run_training(run, learner, train_env, eval_env, iteration,
                    (time.perf_counter() - started) / (step - first_iteration))
       counts = planner_counts(train_env)
       window = counts_delta(counts, window_counts)
-      llm_share = (f" | LLM plans {window['llm_plans'] / window['planned_users']:.0%}"
-                   if window.get("planned_users") and uses_llm(train_env)
-                   else "")
+      llm_share = ""
+      if window.get("planned_users") and uses_llm(train_env):
+        llm_share = (f" | LLM plans "
+                     f"{window['llm_plans'] / window['planned_users']:.0%}")
       logging.info(
           "iteration %d/%d | %.0f user-steps/s | ETA %s | recent cumulative "
           "reward %.2f | interaction length %.1f | sessions %d | loss %.4f%s",
@@ -461,7 +462,7 @@ def load_environment_state(train_env: Any, directory: RunDirectory,
   saved = (results.read_json(directory.environment_state, remedy)
            if directory.environment_state.exists() else None)
   if saved is None or saved.get("iteration") != iteration:
-    if train_env.saved_state():
+    if uses_llm(train_env):
       logging.warning(
           "%s holds no planner state for iteration %d; the resumed run's "
           "planner starts afresh", directory.environment_state, iteration)

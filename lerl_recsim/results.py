@@ -68,8 +68,10 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
       stream.flush()
       os.fsync(stream.fileno())
     os.replace(temporary, path)
-  except OSError as error:
+  except BaseException as error:  # a full disk, or an interrupt
     os.unlink(temporary)
+    if not isinstance(error, OSError):
+      raise
     raise OSError(error.errno, f"could not write {path} ({error.strerror}); "
                   "the previous version, if any, is intact") from None
 

@@ -45,8 +45,9 @@ Report = Mapping[str, Any]
 # What the planned environment counts in the graph: besides plans served
 # from the table, users whose situation the table marks as failing (backing
 # off after a failed request), by cause.
-COUNTERS = ("user_steps", "planned_users", "widenings", "ended_sessions",
-            "table_plans") + tuple(f"table_fallback_{c}" for c in FALLBACK_CAUSES)
+COUNTERS = (("user_steps", "planned_users", "widenings", "ended_sessions",
+             "table_plans")
+            + tuple(f"table_fallback_{c}" for c in FALLBACK_CAUSES))
 # A table row whose first entry is FAILING - i marks a situation failing with
 # cause FALLBACK_CAUSES[i]; -1 (the default) is a missing one.
 FAILING = -2
@@ -522,19 +523,21 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         stale = self._drop_stale_plans()
         if wait:  # as the Python environment, which plans after the lessons
           ask = ask | (reports["due"][t] & np.isin(reports["keys"][t], stale))
-      for slot in np.flatnonzero(ask):
-        key = int(reports["keys"][t][slot])
-        if wait:  # every slot planned (and counted) as the Python env does
-          asked[(key, int(slot))] = (self._history(observation, slot),
-                                     int(slot),
-                                     bool(reports["missed"][t][slot]))
-        else:
-          self._misses[key] += 1
-          if key not in self._examples:
-            self._examples[key] = self._history(observation, slot)
-      if wait:
+      slots = np.flatnonzero(ask)
+      if wait:  # every slot planned (and counted) as the Python env does
+        for slot in slots:
+          asked[(int(reports["keys"][t][slot]), int(slot))] = (
+              self._history(observation, slot), int(slot),
+              bool(reports["missed"][t][slot]))
         self._ask(asked, wait=True)
         asked = {}
+        continue
+      keys, first, counts = np.unique(reports["keys"][t][slots],
+                                      return_index=True, return_counts=True)
+      for key, slot, count in zip(keys.tolist(), slots[first], counts):
+        self._misses[key] += int(count)
+        if key not in self._examples:
+          self._examples[key] = self._history(observation, slot)
     if not wait:
       self._ask_most_missed()
 
@@ -606,7 +609,6 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         if answer is not None:  # in the table now, as a plan or a mark
           self._misses.pop(key, None)
           self._examples.pop(key, None)
-    if not wait:
       self._mark_failing({k: a for k, a in zip(keys, answers)
                           if isinstance(a, Fallback)})
     stored = [i for i, a in enumerate(answers) if isinstance(a, tuple)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import sys
 import types
 from typing import Any
@@ -144,9 +145,9 @@ def test_save_load_roundtrip_and_no_partial_file(tmp_path, monkeypatch):
   loaded = ReflectionPool.load(path)
   assert (loaded.capacity, loaded.beta, loaded.entries) == (7, 0.2, pool.entries)
   # A failing write leaves the old file intact and no temp file behind.
-  def broken_dump(*args, **kwargs):
-    raise OSError("disk full")
-  monkeypatch.setattr(json, "dump", broken_dump)
+  def broken_fsync(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(os, "fsync", broken_fsync)
   pool.add("another", 1.0)
   with pytest.raises(OSError):
     pool.save(path)

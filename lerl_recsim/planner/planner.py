@@ -58,8 +58,9 @@ _log = logging.getLogger(__name__)
 
 # Why a user got the heuristic plan instead of the LLM's: an unreadable
 # reply, a plan that breaks the rules, the server answering with an HTTP
-# error or an unreadable response, the connection failing, a request taking too long, any other error,
-# or evaluation's total waiting time being spent (`start_wait_budget`).
+# error or an unreadable response, the connection failing, a request taking
+# too long, any other error, or evaluation's total waiting time being spent
+# (`start_wait_budget`).
 FALLBACK_CAUSES = ("parse_error", "invalid_plan", "server_error", "connection",
                    "timeout", "exception", "wait_budget")
 
@@ -106,13 +107,6 @@ class Fallback:
   validation, or at its next request, for a spent wait budget)."""
   cause: str
   retry_at: float | None = None
-
-
-@dataclasses.dataclass
-class _Failure:
-  cause: str
-  attempts: int
-  retry_at: float
 
 
 def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
@@ -279,8 +273,9 @@ class Planner:
     self._chain = plan_chain(plan_model, self.catalogue, self.rules)
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
-    # Situations whose last request failed, not asked again until retry_at.
-    self._failures: dict[Any, _Failure] = {}
+    # Situations whose last request failed: their users' fallback (not
+    # asked again until its retry_at) and the failures in a row.
+    self._failures: dict[Any, tuple[Fallback, int]] = {}
     self._wait_deadline: float | None = None  # see start_wait_budget
     self._lessons_asked: dict[int, UserHistory] = {}  # in the background
     local = isinstance(self._model, LlamaCppChatModel)
@@ -401,13 +396,12 @@ class Planner:
       fallback = Fallback(cause)
       self._remember(key, fallback)
       return fallback
-    previous = self._failures.get(key)
-    attempts = 1 if previous is None else previous.attempts + 1
+    attempts = self._failures.get(key, (None, 0))[1] + 1
     delay = min(self.max_backoff_s,
                 self.retry_backoff_s * 2.0 ** (attempts - 1))
-    failure = _Failure(cause, attempts, time.monotonic() + delay)
-    self._failures[key] = failure
-    return Fallback(cause, failure.retry_at)
+    fallback = Fallback(cause, time.monotonic() + delay)
+    self._failures[key] = (fallback, attempts)
+    return fallback
 
   def _take_answer(self, key: Any, result: Any
                    ) -> tuple[int, ...] | Fallback:
@@ -421,12 +415,12 @@ class Planner:
 
   def _backing_off(self, key: Any) -> Fallback | None:
     """The fallback for `key` while its back-off lasts, else None."""
-    failure = self._failures.get(key)
-    if failure is None or time.monotonic() >= failure.retry_at:
+    fallback, _ = self._failures.get(key, (None, 0))
+    if fallback is None or time.monotonic() >= fallback.retry_at:
       return None
-    return Fallback(failure.cause, failure.retry_at)
+    return fallback
 
-  def _remember(self, key: Any, plan: tuple[int, ...]) -> None:
+  def _remember(self, key: Any, plan: tuple[int, ...] | Fallback) -> None:
     self._memo[key] = plan
     if len(self._memo) > self.memo_size:
       self._memo.popitem(last=False)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import dataclasses
-import json
 import os
 import re
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -132,26 +130,11 @@ class ReflectionPool:
     return [self._entries[i].lesson for i in best]
 
   def save(self, path: str | os.PathLike[str]) -> None:
-    """Writes JSON next to `path` first, then renames: no half-written pool."""
-    path = os.fspath(path)
-    data = {"format": _FORMAT, "capacity": self.capacity, "beta": self.beta,
-            "entries": [dataclasses.asdict(e) for e in self._entries]}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".reflections-",
-                               suffix=".tmp")
-    try:
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except OSError as error:  # a full disk: the saved pool stays as it was
-      os.unlink(tmp)
-      raise OSError(error.errno, f"could not write {path} ({error.strerror}); "
-                    "the previous version, if any, is intact") from None
-    except BaseException:
-      os.unlink(tmp)
-      raise
+    """Writes the pool atomically (`results.write_json_atomic`): never
+    half-written, and a failed write leaves the saved pool as it was."""
+    results.write_json_atomic(path, {
+        "format": _FORMAT, "capacity": self.capacity, "beta": self.beta,
+        "entries": [dataclasses.asdict(e) for e in self._entries]})
 
   @classmethod
   def load(cls, path: str | os.PathLike[str]) -> "ReflectionPool":
