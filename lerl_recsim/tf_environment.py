@@ -36,7 +36,9 @@ from lerl_recsim import metrics as metrics_lib
 from lerl_recsim import planner_environment, simulator
 from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, HeuristicPlanner,
                                  Planner)
-from lerl_recsim.planner.heuristic import observation_steps
+from lerl_recsim.planner.heuristic import (observation_steps,
+                                           saturated_categories)
+from lerl_recsim.planner.likelihood import CategoryScores, preference_row
 from lerl_recsim.planner.history import history_from_json, history_to_json
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios import interest_evolution
@@ -378,7 +380,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                          [self.batch_size, self._num_categories])
       hit = found[:, 0] >= 0
       failing = found[:, 0] <= FAILING
-      plans = tf.where(hit[:, None], found > 0, plans)
+      llm_plans = (self._plans_from_preferences(steps, found)
+                   if self._llm.prompt_config.answer == "likelihood"
+                   else found > 0)
+      plans = tf.where(hit[:, None], llm_plans, plans)
       counts["table_plans"] = tf.reduce_sum(tf.cast(hit & due, tf.int64))
       for i, cause in enumerate(FALLBACK_CAUSES):
         counts[f"table_fallback_{cause}"] = tf.reduce_sum(tf.cast(
@@ -389,6 +394,25 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._since_plan.assign(tf.where(due, tf.zeros_like(self._since_plan),
                                      self._since_plan))
     return self._set_plans(steps, due, plans, base_mask, counts)
+
+  def _plans_from_preferences(self, steps, preference: tf.Tensor
+                              ) -> tf.Tensor:
+    """bool [B, C]: each user's plan from its situation's row of
+    `preference_row`s, as `Planner.plans_from_scores` makes it: the best
+    `max_categories` of the heuristic's first `score_shortlist` picks, not
+    saturated, equal preferences in pick order."""
+    c = self._num_categories
+    rules = self._llm.rules
+    position = tf.argsort(self._heuristic.picks(steps), axis=1)
+    allowed = position < self._llm.prompt_config.score_shortlist
+    if rules.exclude_saturated:
+      allowed &= ~saturated_categories(steps, rules.saturation_window)
+    key = tf.where(allowed, preference * (c + 1) + (c - 1 - position), -1)
+    top = tf.math.top_k(key, k=rules.max_categories)
+    chosen = tf.reduce_any(tf.one_hot(top.indices, c, on_value=True,
+                                      off_value=False)
+                           & (top.values >= 0)[..., None], axis=1)
+    return chosen
 
   def _set_plans(self, steps, due: tf.Tensor, plans: tf.Tensor,
                  base_mask: tf.Tensor, counts: dict[str, tf.Tensor]
@@ -593,16 +617,25 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       return
     entries = list(asked.values())
     keys = [k[0] if wait else k for k in asked]
-    answers = self._llm.llm_plans([history for history, _, _ in entries], wait)
+    histories = [history for history, _, _ in entries]
+    answers = self._llm.llm_answers(histories, wait)
     c = self._num_categories
-    plans = np.zeros((len(entries), c), bool)
-    fallback = [i for i, a in enumerate(answers) if not isinstance(a, tuple)]
+    rows = np.zeros((len(entries), c), np.int32)  # what the table stores
+    plans = np.zeros((len(entries), c), bool)  # the asking users' plans
+    fallback = [i for i, a in enumerate(answers)
+                if not isinstance(a, (tuple, CategoryScores))]
     for i, plan in zip(fallback, self._llm.fallback.plan(
-        [entries[i][0] for i in fallback]) if wait else ()):
+        [histories[i] for i in fallback]) if wait else ()):
       plans[i, list(plan)] = True
+    scored = [i for i, a in enumerate(answers) if isinstance(a, CategoryScores)]
+    for i, plan in zip(scored, self._llm.plans_from_scores(
+        [answers[i] for i in scored], [histories[i] for i in scored])):
+      plans[i, list(plan)] = True
+      rows[i] = preference_row(answers[i])
     for i, answer in enumerate(answers):
       if isinstance(answer, tuple):
         plans[i, list(answer)] = True
+        rows[i] = plans[i]
     self._unanswered.update(k for k, a in zip(keys, answers) if a is None)
     if not wait:
       for key, answer in zip(keys, answers):
@@ -611,10 +644,11 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
           self._examples.pop(key, None)
       self._mark_failing({k: a for k, a in zip(keys, answers)
                           if isinstance(a, Fallback)})
-    stored = [i for i, a in enumerate(answers) if isinstance(a, tuple)]
+    stored = [i for i, a in enumerate(answers)
+              if isinstance(a, (tuple, CategoryScores))]
     if stored:
       self._table.insert(tf.constant([keys[i] for i in stored], tf.int64),
-                         tf.constant(plans[stored].astype(np.int32)))
+                         tf.constant(rows[stored]))
     # Plans and (background) replies that failed validation are the model's
     # answers to their prompts: a lesson that changes the prompt drops them.
     answered = stored + [i for i, a in enumerate(answers) if not wait
@@ -628,7 +662,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       self._apply(tf.constant(plans),
                   tf.constant([slot for _, slot, _ in entries], tf.int32))
       self._llm_plan_adjustment += sum(
-          isinstance(a, tuple) - (not missed)
+          isinstance(a, (tuple, CategoryScores)) - (not missed)
           for a, (_, _, missed) in zip(answers, entries))
 
   def _mark_failing(self, failed: Mapping[int, Fallback]) -> None:

@@ -56,7 +56,11 @@ class LlamaCppChatModel(BaseChatModel):
   """Chat completions from a GGUF model, optionally constrained by a JSON schema.
 
   Bind `json_schema=` (a JSON schema dict) to make every reply parse against
-  it; llama.cpp turns the schema into a sampling grammar. The server (and the
+  it; llama.cpp turns the schema into a sampling grammar (or bind `grammar=`,
+  a GBNF string). A conversation that ends with an AIMessage is continued
+  from inside that message. Bind `logprobs=True` (and `top_logprobs=`) for
+  each reply token's log-probability under the model before any grammar, in
+  `response_metadata["logprobs"]` (OpenAI's format). The server (and the
   model weights) load on first use. Requests from several threads queue on
   one slot, which keeps that slot's prompt cache: a shared prompt prefix is
   evaluated once. Copies (`model_copy`) share the loaded server.
@@ -114,12 +118,17 @@ class LlamaCppChatModel(BaseChatModel):
                 stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 json_schema: dict[str, Any] | None = None,
+                grammar: str | None = None,
                 max_tokens: int | None = None,
+                logprobs: bool = False,
+                top_logprobs: int = 0,
                 **kwargs: Any) -> ChatResult:
     if kwargs:
       raise TypeError(
           f"unsupported arguments {sorted(kwargs)}; LlamaCppChatModel accepts "
-          "json_schema, max_tokens and stop")
+          "json_schema, grammar, max_tokens, logprobs, top_logprobs and stop")
+    if json_schema is not None and grammar is not None:
+      raise ValueError("give json_schema or grammar, not both")
     request: dict[str, Any] = {
         "messages": [{"role": _role(m), "content": str(m.text)} for m in messages],
         "max_tokens": self.max_tokens if max_tokens is None else max_tokens,
@@ -132,12 +141,19 @@ class LlamaCppChatModel(BaseChatModel):
     if json_schema is not None:
       request["response_format"] = {
           "type": "json_schema", "json_schema": {"schema": json_schema}}
+    if grammar is not None:
+      request["grammar"] = grammar
+    if logprobs:
+      request.update(logprobs=True, top_logprobs=top_logprobs)
     result = self._get_server().handle_chat_completions(request)
     if not isinstance(result, dict) or "choices" not in result:
       raise RuntimeError(f"xllamacpp returned no completion: {str(result)[:200]}")
     usage = result.get("usage", {})
+    choice = result["choices"][0]
     message = AIMessage(
-        content=result["choices"][0]["message"].get("content") or "",
+        content=choice["message"].get("content") or "",
+        response_metadata=({"logprobs": choice.get("logprobs")} if logprobs
+                           else {}),
         usage_metadata={
             "input_tokens": usage.get("prompt_tokens", 0),
             "output_tokens": usage.get("completion_tokens", 0),

@@ -225,7 +225,7 @@ class BatchHeuristic(tf.Module):
     _, first_pass, second_pass = self._selection(steps)
     return first_pass | second_pass
 
-  def _picks(self, steps: CategorySteps) -> tf.Tensor:
+  def picks(self, steps: CategorySteps) -> tf.Tensor:
     """int32 [B, C]: every category id in the order the plan picks them
     (the first pass's, then the second's, then the rest by position)."""
     position, first_pass, second_pass = self._selection(steps)
@@ -238,7 +238,7 @@ class BatchHeuristic(tf.Module):
   def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
     """(ranking int32 [B, C], plan int32 [B, size] in the order chosen:
     the first pass's categories, then the second's, each in order)."""
-    return self.ranking(steps), self._picks(steps)[:, :self.size]
+    return self.ranking(steps), self.picks(steps)[:, :self.size]
 
   def shortlist_sets(self, steps: CategorySteps, size: int) -> tf.Tensor:
     """bool [B, C]: the first `size` categories the plan would pick, so a
@@ -247,7 +247,7 @@ class BatchHeuristic(tf.Module):
     if not 1 <= size <= self.num_categories:
       raise ValueError(f"a shortlist of {size} categories; expected 1 to "
                        f"{self.num_categories}")
-    picks = self._picks(steps)[:, :size]
+    picks = self.picks(steps)[:, :size]
     return tf.reduce_any(tf.one_hot(picks, self.num_categories,
                                     on_value=True, off_value=False), axis=1)
 
@@ -275,6 +275,8 @@ class HeuristicPlanner:
     self._compiled = tf.function(
         lambda steps: (*self.batch.rank_and_plan(steps),
                        self.batch.scores(steps)), autograph=False)
+    self._picks = tf.function(self.batch.picks, jit_compile=True,
+                              autograph=False)
 
   def _run(self, histories: Sequence[UserHistory]
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -291,6 +293,17 @@ class HeuristicPlanner:
   def ranking(self, history: UserHistory) -> list[int]:
     """Every category id, best first (ties by the seeded priority)."""
     return self._run([history])[0][0].tolist()
+
+  def shortlists(self, histories: Sequence[UserHistory],
+                 size: int) -> list[tuple[int, ...]]:
+    """Per history the first `size` categories the plan picks, in the order
+    it picks them (saturated ones last)."""
+    if not 1 <= size <= self.catalogue.num_categories:
+      raise ValueError(f"a shortlist of {size} categories; expected 1 to "
+                       f"{self.catalogue.num_categories}")
+    picks = self._picks(histories_to_steps(histories,
+                                           self.catalogue.num_categories))
+    return [tuple(row[:size].tolist()) for row in picks.numpy()[:len(histories)]]
 
   def plan_one(self, history: UserHistory) -> tuple[int, ...]:
     return self.plan([history])[0]

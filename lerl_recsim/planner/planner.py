@@ -24,6 +24,7 @@ users fall back without asking again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import json
@@ -44,6 +45,9 @@ from lerl_recsim.planner.caching import CountingCache, make_cache
 from lerl_recsim.planner.chat_models import LlamaCppChatModel
 from lerl_recsim.planner.heuristic import HeuristicPlanner
 from lerl_recsim.planner.history import UserHistory
+from lerl_recsim.planner.likelihood import (CategoryScores,
+                                            first_name_probabilities,
+                                            scores_from_probabilities)
 from lerl_recsim.planner.prompt import (PromptConfig, plan_prompt, plan_schema,
                                         reflections_text, situation)
 from lerl_recsim.planner.reflections import (ReflectionPool, reflection_chain,
@@ -135,14 +139,17 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
 
 
 def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
-               rules: PlanRules) -> Runnable:
+               rules: PlanRules, answer: str = "list") -> Runnable:
   """{"prompt": prompt variables, "history": UserHistory, "choices": the
-  shortlist or None} -> category ids.
+  shortlist or None} -> category ids, or with answer="likelihood" the
+  situation's `CategoryScores` (see `likelihood_chain`).
 
   The model is bound to the plan schema (the shortlist, without the user's
   saturated categories) where the backend supports it; the reply is then
   parsed and validated in code, a name off the shortlist included.
   """
+  if answer == "likelihood":
+    return likelihood_chain(model, catalogue, rules)
   prompt = plan_prompt(catalogue, rules)
 
   def ask(inputs: dict[str, Any], config: RunnableConfig) -> Any:
@@ -159,6 +166,29 @@ def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
   return (RunnablePassthrough.assign(items=reply)
           | RunnableLambda(lambda d: validate_plan(
               d["items"], catalogue, d["history"], rules, d.get("choices"))))
+
+
+def likelihood_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
+                     rules: PlanRules) -> Runnable:
+  """The plan prompt's input -> `CategoryScores`: the probability of each
+  category being the first the model names (`planner.likelihood`). Every
+  choice of the best-scored categories is a valid plan, so nothing the model
+  writes can break the rules."""
+  prompt = plan_prompt(catalogue, rules)
+  # A local model answers one request at a time from one prompt cache: a
+  # situation's requests in a row reuse its prompt, interleaved with another
+  # situation's they would evaluate it again each time.
+  one_at_a_time = (threading.Lock() if isinstance(model, LlamaCppChatModel)
+                   else contextlib.nullcontext())
+
+  def score(inputs: dict[str, Any], config: RunnableConfig) -> CategoryScores:
+    messages = prompt.invoke(inputs["prompt"], config).to_messages()
+    with one_at_a_time:
+      probabilities = first_name_probabilities(model, messages,
+                                               catalogue.category_names)
+    return scores_from_probabilities(probabilities)
+
+  return RunnableLambda(score)
 
 
 class Planner:
@@ -270,7 +300,8 @@ class Planner:
     background queue."""
     self.cache = CountingCache(cache)
     plan_model = self._model.model_copy(update={"cache": self.cache})
-    self._chain = plan_chain(plan_model, self.catalogue, self.rules)
+    self._chain = plan_chain(plan_model, self.catalogue, self.rules,
+                             self.prompt_config.answer)
     self._counts: collections.Counter[str] = collections.Counter()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
     # Situations whose last request failed: their users' fallback (not
@@ -500,7 +531,22 @@ class Planner:
                 ) -> list[tuple[int, ...] | Fallback | None]:
     """Per history the LLM's validated plan; a `Fallback` where the request
     failed (or its situation is backing off after a failure); None where
-    the answer is still coming (background).
+    the answer is still coming (background). See `llm_answers`."""
+    answers = self.llm_answers(histories, wait)
+    scored = [i for i, a in enumerate(answers) if isinstance(a, CategoryScores)]
+    plans: list[Any] = list(answers)
+    for i, plan in zip(scored, self.plans_from_scores(
+        [answers[i] for i in scored], [histories[i] for i in scored])):
+      plans[i] = plan
+    return plans
+
+  def llm_answers(self, histories: Sequence[UserHistory], wait: bool = True
+                  ) -> list[tuple[int, ...] | CategoryScores | Fallback | None]:
+    """Per history its situation's answer: the validated plan, or with
+    answer="likelihood" the category scores (`plans_from_scores` makes each
+    user's plan of them); a `Fallback` where the request failed (or its
+    situation is backing off after a failure); None where the answer is
+    still coming (background).
 
     Each user counts once: in `llm_plans`, `provisional_plans` (None) or
     `fallback_<cause>`. Callers that compute the heuristic themselves (the
@@ -528,7 +574,7 @@ class Planner:
       for key in ask:
         self._worker.submit(("plan", key), ("plan", first[key]))
         answers[key] = None  # provisional
-    plans: list[tuple[int, ...] | Fallback | None] = []
+    plans: list[tuple[int, ...] | CategoryScores | Fallback | None] = []
     for key in keys:
       result = answers[key]
       if result is None:
@@ -542,6 +588,24 @@ class Planner:
     self._counts["users_planned"] += len(histories)
     self._counts["shared_requests"] += len(histories) - len(unique)
     self._latencies.append(time.perf_counter() - start)
+    return plans
+
+  def plans_from_scores(self, scores: Sequence[CategoryScores],
+                        histories: Sequence[UserHistory]
+                         ) -> list[tuple[int, ...]]:
+    """Each user's plan from its situation's scores: the best-scored
+    `max_categories` of the heuristic's first `score_shortlist` picks for
+    the user, saturated ones dropped (they come last among the picks)."""
+    if not histories:
+      return []
+    shortlists = self.fallback.shortlists(
+        histories, self.prompt_config.score_shortlist)
+    plans = []
+    for score, history, shortlist in zip(scores, histories, shortlists):
+      blocked = (saturated(history, self.rules) if self.rules.exclude_saturated
+                 else frozenset())
+      plans.append(score.plan([c for c in shortlist if c not in blocked],
+                              self.rules.max_categories))
     return plans
 
   def saved_state(self) -> dict[str, Any]:
@@ -558,6 +622,8 @@ class Planner:
             "next_reflection": self._next_reflection,
             "memo": [[[list(item) for item in prompt], sorted(blocked),
                       list(answer) if isinstance(answer, tuple)
+                      else {"scores": list(answer.probabilities)}
+                      if isinstance(answer, CategoryScores)
                       else {"fallback": answer.cause}]
                      for (prompt, blocked), answer in self._memo.items()]}
 
@@ -572,8 +638,10 @@ class Planner:
     self._memo.clear()
     for prompt, blocked, answer in state["memo"]:
       key = (tuple(tuple(item) for item in prompt), frozenset(blocked))
-      self._memo[key] = (Fallback(answer["fallback"])
-                         if isinstance(answer, dict) else tuple(answer))
+      self._memo[key] = (tuple(answer) if isinstance(answer, list)
+                         else CategoryScores(tuple(answer["scores"]))
+                         if "scores" in answer
+                         else Fallback(answer["fallback"]))
 
   def _due_for_lesson(self) -> bool:
     """Counts one finished session; True when the schedule writes its lesson."""

@@ -21,6 +21,9 @@ from lerl_recsim.planner.validation import PlanRules, saturated
 from lerl_recsim.scenarios.catalogue import Catalogue
 
 
+ANSWERS = ("list", "likelihood")
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
   """How a user's history is reduced to prompt text.
@@ -46,6 +49,17 @@ class PromptConfig:
       mean engagement over the visible history into levels.
     candidate_labels: One phrase for a candidate not shown in the visible
       history, then one per level (len(candidate_edges) + 2 in all).
+    answer: How the model answers. "list": it writes the plan as a JSON
+      list (any backend). "likelihood": it writes nothing; each category is
+      scored by the probability that the model names it first
+      (`planner.likelihood`; needs log-probabilities and a continued
+      assistant message: embedded, gguf:PATH), and each user's plan is the
+      best-scored `max_categories` of `score_shortlist`.
+    score_shortlist: With answer="likelihood", the categories a user's plan
+      is chosen from: the heuristic planner's first `score_shortlist` picks
+      for that user (saturated ones dropped), so max_categories is the
+      heuristic's own plan and the catalogue's size lets the model choose
+      alone. The scores stay per situation; only this choice is per user.
   """
 
   history_window: int = 5
@@ -58,6 +72,8 @@ class PromptConfig:
   candidate_edges: tuple[float, ...] = (2.0,)
   candidate_labels: tuple[str, ...] = ("not shown yet", "low engagement",
                                        "high engagement")
+  answer: str = "list"
+  score_shortlist: int | None = None
 
   def __post_init__(self) -> None:
     if self.history_window < 1:
@@ -88,14 +104,33 @@ class PromptConfig:
     if list(self.candidate_edges) != sorted(self.candidate_edges):
       raise ValueError(
           f"candidate_edges must increase, got {self.candidate_edges}")
+    if self.answer not in ANSWERS:
+      raise ValueError(
+          f"answer={self.answer!r}; expected one of {', '.join(ANSWERS)}")
+    if (self.score_shortlist is None) != (self.answer != "likelihood"):
+      raise ValueError(
+          f"score_shortlist={self.score_shortlist!r} with answer="
+          f"{self.answer!r}: it is required with 'likelihood' and only there")
+    if self.answer == "likelihood" and self.shortlist_size is not None:
+      raise ValueError(
+          f"shortlist_size={self.shortlist_size} lists candidates for a "
+          "written plan; with answer='likelihood' the model scores the whole "
+          "catalogue and score_shortlist limits each user's plan")
 
   def engagement_level(self, engagement: float) -> str:
     return self.engagement_labels[
         bisect.bisect_right(self.engagement_edges, engagement)]
 
   def check_shortlist(self, catalogue: Catalogue, rules: PlanRules) -> None:
-    """Fails early when the shortlist cannot hold a plan or exceeds the
+    """Fails early when a shortlist cannot hold a plan or exceeds the
     catalogue."""
+    if self.score_shortlist is not None and not (
+        rules.max_categories <= self.score_shortlist
+        <= catalogue.num_categories):
+      raise ValueError(
+          f"score_shortlist={self.score_shortlist} must lie in "
+          f"[max_categories={rules.max_categories}, "
+          f"{catalogue.num_categories} categories]")
     if self.shortlist_size is not None and not (
         rules.max_categories <= self.shortlist_size <= catalogue.num_categories):
       raise ValueError(
