@@ -68,3 +68,28 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
   assert evaluation["provisional_plans"] == 0
   assert (evaluation["llm_plans"] + evaluation["fallbacks"]
           == evaluation["planned_users"] > 0)
+
+
+def test_embedded_model_scores_categories_by_likelihood():
+  pytest.importorskip("xllamacpp")
+  from lerl_recsim import planner_environment
+  from lerl_recsim.planner.likelihood import CategoryScores
+
+  catalogue = default_catalogue()
+  jazz, cooking = catalogue.index("jazz"), catalogue.index("cooking")
+  config = dataclasses.replace(planner_environment.SCENARIO_PROMPT_CONFIG,
+                               answer="likelihood", score_shortlist=20)
+  planner = make_planner("embedded", catalogue, prompt_config=config,
+                         reflections=None, timeout_s=600.0)
+  users = [UserHistory((StepRecord((c, c), 5.0, True),), 1, 5.0)
+           for c in (jazz, cooking)]
+  answers = planner.llm_answers(users)
+  assert planner.metrics()["fallbacks"] == 0
+  for answer in answers:
+    assert isinstance(answer, CategoryScores)
+    assert 0 < sum(answer.probabilities) <= 1 + 1e-6
+  # The scores follow the situation: the most probable first name differs.
+  best = [max(range(20), key=a.probabilities.__getitem__) for a in answers]
+  assert best[0] != best[1]
+  plans = planner.plan(users)
+  assert all(len(set(plan)) == len(plan) == 9 for plan in plans)

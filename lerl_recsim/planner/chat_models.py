@@ -56,10 +56,10 @@ class LlamaCppChatModel(BaseChatModel):
   """Chat completions from a GGUF model, optionally constrained by a JSON schema.
 
   Bind `json_schema=` (a JSON schema dict) to make every reply parse against
-  it; llama.cpp turns the schema into a sampling grammar (or bind `grammar=`,
-  a GBNF string). A conversation that ends with an AIMessage is continued
-  from inside that message. Bind `logprobs=True` (and `top_logprobs=`) for
-  each reply token's log-probability under the model before any grammar, in
+  it; llama.cpp turns the schema into a sampling grammar. A conversation
+  that ends with an AIMessage is continued from inside that message. Bind
+  `logprobs=True` (and `top_logprobs=`) for each reply token's
+  log-probability under the model before any grammar, in
   `response_metadata["logprobs"]` (OpenAI's format). The server (and the
   model weights) load on first use. Requests from several threads queue on
   one slot, which keeps that slot's prompt cache: a shared prompt prefix is
@@ -118,7 +118,6 @@ class LlamaCppChatModel(BaseChatModel):
                 stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 json_schema: dict[str, Any] | None = None,
-                grammar: str | None = None,
                 max_tokens: int | None = None,
                 logprobs: bool = False,
                 top_logprobs: int = 0,
@@ -126,9 +125,7 @@ class LlamaCppChatModel(BaseChatModel):
     if kwargs:
       raise TypeError(
           f"unsupported arguments {sorted(kwargs)}; LlamaCppChatModel accepts "
-          "json_schema, grammar, max_tokens, logprobs, top_logprobs and stop")
-    if json_schema is not None and grammar is not None:
-      raise ValueError("give json_schema or grammar, not both")
+          "json_schema, max_tokens, logprobs, top_logprobs and stop")
     request: dict[str, Any] = {
         "messages": [{"role": _role(m), "content": str(m.text)} for m in messages],
         "max_tokens": self.max_tokens if max_tokens is None else max_tokens,
@@ -141,8 +138,6 @@ class LlamaCppChatModel(BaseChatModel):
     if json_schema is not None:
       request["response_format"] = {
           "type": "json_schema", "json_schema": {"schema": json_schema}}
-    if grammar is not None:
-      request["grammar"] = grammar
     if logprobs:
       request.update(logprobs=True, top_logprobs=top_logprobs)
     result = self._get_server().handle_chat_completions(request)
