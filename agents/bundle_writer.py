@@ -77,7 +77,8 @@ def build_spec(config: Mapping[str, Any], scenario: Any,
           "seed": run["seed"],
           "rules": dataclasses.asdict(rules),
           "prompt_config": dataclasses.asdict(
-              planner_environment.SCENARIO_PROMPT_CONFIG),
+              planner_environment.default_prompt_config(
+                  run["planner"] or "heuristic")),
           "reflect_every": options["reflect_every"],
           "reflect_growth": options["reflect_growth"],
           "prompt_template": bundle.prompt_template(scenario.catalogue, rules),

@@ -20,6 +20,7 @@ order for that user, until the slate fits; each widened plan is counted.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -57,6 +58,25 @@ SCENARIO_PROMPT_CONFIG = PromptConfig(
     candidate_edges=(0.01, 0.6),
     candidate_labels=("not shown yet", "engagement none", "engagement low",
                       "engagement high"))
+
+# A model computed in this process by llama.cpp (embedded, gguf:PATH) is not
+# asked to write its plan but scores every category (answer="likelihood"),
+# and each user's plan is the best-scored 9 of the heuristic's first 12
+# picks for that user. Written plans of the embedded 135M model broke the
+# plan rules about half the time (repeated names), and its likelihood plans
+# chosen from the whole catalogue cost the greedy oracle 10% where the
+# heuristic's gained it 21% (docs/planner.md, "How the model answers").
+# Other backends write their plan: an OpenAI-style API neither continues an
+# assistant message nor, in general, reports log-probabilities.
+LOCAL_MODEL_PROMPT_CONFIG = dataclasses.replace(
+    SCENARIO_PROMPT_CONFIG, answer="likelihood", score_shortlist=12)
+
+
+def default_prompt_config(backend: str) -> PromptConfig:
+  """The prompt and answer `make_planned_env` gives an LLM backend."""
+  local = backend == "embedded" or backend.startswith("gguf:")
+  return LOCAL_MODEL_PROMPT_CONFIG if local else SCENARIO_PROMPT_CONFIG
+
 
 # Lessons about sessions 16, 36, 61, 92, ... (gaps growing by 1.25): about
 # 30 lessons in a million user-steps instead of one per session.
@@ -341,7 +361,7 @@ def make_planned_env(scenario: str = "interest_evolution",
       situations it has not answered yet get the heuristic plan meanwhile.
     model_options: For the backend's chat model (e.g. `base_url`).
     planner_options: For `Planner`; LLM backends default to
-      SCENARIO_PROMPT_CONFIG and EFFICIENT_REFLECTIONS.
+      `default_prompt_config(backend)` and EFFICIENT_REFLECTIONS.
   """
   check_replan_every(replan_every)
   env = environment_lib.make_env(scenario, num_users=num_users, seed=seed,
@@ -357,11 +377,11 @@ def build_planner(planner: str | PlannerLike, catalogue: Catalogue, seed: int,
                   planner_options: Mapping[str, Any] | None = None
                   ) -> PlannerLike:
   """A backend string's planner with this module's defaults for LLMs
-  (SCENARIO_PROMPT_CONFIG, EFFICIENT_REFLECTIONS); a ready planner as is."""
+  (`default_prompt_config`, EFFICIENT_REFLECTIONS); a ready planner as is."""
   if isinstance(planner, str):
     options = dict(planner_options or {})
     if planner != "heuristic":
-      options.setdefault("prompt_config", SCENARIO_PROMPT_CONFIG)
+      options.setdefault("prompt_config", default_prompt_config(planner))
       for key, value in EFFICIENT_REFLECTIONS.items():
         options.setdefault(key, value)
     return make_planner(planner, catalogue, model_options=model_options,
