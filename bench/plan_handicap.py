@@ -59,6 +59,9 @@ flags.DEFINE_integer("shortlist_size", _PROMPT.shortlist_size,
                      "whole catalogue without a list.")
 flags.DEFINE_bool("show_totals", _PROMPT.show_totals,
                   "LLM planners: show session length and reward.")
+flags.DEFINE_bool("reflections", True,
+                  "LLM planners: write lessons from finished sessions into "
+                  "the prompts (off: no reflection pool).")
 flags.DEFINE_integer("n_threads", None,
                      "Local LLM planners: CPU threads (1 on a loaded machine).")
 flags.DEFINE_list("answers", [_PROMPT.answer],
@@ -129,6 +132,8 @@ def planned_env(variant: Variant, overrides: dict[str, Any]) -> Any:
         score_shortlist=variant.score_shortlist)
     if FLAGS.planner_cache:
       options["cache_path"] = FLAGS.planner_cache
+    if not FLAGS.reflections:
+      options["reflections"] = None
     if FLAGS.n_threads:
       model_options = {"n_threads": FLAGS.n_threads}
   return planner_environment.make_planned_env(
@@ -166,7 +171,8 @@ def main(argv: list[str]) -> None:
         f"{FLAGS.max_categories} categories; LLM prompt: "
         f"{FLAGS.history_window} steps, shortlist "
         f"{FLAGS.shortlist_size or 'none'}, totals "
-        f"{'shown' if FLAGS.show_totals else 'not shown'}")
+        f"{'shown' if FLAGS.show_totals else 'not shown'}, reflections "
+        f"{'on' if FLAGS.reflections else 'off'}")
   calls: dict[str, list[float]] = {v.label: [] for v in variants}
   shares: dict[str, list[float]] = {v.label: [] for v in variants}
   print("| exit rule | policy | flat | " + " | ".join(
