@@ -38,8 +38,8 @@ from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, HeuristicPlanner,
                                  Planner)
 from lerl_recsim.planner.heuristic import (observation_steps,
                                            saturated_categories)
-from lerl_recsim.planner.likelihood import CategoryScores, preference_row
 from lerl_recsim.planner.history import history_from_json, history_to_json
+from lerl_recsim.planner.likelihood import CategoryScores, preference_row
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios import interest_evolution
 
