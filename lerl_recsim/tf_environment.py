@@ -36,8 +36,7 @@ from lerl_recsim import metrics as metrics_lib
 from lerl_recsim import planner_environment, simulator
 from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, HeuristicPlanner,
                                  Planner)
-from lerl_recsim.planner.heuristic import (observation_steps,
-                                           saturated_categories)
+from lerl_recsim.planner.heuristic import observation_steps
 from lerl_recsim.planner.history import history_from_json, history_to_json
 from lerl_recsim.planner.likelihood import CategoryScores, preference_row
 from lerl_recsim.planner.situations import situation_keys
@@ -398,21 +397,13 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
   def _plans_from_preferences(self, steps, preference: tf.Tensor
                               ) -> tf.Tensor:
     """bool [B, C]: each user's plan from its situation's row of
-    `preference_row`s, as `Planner.plans_from_scores` makes it: the best
-    `max_categories` of the heuristic's first `score_shortlist` picks, not
-    saturated, equal preferences in pick order."""
-    c = self._num_categories
-    rules = self._llm.rules
-    position = tf.argsort(self._heuristic.picks(steps), axis=1)
-    allowed = position < self._llm.prompt_config.score_shortlist
-    if rules.exclude_saturated:
-      allowed &= ~saturated_categories(steps, rules.saturation_window)
-    key = tf.where(allowed, preference * (c + 1) + (c - 1 - position), -1)
-    top = tf.math.top_k(key, k=rules.max_categories)
-    chosen = tf.reduce_any(tf.one_hot(top.indices, c, on_value=True,
-                                      off_value=False)
-                           & (top.values >= 0)[..., None], axis=1)
-    return chosen
+    `preference_row`s, as `Planner.plans_from_scores` makes it."""
+    ids, allowed = self._heuristic.preferred(
+        steps, preference, self._llm.prompt_config.score_shortlist,
+        self._llm.rules.max_categories)
+    return tf.reduce_any(tf.one_hot(ids, self._num_categories, on_value=True,
+                                    off_value=False) & allowed[..., None],
+                         axis=1)
 
   def _set_plans(self, steps, due: tf.Tensor, plans: tf.Tensor,
                  base_mask: tf.Tensor, counts: dict[str, tf.Tensor]

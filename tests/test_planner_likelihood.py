@@ -18,6 +18,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from lerl_recsim import planner_environment, tf_environment
 from lerl_recsim.planner import (HeuristicPlanner, PlanRules, Planner,
                                  PromptConfig, StepRecord, UserHistory)
+from lerl_recsim.planner.heuristic import histories_to_steps
 from lerl_recsim.planner.likelihood import (ANSWER_PREFIX, CategoryScores,
                                             first_name_probabilities)
 from lerl_recsim.planner.validation import PlanParseError
@@ -198,7 +199,8 @@ def test_users_of_one_situation_share_one_scoring_but_keep_their_shortlists():
   requests = len(planner._model.requests)
   plan_a, plan_b = planner.plan([a, b])
   assert planner.metrics()["shared_requests"] == 1
-  shortlists = planner.fallback.shortlists([a, b], 10)
+  picks = planner.fallback.batch.picks(histories_to_steps([a, b], 20))
+  shortlists = picks.numpy()[:, :10]
   assert set(plan_a) <= set(shortlists[0]) and set(plan_b) <= set(shortlists[1])
   assert len(plan_a) == len(plan_b) == 9
   assert len(planner._model.requests) > requests

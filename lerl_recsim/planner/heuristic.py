@@ -240,6 +240,21 @@ class BatchHeuristic(tf.Module):
     the first pass's categories, then the second's, each in order)."""
     return self.ranking(steps), self.picks(steps)[:, :self.size]
 
+  def preferred(self, steps: CategorySteps, preference: tf.Tensor,
+                shortlist: int, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The `size` categories of highest `preference` (int32 [B, C], ties in
+    pick order) among each user's first `shortlist` picks, saturated ones
+    left out: (ids int32 [B, size], best first; bool [B, size], False past
+    the categories allowed)."""
+    c = self.num_categories
+    position = tf.argsort(self.picks(steps), axis=1)
+    allowed = position < shortlist
+    if self.rules.exclude_saturated:
+      allowed &= ~saturated_categories(steps, self.rules.saturation_window)
+    key = tf.where(allowed, preference * (c + 1) + (c - 1 - position), -1)
+    top = tf.math.top_k(key, k=size)
+    return top.indices, top.values >= 0
+
   def shortlist_sets(self, steps: CategorySteps, size: int) -> tf.Tensor:
     """bool [B, C]: the first `size` categories the plan would pick, so a
     shortlist of at least `self.size` holds the heuristic's own plan
@@ -275,8 +290,8 @@ class HeuristicPlanner:
     self._compiled = tf.function(
         lambda steps: (*self.batch.rank_and_plan(steps),
                        self.batch.scores(steps)), autograph=False)
-    self._picks = tf.function(self.batch.picks, jit_compile=True,
-                              autograph=False)
+    self._preferred = tf.function(self.batch.preferred, jit_compile=True,
+                                  autograph=False)
 
   def _run(self, histories: Sequence[UserHistory]
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -294,16 +309,19 @@ class HeuristicPlanner:
     """Every category id, best first (ties by the seeded priority)."""
     return self._run([history])[0][0].tolist()
 
-  def shortlists(self, histories: Sequence[UserHistory],
-                 size: int) -> list[tuple[int, ...]]:
-    """Per history the first `size` categories the plan picks, in the order
-    it picks them (saturated ones last)."""
-    if not 1 <= size <= self.catalogue.num_categories:
-      raise ValueError(f"a shortlist of {size} categories; expected 1 to "
-                       f"{self.catalogue.num_categories}")
-    picks = self._picks(histories_to_steps(histories,
-                                           self.catalogue.num_categories))
-    return [tuple(row[:size].tolist()) for row in picks.numpy()[:len(histories)]]
+  def preferred(self, histories: Sequence[UserHistory],
+                preference: np.ndarray, shortlist: int,
+                size: int) -> list[tuple[int, ...]]:
+    """Per history the `size` categories of highest `preference` (int32
+    [len(histories), C]) among its first `shortlist` picks, best first
+    (`BatchHeuristic.preferred`)."""
+    steps = histories_to_steps(histories, self.catalogue.num_categories)
+    padded = np.zeros((steps.valid.shape[0], self.catalogue.num_categories),
+                      np.int32)
+    padded[:len(histories)] = preference
+    ids, allowed = self._preferred(steps, tf.constant(padded), shortlist, size)
+    return [tuple(row[keep].tolist()) for row, keep in
+            zip(ids.numpy()[:len(histories)], allowed.numpy())]
 
   def plan_one(self, history: UserHistory) -> tuple[int, ...]:
     return self.plan([history])[0]

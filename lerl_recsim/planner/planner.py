@@ -47,6 +47,7 @@ from lerl_recsim.planner.heuristic import HeuristicPlanner
 from lerl_recsim.planner.history import UserHistory
 from lerl_recsim.planner.likelihood import (CategoryScores,
                                             first_name_probabilities,
+                                            preference_row,
                                             scores_from_probabilities)
 from lerl_recsim.planner.prompt import (PromptConfig, plan_prompt, plan_schema,
                                         reflections_text, situation)
@@ -592,21 +593,15 @@ class Planner:
 
   def plans_from_scores(self, scores: Sequence[CategoryScores],
                         histories: Sequence[UserHistory]
-                         ) -> list[tuple[int, ...]]:
+                        ) -> list[tuple[int, ...]]:
     """Each user's plan from its situation's scores: the best-scored
     `max_categories` of the heuristic's first `score_shortlist` picks for
-    the user, saturated ones dropped (they come last among the picks)."""
+    the user, saturated ones left out, best first."""
     if not histories:
       return []
-    shortlists = self.fallback.shortlists(
-        histories, self.prompt_config.score_shortlist)
-    plans = []
-    for score, history, shortlist in zip(scores, histories, shortlists):
-      blocked = (saturated(history, self.rules) if self.rules.exclude_saturated
-                 else frozenset())
-      plans.append(score.plan([c for c in shortlist if c not in blocked],
-                              self.rules.max_categories))
-    return plans
+    return self.fallback.preferred(
+        histories, np.stack([preference_row(s) for s in scores]),
+        self.prompt_config.score_shortlist, self.rules.max_categories)
 
   def saved_state(self) -> dict[str, Any]:
     """The state a resumed run needs, as JSON values: counters (LLM cache
