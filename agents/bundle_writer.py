@@ -65,7 +65,8 @@ def build_spec(config: Mapping[str, Any], scenario: Any,
   """The planner spec of a run: only data written here, never a secret."""
   run = config["run"]
   rules = PlanRules()  # make_planned_env plans with the default rules.
-  options = planner_environment.EFFICIENT_REFLECTIONS
+  options = planner_environment.default_planner_options(
+      run["planner"] or "heuristic")
   return {
       "format": bundle.FORMAT,
       "lerl_recsim_version": lerl_recsim.__version__,
@@ -76,11 +77,10 @@ def build_spec(config: Mapping[str, Any], scenario: Any,
           "replan_every": run["replan_every"],
           "seed": run["seed"],
           "rules": dataclasses.asdict(rules),
-          "prompt_config": dataclasses.asdict(
-              planner_environment.default_prompt_config(
-                  run["planner"] or "heuristic")),
-          "reflect_every": options["reflect_every"],
-          "reflect_growth": options["reflect_growth"],
+          "prompt_config": dataclasses.asdict(options["prompt_config"]),
+          # None: the planner writes no lessons.
+          "reflect_every": options.get("reflect_every"),
+          "reflect_growth": options.get("reflect_growth"),
           "prompt_template": bundle.prompt_template(scenario.catalogue, rules),
           "reflections": bundle.REFLECTIONS_FILE if has_reflections else None,
       },

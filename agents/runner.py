@@ -372,15 +372,23 @@ def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
   training meets them again; lessons are lost, and counted in training's
   `reflections_dropped`). An LLM planner's waiting is bounded per
   evaluation (`Planner.evaluation_wait_s`). The planner counts returned are
-  this evaluation's alone.
+  this evaluation's alone. Evaluation's own background requests end with
+  it (its worker stops after the batch in flight), so that they neither
+  compete with training for the model nor outlive the evaluation
+  uncounted.
   """
   if isinstance(train_env, PLANNED_ENVIRONMENTS):
     train_env.planner.close()
-  if isinstance(getattr(eval_env, "planner", None), Planner):
-    eval_env.planner.start_wait_budget()
+  llm = getattr(eval_env, "planner", None)
+  if isinstance(llm, Planner):
+    llm.start_wait_budget()
   before = planner_counts(eval_env)
   exposure = evaluation.ExposureCurve()
-  values = evaluation.evaluate_sessions(eval_env, policy, exposure)
+  try:
+    values = evaluation.evaluate_sessions(eval_env, policy, exposure)
+  finally:
+    if isinstance(llm, Planner):
+      llm.close()
   summary: dict[str, Any] = metrics.summarise(values)
   summary["exposure_curve"] = exposure.to_dict()
   summary["planner"] = counts_delta(planner_counts(eval_env), before)

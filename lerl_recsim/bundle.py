@@ -220,11 +220,14 @@ def planner_from_spec(spec: Mapping[str, Any], backend: str,
         f"({lerl_recsim.__version__}) differs from the one in the spec "
         f"(written by {spec.get('lerl_recsim_version')}); plan with the "
         "version that wrote it, or with planner='heuristic'")
+  prompt_config = prompt_config_from_json(settings["prompt_config"])
+  if settings["reflect_every"] is None:  # a planner without lessons
+    return make_planner(backend, catalogue, rules=rules, seed=seed,
+                        prompt_config=prompt_config, reflections=None)
   pool = (ReflectionPool.load(reflections_path) if reflections_path
           else ReflectionPool())
   return make_planner(backend, catalogue, rules=rules, seed=seed,
-                      prompt_config=prompt_config_from_json(
-                          settings["prompt_config"]),
+                      prompt_config=prompt_config,
                       reflect_every=settings["reflect_every"],
                       reflect_growth=settings["reflect_growth"],
                       reflections=pool)

@@ -73,15 +73,38 @@ LOCAL_MODEL_PROMPT_CONFIG = dataclasses.replace(
     SCENARIO_PROMPT_CONFIG, answer="likelihood", score_shortlist=12)
 
 
-def default_prompt_config(backend: str) -> PromptConfig:
-  """The prompt and answer `make_planned_env` gives an LLM backend."""
-  local = backend == "embedded" or backend.startswith("gguf:")
-  return LOCAL_MODEL_PROMPT_CONFIG if local else SCENARIO_PROMPT_CONFIG
-
-
 # Lessons about sessions 16, 36, 61, 92, ... (gaps growing by 1.25): about
 # 30 lessons in a million user-steps instead of one per session.
 EFFICIENT_REFLECTIONS = {"reflect_every": 16, "reflect_growth": 1.25}
+
+
+def local_backend(backend: str) -> bool:
+  """Whether `backend`'s model computes in this process (llama.cpp)."""
+  return backend == "embedded" or backend.startswith("gguf:")
+
+
+def default_planner_options(backend: str) -> dict[str, Any]:
+  """The `Planner` options `make_planned_env` gives an LLM backend.
+
+  A model computed in this process scores categories
+  (LOCAL_MODEL_PROMPT_CONFIG) and writes no lessons (`reflections=None`):
+  the embedded 135M model's lessons are not about the sessions ("the user
+  left after completing 20-29 steps of the gamification system"), plans
+  with and without them scored alike (within 4.7 points on the plan-quality
+  bench), and each early lesson changes every prompt, so the LLM's answered
+  situations had to be asked again: with lessons, its share of training
+  plans was 0-44% over the first 2,400 iterations of development seed 100,
+  without them 95% from iteration 800 on (docs/planner.md, "Lessons").
+  Other backends write their plan and learn lessons (EFFICIENT_REFLECTIONS).
+  """
+  if local_backend(backend):
+    return {"prompt_config": LOCAL_MODEL_PROMPT_CONFIG, "reflections": None}
+  return {"prompt_config": SCENARIO_PROMPT_CONFIG, **EFFICIENT_REFLECTIONS}
+
+
+def default_prompt_config(backend: str) -> PromptConfig:
+  """The prompt and answer `make_planned_env` gives an LLM backend."""
+  return default_planner_options(backend)["prompt_config"]
 
 
 class PlannerLike(Protocol):
@@ -378,13 +401,11 @@ def build_planner(planner: str | PlannerLike, catalogue: Catalogue, seed: int,
                   planner_options: Mapping[str, Any] | None = None
                   ) -> PlannerLike:
   """A backend string's planner with this module's defaults for LLMs
-  (`default_prompt_config`, EFFICIENT_REFLECTIONS); a ready planner as is."""
+  (`default_planner_options`); a ready planner as is."""
   if isinstance(planner, str):
     options = dict(planner_options or {})
     if planner != "heuristic":
-      options.setdefault("prompt_config", default_prompt_config(planner))
-      for key, value in EFFICIENT_REFLECTIONS.items():
-        options.setdefault(key, value)
+      options = {**default_planner_options(planner), **options}
     return make_planner(planner, catalogue, model_options=model_options,
                         seed=seed, **options)
   if model_options or planner_options:

@@ -52,6 +52,12 @@ COUNTERS = (("user_steps", "planned_users", "widenings", "ended_sessions",
 # A table row whose first entry is FAILING - i marks a situation failing with
 # cause FALLBACK_CAUSES[i]; -1 (the default) is a missing one.
 FAILING = -2
+# In the background, a local model answers without rest while the table
+# misses more than 1 - this share of a graph call's plans, and rests (its
+# `Planner.local_busy_share`) once the LLM's plans are at least this share:
+# the LLM should make the plans early in training (issue target: >= 90%
+# after the first 10%), and cost training time little after.
+LLM_SHARE_TO_REST = 0.9
 
 
 def reset_and_absorb(env: TFRecSimEnvironment | PlannedTFEnvironment) -> None:
@@ -554,6 +560,9 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         if key not in self._examples:
           self._examples[key] = self._history(observation, slot)
     if not wait:
+      due = int(np.sum(reports["due"]))
+      missed = int(np.sum(reports["missed"]))
+      self._llm.hurry(missed > (1.0 - LLM_SHARE_TO_REST) * due)
       self._ask_most_missed()
 
   def _ask_most_missed(self) -> None:

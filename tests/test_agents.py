@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -12,13 +13,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from tf_agents.policies import random_py_policy
 
 import lerl_recsim
 from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment)
 from lerl_recsim.agents import (bandit, dqn, learners, networks, ppo,
                                 run_config, runner, training)
-from lerl_recsim.planner import ReflectionPool, backends
+from lerl_recsim.planner import Planner, ReflectionPool, backends
+from lerl_recsim.scenarios.catalogue import default_catalogue
 
 TINY = {"num_items": 40}
 
@@ -268,6 +271,37 @@ def test_sampled_evaluation_repeats_for_a_seed():
   for name in metrics.EPISODE_METRICS:
     assert first[name] == again[name]
   assert any(first[name] != other[name] for name in metrics.EPISODE_METRICS)
+
+
+def test_an_evaluations_background_requests_end_with_it():
+  """Evaluation planning in the background leaves no request behind: its
+  worker stops after the batch in flight (which it answers), so it cannot
+  compete with training for the model afterwards."""
+  gate = threading.Event()
+
+  class Slow(FakeListChatModel):
+    def _call(self, *args: Any, **kwargs: Any) -> str:
+      assert gate.wait(30)
+      return super()._call(*args, **kwargs)
+
+  reply = json.dumps({"categories": EIGHT_CATEGORIES})
+  train_env = planner_environment.make_planned_env(
+      planner=Planner(Slow(responses=[reply]), default_catalogue(),
+                      reflections=None), num_users=4, seed=0, **TINY)
+  view = train_env.planner.evaluation_view()
+  eval_env = planner_environment.PlannedEnvironment(
+      lerl_recsim.make_env(num_users=4, seed=1, **TINY), view,
+      wait_for_planner=False)
+  policy = random_py_policy.RandomPyPolicy(
+      eval_env.time_step_spec(), eval_env.action_spec(),
+      observation_and_action_constraint_splitter=lambda o: (o, o["mask"]))
+  timer = threading.Timer(1.0, gate.set)  # the model answers after a while
+  timer.start()
+  summary = runner.evaluate_policy(eval_env, policy)
+  timer.join()
+  assert summary["planner"]["provisional_plans"] > 0  # it did not wait
+  assert view.background_pending == 0 and view._worker._thread is None
+  assert view.metrics()["background_pending"] == 0
 
 
 def test_planner_masks_hold_during_lerl_training(tmp_path):

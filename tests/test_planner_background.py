@@ -17,6 +17,7 @@ from lerl_recsim import planner_environment
 from lerl_recsim.planner import (Planner, ReflectionPool, StepRecord,
                                  UserHistory)
 from lerl_recsim.planner.background import BackgroundWorker
+from lerl_recsim.planner.chat_models import LlamaCppChatModel
 from lerl_recsim.scenarios.catalogue import default_catalogue
 from tests.conftest import SMALL_PLANS
 
@@ -125,7 +126,37 @@ def test_cancel_drops_queued_requests_and_close_answers_the_one_in_flight():
   worker.close()
 
 
+def test_a_workers_busy_share_can_change_and_is_checked():
+  worker = BackgroundWorker(lambda requests: requests, busy_share=0.25)
+  assert worker.busy_share == 0.25
+  worker.busy_share = 1.0
+  assert worker.busy_share == 1.0
+  with pytest.raises(ValueError, match=r"busy_share must lie in \(0, 1\], got 0"):
+    worker.busy_share = 0
+  assert worker.busy_share == 1.0
+
+
 # The planner.
+
+def test_hurry_lets_a_local_model_answer_without_rest_and_not_a_remote_one():
+  local = Planner(LlamaCppChatModel(model_path="unused.gguf"), CAT,
+                  reflections=None, local_busy_share=0.25)
+  assert local._worker.busy_share == 0.25
+  local.hurry(True)
+  assert local._worker.busy_share == 1.0
+  local.hurry(False)
+  assert local._worker.busy_share == 0.25
+  remote, _ = gated_planner(reply("jazz"), local_busy_share=0.25)
+  remote.hurry(False)  # a remote model never rests
+  assert remote._worker.busy_share == 1.0
+
+
+def test_copies_of_a_local_model_share_one_lock_for_request_series():
+  model = LlamaCppChatModel(model_path="unused.gguf")
+  copy = model.model_copy(update={"cache": False})
+  assert copy.exclusive() is model.exclusive()
+  assert LlamaCppChatModel(model_path="unused.gguf").exclusive() is not (
+      model.exclusive())
 
 def test_unanswered_situations_get_the_heuristic_plan_until_the_llm_answers():
   planner, gate = gated_planner(reply("jazz", "tennis"))

@@ -199,3 +199,32 @@ def test_planner_objects_refuse_backend_options():
   with pytest.raises(ValueError, match="only when planner is a backend string"):
     make_planned_env(planner=HeuristicPlanner(env.scenario.catalogue),
                      num_users=2, planner_options={"reflection_k": 1})
+
+
+@pytest.mark.parametrize("backend", ["embedded", "gguf:/models/small.gguf"])
+def test_a_local_model_plans_without_lessons_in_runs_and_bundles(backend):
+  from lerl_recsim import bundle, planner_environment
+  from lerl_recsim.agents import bundle_writer
+  assert planner_environment.default_planner_options(backend) == {
+      "prompt_config": planner_environment.LOCAL_MODEL_PROMPT_CONFIG,
+      "reflections": None}
+  scenario = lerl_recsim.make_env(num_users=2, seed=0).scenario
+  run = {"agent": "lerl", "scenario": "interest_evolution",
+         "scenario_overrides": {}, "seed": 0, "planner": backend,
+         "replan_every": 1}
+  spec = bundle_writer.build_spec({"run": run}, scenario, False)
+  assert spec["planner"]["reflect_every"] is None
+  planner = bundle.planner_from_spec(spec, "embedded", None, 0)
+  assert planner.reflections is None
+  assert planner.prompt_config == planner_environment.LOCAL_MODEL_PROMPT_CONFIG
+
+
+def test_a_remote_model_writes_lessons_by_default():
+  from lerl_recsim import planner_environment
+  options = planner_environment.default_planner_options("openai:any-model")
+  assert options == {"prompt_config": planner_environment.SCENARIO_PROMPT_CONFIG,
+                     "reflect_every": 16, "reflect_growth": 1.25}
+  planner = planner_environment.build_planner(
+      "fake", lerl_recsim.make_env(num_users=2, seed=0).scenario.catalogue, 0,
+      model_options={"responses": ["{}"]})
+  assert planner.reflections is not None and planner._reflection_gap == 16

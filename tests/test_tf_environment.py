@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from tf_agents.environments import tf_environment as tf_env_lib
@@ -234,6 +235,41 @@ def test_background_asks_first_about_the_situations_most_users_miss():
   left = [key for key in env._misses if key not in asked_next]
   assert min(env._misses[k] for k in asked_next) >= max(
       env._misses[k] for k in left)
+  planner.close()
+
+
+class HurryRecorder(Planner):
+  """A Planner that records what the environment tells it about need."""
+
+  def __init__(self, *args: Any, **kwargs: Any) -> None:
+    super().__init__(*args, **kwargs)
+    self.hurried: list[bool] = []
+
+  def hurry(self, needed: bool) -> None:
+    self.hurried.append(needed)
+    super().hurry(needed)
+
+
+def test_background_hurries_the_llm_while_most_plans_miss_it():
+  reply = json.dumps({"categories": ["jazz", "tennis", "cooking"]})
+  planner = HurryRecorder(
+      FakeListChatModel(responses=[reply]), CATALOGUE, rules=SMALL_PLANS,
+      reflections=None,
+      prompt_config=planner_environment.SCENARIO_PROMPT_CONFIG)
+  # Plans only at session start, where every user is in one situation.
+  env = tf_environment.make_planned_tf_env(
+      planner=planner, replan_every=1000, num_users=8, seed=0,
+      wait_for_planner=False, **SCENARIO)
+  collect(env, 5)  # the reset and one graph call: every user missed
+  assert planner.hurried and all(planner.hurried)
+  assert planner.flush(60)
+  collect(env, 5)  # the situation's answer is taken in
+  collect(env, 40)  # from now on the sessions that start hit the table
+  m = env.planner_metrics()
+  assert m["llm_plans"] > 0
+  # Once no user missed it, the LLM is let rest (a call without new
+  # sessions plans no one: nothing missed, no hurry).
+  assert planner.hurried[-1] is False
   planner.close()
 
 

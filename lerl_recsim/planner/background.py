@@ -36,9 +36,7 @@ class BackgroundWorker:
     if max_pending < 1 or batch_size < 1:
       raise ValueError(f"max_pending and batch_size must be >= 1, got "
                        f"{max_pending} and {batch_size}")
-    if not 0.0 < busy_share <= 1.0:
-      raise ValueError(f"busy_share must lie in (0, 1], got {busy_share!r}")
-    self._rest_factor = 1.0 / busy_share - 1.0
+    self.busy_share = busy_share
     self._stopping = threading.Event()
     self._run_batch = run_batch
     self._max_pending = max_pending
@@ -55,6 +53,19 @@ class BackgroundWorker:
   def pending(self) -> int:
     """Requests submitted and not yet drained."""
     return len(self._pending)
+
+  @property
+  def busy_share(self) -> float:
+    """The share of wall time the worker may spend answering; it may be
+    changed while the worker runs (it applies from the next rest on)."""
+    return self._busy_share
+
+  @busy_share.setter
+  def busy_share(self, share: float) -> None:
+    if not 0.0 < share <= 1.0:
+      raise ValueError(f"busy_share must lie in (0, 1], got {share!r}")
+    self._busy_share = share
+    self._rest_factor = 1.0 / share - 1.0
 
   @property
   def busy_seconds(self) -> float:

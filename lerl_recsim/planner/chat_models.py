@@ -30,6 +30,8 @@ class _SharedServer:
 
   def __init__(self) -> None:
     self.lock = threading.Lock()
+    # Held by a caller for a series of requests (see `exclusive`).
+    self.series = threading.Lock()
     self.server: Any = None
     self.settings: tuple[Any, ...] = ()  # what the server was loaded with
 
@@ -90,6 +92,13 @@ class LlamaCppChatModel(BaseChatModel):
   def load(self) -> None:
     """Loads the weights now rather than on the first request."""
     self._get_server()
+
+  def exclusive(self) -> threading.Lock:
+    """A lock to hold around a series of requests that share a prompt, for
+    this model and all its copies: another thread's requests in between
+    would replace the slot's prompt cache, and each request of the series
+    would evaluate the whole prompt again."""
+    return self._shared.series
 
   def _get_server(self) -> Any:
     shared = self._shared

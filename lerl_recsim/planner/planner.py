@@ -178,8 +178,9 @@ def likelihood_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
   prompt = plan_prompt(catalogue, rules)
   # A local model answers one request at a time from one prompt cache: a
   # situation's requests in a row reuse its prompt, interleaved with another
-  # situation's they would evaluate it again each time.
-  one_at_a_time = (threading.Lock() if isinstance(model, LlamaCppChatModel)
+  # situation's (of this chain or of another planner view's) they would
+  # evaluate it again each time.
+  one_at_a_time = (model.exclusive() if isinstance(model, LlamaCppChatModel)
                    else contextlib.nullcontext())
 
   def score(inputs: dict[str, Any], config: RunnableConfig) -> CategoryScores:
@@ -227,9 +228,9 @@ class Planner:
       (oldest out first); a hit there skips the chain and its overhead.
     max_pending: Background requests queued at most (`wait=False`).
     local_busy_share: Share of wall time a model that computes in this
-      process (`LlamaCppChatModel`) may spend answering in the background:
-      it would otherwise take cores the training needs. Remote models are
-      not limited.
+      process (`LlamaCppChatModel`) may spend answering in the background
+      once its answers cover most plans (see `hurry`): it would otherwise
+      take cores the training needs. Remote models are not limited.
     seed: Seeds the reflection sampling and the default fallback.
   """
 
@@ -474,6 +475,15 @@ class Planner:
         self._take_answer(key, result)
       else:
         self._store_lesson(self._lessons_asked.pop(key), result)
+
+  def hurry(self, needed: bool) -> None:
+    """Lets the background worker answer without rest while its answers
+    are `needed` (the caller sees most plans miss them), else at most
+    `local_busy_share` of the time. Resting saves training time only once
+    the LLM's plans are the run's plans; before that, every answer a rest
+    delays is a situation trained on under the heuristic's masks."""
+    if isinstance(self._model, LlamaCppChatModel):
+      self._worker.busy_share = 1.0 if needed else self.local_busy_share
 
   @property
   def background_pending(self) -> int:
