@@ -13,9 +13,11 @@ import gin
 import tensorflow as tf
 from tf_agents.bandits.agents import neural_epsilon_greedy_agent
 from tf_agents.environments import py_environment
+from tf_agents.specs import tensor_spec
 
 from lerl_recsim import environment as environment_lib
-from lerl_recsim.agents import learners, networks, run_config, runner
+from lerl_recsim.agents import (learners, networks, run_config, runner,
+                                slate_policy)
 
 
 def integer_mask_splitter(observation: dict) -> tuple[dict, tf.Tensor]:
@@ -80,12 +82,18 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
   def make_learner(env):
     agent = make_agent(env, fc_layer_params=fc_layer_params,
                        learning_rate=learning_rate, epsilon=epsilon)
+    draws = learners.Draws()
+    collect_policy = slate_policy.TopKQPolicy(
+        tensor_spec.from_spec(env.time_step_spec()),
+        tensor_spec.from_spec(env.action_spec()), agent._reward_network,
+        integer_mask_splitter, epsilon, draws,
+        info_spec=agent.collect_policy.info_spec)
     return learners.OffPolicyLearner(
         agent, env, replay_capacity=replay_capacity, batch_size=batch_size,
         sequence_length=1, collect_steps=collect_steps_per_iteration,
         train_steps=train_steps_per_iteration,
-        initial_collect_steps=initial_collect_steps,
-        prepare=learners.drop_boundaries,
+        initial_collect_steps=initial_collect_steps, draws=draws,
+        collect_policy=collect_policy, prepare=learners.drop_boundaries,
         greedy_policy=agent.policy.wrapped_policy)
 
   return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)

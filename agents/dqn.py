@@ -53,28 +53,28 @@ def make_agent(env: py_environment.PyEnvironment, *,
 def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
             epsilon_greedy: float, n_step: int, **options: Any
             ) -> learners.OffPolicyLearner:
-  """The replay learner (sequences of n_step + 1 steps); for slates, with
-  masked top-k slate policies."""
-  sequence_length = n_step + 1
-  slate_spec = tensor_spec.from_spec(env.action_spec())
-  if slate_spec.shape.rank == 0:
-    return learners.OffPolicyLearner(agent, env,
-                                    sequence_length=sequence_length,
-                                    **options)
+  """The replay learner (sequences of n_step + 1 steps), collecting with
+  masked epsilon-greedy items, or top-k slates (`slate_policy`), whose
+  draws a checkpoint holds."""
+  draws = learners.Draws()
+  action_spec = tensor_spec.from_spec(env.action_spec())
   time_step_spec = tensor_spec.from_spec(env.time_step_spec())
 
   def top_k(epsilon: float) -> slate_policy.TopKQPolicy:
-    return slate_policy.TopKQPolicy(time_step_spec, slate_spec,
+    return slate_policy.TopKQPolicy(time_step_spec, action_spec,
                                     agent._q_network, environment_lib.splitter,
-                                    epsilon)
+                                    epsilon, draws)
 
+  if action_spec.shape.rank == 0:  # one item: the agent's greedy policy
+    return learners.OffPolicyLearner(
+        agent, env, sequence_length=n_step + 1, draws=draws,
+        collect_policy=top_k(epsilon_greedy), **options)
   return learners.OffPolicyLearner(
-      agent, env, sequence_length=sequence_length, greedy_policy=top_k(0.0),
-      collect_policy=top_k(epsilon_greedy),
+      agent, env, sequence_length=n_step + 1, draws=draws,
+      greedy_policy=top_k(0.0), collect_policy=top_k(epsilon_greedy),
       recorded_action=slate_policy.leading_item, **options)
 
 
-# gin: `dqn.train_eval.<hyper-parameter> = value` (see configs/).
 @gin.configurable(module="dqn", denylist=["run", "root_dir"])
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
                fc_layer_params: Sequence[int] = (256, 128),

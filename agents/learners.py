@@ -23,6 +23,7 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from tf_agents.utils import common
 
 from lerl_recsim import tf_environment as tf_environment_lib
+from lerl_recsim.agents.draws import Draws, sample_sequences
 
 
 class CompiledPolicy(py_policy.PyPolicy):
@@ -158,11 +159,44 @@ class SeededSamplingPolicy(tf_policy.TFPolicy):
 
   def _action(self, time_step, policy_state, seed=None):
     del seed  # the policy's own seed and step count key the draws
-    distribution = self._policy.distribution(time_step).action
     key = tf.stack([tf.constant(self._seed, tf.int64), policy_state[0]])
-    action = distribution.sample(seed=tf.cast(key, tf.int32))
-    return policy_step.PolicyStep(tf.cast(action, self.action_spec.dtype),
-                                  policy_state + 1, ())
+    action = sample_action(self._policy, time_step, key)
+    return policy_step.PolicyStep(action.action, policy_state + 1, ())
+
+
+def sample_action(policy: tf_policy.TFPolicy, time_step: ts.TimeStep,
+                  key: tf.Tensor) -> policy_step.PolicyStep:
+  """A stateless policy's action drawn from its distribution by a stateless
+  draw keyed on `key`, with the policy's info."""
+  step = policy.distribution(time_step)
+  action = step.action.sample(seed=tf.cast(key, tf.int32))
+  return step._replace(action=tf.cast(action, policy.action_spec.dtype))
+
+
+class DrawnSamplingPolicy(tf_policy.TFPolicy):
+  """Samples a stateless policy's action distribution with keys from a
+  `Draws` (which a checkpoint holds), keeping its policy info: the
+  collection policy of on-policy agents (PPO's needs the distribution's
+  parameters in its info)."""
+
+  def __init__(self, policy: tf_policy.TFPolicy, draws: Draws):
+    if tf.nest.flatten(policy.policy_state_spec):
+      raise ValueError(f"{type(policy).__name__} keeps a policy state; "
+                       "DrawnSamplingPolicy samples stateless policies only")
+    super().__init__(policy.time_step_spec, policy.action_spec,
+                     info_spec=policy.info_spec)
+    self._policy = policy
+    self._draws = draws
+
+  def _variables(self):
+    return self._policy.variables()
+
+  def _distribution(self, time_step, policy_state):
+    raise NotImplementedError("DrawnSamplingPolicy only samples actions")
+
+  def _action(self, time_step, policy_state, seed=None):
+    del seed  # the draws key them
+    return sample_action(self._policy, time_step, self._draws.key())
 
 
 class GraphCollector:
@@ -274,9 +308,13 @@ class OffPolicyLearner(_CollectingLearner):
     train_steps: gradient steps per iteration.
     initial_collect_steps: steps collected before the first gradient step.
     prepare: optional transform of a sampled batch (e.g. drop boundaries).
+    draws: the keys of every random draw of collection and sampling (the
+      learner checkpoints it, so a resumed run draws as an uninterrupted
+      one).
+    collect_policy: the policy that acts while collecting; its random
+      draws must be keyed on `draws` (TF-Agents' collect policies draw with
+      stateful ops).
     greedy_policy: the policy to evaluate and export; `agent.policy` if None.
-    collect_policy: the policy that acts while collecting;
-      `agent.collect_policy` if None.
     recorded_action: maps the collect policy's action to what the replay
       buffer stores (e.g. a slate's top item).
   """
@@ -285,12 +323,14 @@ class OffPolicyLearner(_CollectingLearner):
                replay_capacity: int,
                batch_size: int, sequence_length: int, collect_steps: int,
                train_steps: int, initial_collect_steps: int,
+               draws: Draws, collect_policy: tf_policy.TFPolicy,
                prepare: Callable[[Any], Any] | None = None,
-               greedy_policy: Any = None, collect_policy: Any = None,
+               greedy_policy: Any = None,
                recorded_action: Callable[[Any], Any] | None = None):
     self.agent = agent
+    self.draws = draws
     self.greedy_policy = greedy_policy or agent.policy
-    self.collect_policy = collect_policy or agent.collect_policy
+    self.collect_policy = collect_policy
     self.replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=env.batch_size,
         max_length=max(replay_capacity // env.batch_size, sequence_length + 1))
@@ -304,11 +344,12 @@ class OffPolicyLearner(_CollectingLearner):
     # Sampled inside the compiled step, synchronously: a prefetching dataset
     # would sample while collection still adds, so runs would not repeat.
     self._train = common.function(lambda: agent.train(prepare(
-        self.replay_buffer.get_next(sample_batch_size=batch_size,
-                                    num_steps=sequence_length)[0])))
+        sample_sequences(self.replay_buffer, draws.key(), batch_size,
+                         sequence_length))))
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
-    return {"agent": self.agent, "replay_buffer": self.replay_buffer}
+    return {"agent": self.agent, "replay_buffer": self.replay_buffer,
+            "draws": self.draws}
 
   def run_iteration(self) -> dict[str, float]:
     if not self._warmed_up:
@@ -338,16 +379,19 @@ class OnPolicyLearner(_CollectingLearner):
   def __init__(self, agent: tf_agent.TFAgent, env: Any, *,
                collect_steps: int):
     self.agent = agent
+    self.draws = Draws()
     self.greedy_policy = agent.policy
     self._buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=env.batch_size,
         max_length=collect_steps + 1)
-    self._collector = make_collector(env, agent.collect_policy, self._buffer)
+    self._collector = make_collector(
+        env, DrawnSamplingPolicy(agent.collect_policy, self.draws),
+        self._buffer)
     self._collect_steps = collect_steps
     self._train = common.function(agent.train)
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
-    return {"agent": self.agent}
+    return {"agent": self.agent, "draws": self.draws}
 
   def extra_evaluation_policies(self, seed: int
                                 ) -> Mapping[str, tf_policy.TFPolicy]:

@@ -1,17 +1,21 @@
-"""Masked top-k slates from per-item Q-values, for slate sizes k > 1.
+"""Masked top-k items from per-item Q-values, with epsilon-random exploration.
 
-TF-Agents' DQN picks one action. For a slate, `TopKQPolicy` recommends the
-k allowed items with the highest Q-values (excluded items get -inf, so they
-never enter a slate), and exploration replaces a user's slate by k random
-allowed items. Approximation: the DQN is trained as if the slate's top item
-were the action — the step's reward (the engagement of whichever slate item
-the user chose) is credited to that item — so Q ranks items by the value of
-leading a slate, not by a full slate value (as SlateQ would).
+`TopKQPolicy` recommends the k allowed items with the highest Q-values
+(excluded items get -inf, so they are never chosen), and exploration
+replaces a user's choice by k random allowed items. k = 1 with a scalar
+action spec is the masked epsilon-greedy policy DQN collects with; its
+draws are keyed on a checkpointed `draws.Draws` (TF-Agents'
+`EpsilonGreedyPolicy` draws with stateful ops, which a resumed run cannot
+continue). For slates, TF-Agents' DQN picks one action: the DQN is trained
+as if the slate's top item were the action — the step's reward (the
+engagement of whichever slate item the user chose) is credited to that item
+— so Q ranks items by the value of leading a slate, not by a full slate
+value (as SlateQ would).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 from tf_agents.networks import network
@@ -21,6 +25,7 @@ from tf_agents.trajectories import policy_step
 from tf_agents.typing import types
 
 from lerl_recsim.agents import networks
+from lerl_recsim.agents.draws import Draws, split
 
 
 def item_spec(slate_spec: types.BoundedTensorSpec) -> types.BoundedTensorSpec:
@@ -30,45 +35,60 @@ def item_spec(slate_spec: types.BoundedTensorSpec) -> types.BoundedTensorSpec:
 
 
 class TopKQPolicy(tf_policy.TFPolicy):
-  """Top-k allowed items under a Q-network; epsilon-random slates.
+  """Top-k allowed items under a Q-network; epsilon-random choices.
 
   Args:
     time_step_spec: the environment's (mask in the observation).
-    action_spec: the slate spec, shape (k,).
+    action_spec: a slate spec, shape (k,), or an item spec, shape () (k = 1).
     q_network: maps the split observation to Q-values of every item.
     splitter: the observation_and_action_constraint_splitter.
-    epsilon: probability that a user's slate is random allowed items.
+    epsilon: probability that a user's choice is random allowed items.
+    draws: the keys of exploration's draws (needed when epsilon > 0).
+    info_spec: the policy info the agent's data spec expects (it holds no
+      tensors: this policy reports none).
   """
 
   def __init__(self, time_step_spec: types.TimeStep,
                action_spec: types.BoundedTensorSpec, q_network: network.Network,
-               splitter: Callable, epsilon: float = 0.0):
-    super().__init__(time_step_spec, action_spec,
+               splitter: Callable, epsilon: float = 0.0,
+               draws: Draws | None = None, info_spec: Any = ()):
+    if epsilon > 0 and draws is None:
+      raise ValueError(f"epsilon={epsilon} explores, which needs draws")
+    if tf.nest.flatten(info_spec):
+      raise ValueError(f"TopKQPolicy reports no policy info; the agent "
+                       f"expects {info_spec}")
+    super().__init__(time_step_spec, action_spec, info_spec=info_spec,
                      observation_and_action_constraint_splitter=splitter)
     self._q_network = q_network
     self._epsilon = epsilon
-    self._slate_size = int(action_spec.shape[0])
+    self._draws = draws
+    self._info = info_spec
+    self._slate_size = int(action_spec.shape[0]) if action_spec.shape.rank else None
 
   def _variables(self):
     return self._q_network.variables
 
   def _distribution(self, time_step, policy_state):
-    raise NotImplementedError("TopKQPolicy samples slates; it has no distribution")
+    raise NotImplementedError("TopKQPolicy picks items; it has no distribution")
 
   def _action(self, time_step, policy_state, seed=None):
+    del seed  # exploration's draws are keyed on `draws`
     observation, mask = self.observation_and_action_constraint_splitter(
         time_step.observation)
     q_values, _ = self._q_network(observation, step_type=time_step.step_type)
     scores = networks.mask_scores(q_values, mask)
     if self._epsilon > 0:
+      noise_key, explore_key = tf.unstack(split(self._draws.key(), 2))
       batch = tf.shape(q_values)[0]
-      noise = tf.random.uniform(tf.shape(q_values), seed=seed)
+      noise = tf.random.stateless_uniform(tf.shape(q_values), noise_key)
       random_scores = tf.where(tf.cast(mask, tf.bool), noise, -1.0)
-      explore = tf.random.uniform([batch, 1]) < self._epsilon
+      explore = tf.random.stateless_uniform([batch, 1],
+                                            explore_key) < self._epsilon
       scores = tf.where(explore, random_scores, scores)
-    slate = tf.math.top_k(scores, k=self._slate_size).indices
+    top = tf.math.top_k(scores, k=self._slate_size or 1).indices
+    action = top if self._slate_size else top[:, 0]
     return policy_step.PolicyStep(
-        tf.cast(slate, self.action_spec.dtype), policy_state, ())
+        tf.cast(action, self.action_spec.dtype), policy_state, self._info)
 
 
 def leading_item(action: tf.Tensor) -> tf.Tensor:

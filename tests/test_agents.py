@@ -508,3 +508,42 @@ def test_a_killed_run_resumes_with_its_environment_and_planner_state(
   assert summary["iterations"] == 6
   assert summary["planner"]["train"]["planned_users"] > \
       at_checkpoint["planner_counts"]["users_planned"]
+
+
+def summary_without_timing(directory) -> dict:
+  summary = json.loads((directory / "summary.json").read_text())
+  for key in ("wall_time_s", "policy_dir"):
+    summary.pop(key)
+  return summary
+
+
+@pytest.mark.parametrize("agent, changes", [
+    ("dqn", {}), ("myopic", {}), ("ppo", {}),
+    ("lerl", {"scenario_overrides": {"num_items": 40, "slate_size": 3}}),
+    ("lerl", {"planner": "fake", "planner_mode": "wait"}),
+])
+def test_a_killed_and_resumed_run_ends_as_an_uninterrupted_one(
+    tmp_path, monkeypatch, fake_backend, agent, changes):
+  """Exploration and replay sampling draw with keys a checkpoint holds, so
+  the run killed after its checkpoint of iteration 3 and resumed writes
+  the summary the uninterrupted run writes, to the last digit."""
+  run = tiny_run(agent, **changes)
+  training.train_eval(run, str(tmp_path / "whole"))
+  calls = []
+  kinds = (learners.OffPolicyLearner, learners.OnPolicyLearner)
+  iterate = {kind: kind.run_iteration for kind in kinds}
+  for kind in kinds:
+    def killed_at_5(self, iterate=iterate[kind]):
+      calls.append(1)
+      if len(calls) == 5:
+        raise KeyboardInterrupt("killed")
+      return iterate(self)
+    monkeypatch.setattr(kind, "run_iteration", killed_at_5)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_eval(run, str(tmp_path / "resumed"))
+  for kind in kinds:
+    monkeypatch.setattr(kind, "run_iteration", iterate[kind])
+  summary = training.train_eval(run, str(tmp_path / "resumed"))
+  assert summary["iterations"] == 6
+  assert summary_without_timing(tmp_path / "resumed") == \
+      summary_without_timing(tmp_path / "whole")
