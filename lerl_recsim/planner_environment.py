@@ -117,6 +117,7 @@ class PlannerLike(Protocol):
 
   def end_sessions(self, histories: Sequence[UserHistory],
                    wait: bool = True) -> None:
+    """Called only when `writes_lessons` (if the planner has it) is true."""
     ...
 
   def metrics(self) -> dict[str, float]:
@@ -354,8 +355,9 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     self._last = step_type == ts.StepType.LAST
     ended = np.flatnonzero(self._last)
     if ended.size:
-      # The LAST observation still holds the departed session.
       self._counts["ended_sessions"] += ended.size
+    if ended.size and getattr(self._planner, "writes_lessons", True):
+      # The LAST observation still holds the departed session.
       self._timed(self._planner.end_sessions,
                   [self.history(observation, s) for s in ended],
                   *self._wait_args)

@@ -372,7 +372,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                 base_mask: tf.Tensor) -> tf.Tensor:
     """Plans the due slots, rebuilds the mask; returns it."""
     steps = self._steps(observation)
-    plans = self._heuristic.plan_sets(steps)
+    plans, pick_places = self._heuristic.plans_and_pick_places(steps)
     counts = {"planned_users": tf.reduce_sum(tf.cast(due, tf.int64))}
     if self._llm is not None:
       length = observation["session_length"]
@@ -385,7 +385,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                          [self.batch_size, self._num_categories])
       hit = found[:, 0] >= 0
       failing = found[:, 0] <= FAILING
-      llm_plans = (self._plans_from_preferences(steps, found)
+      llm_plans = (self._plans_from_preferences(steps, found, pick_places)
                    if self._llm.prompt_config.answer == "likelihood"
                    else found > 0)
       plans = tf.where(hit[:, None], llm_plans, plans)
@@ -400,13 +400,13 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                                      self._since_plan))
     return self._set_plans(steps, due, plans, base_mask, counts)
 
-  def _plans_from_preferences(self, steps, preference: tf.Tensor
-                              ) -> tf.Tensor:
+  def _plans_from_preferences(self, steps, preference: tf.Tensor,
+                              pick_places: tf.Tensor) -> tf.Tensor:
     """bool [B, C]: each user's plan from its situation's row of
     `preference_row`s, as `Planner.plans_from_scores` makes it."""
     ids, allowed = self._heuristic.preferred(
         steps, preference, self._llm.prompt_config.score_shortlist,
-        self._llm.rules.max_categories)
+        self._llm.rules.max_categories, pick_places)
     return tf.reduce_any(tf.one_hot(ids, self._num_categories, on_value=True,
                                     off_value=False) & allowed[..., None],
                          axis=1)
@@ -535,7 +535,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     for t, step_type in enumerate(reports["step_type"]):
       observation = {k: v[t] for k, v in reports["observation"].items()}
       ended = np.flatnonzero(step_type == ts.StepType.LAST)
-      if ended.size:
+      if ended.size and self._llm.writes_lessons:
         self._planner.end_sessions(
             [self._history(observation, s) for s in ended], *wait_args)
       ask = reports["missed"][t]

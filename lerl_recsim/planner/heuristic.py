@@ -225,15 +225,30 @@ class BatchHeuristic(tf.Module):
     _, first_pass, second_pass = self._selection(steps)
     return first_pass | second_pass
 
+  def _pick_order(self, steps: CategorySteps
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(plan sets bool [B, C], distinct int32 [B, C] keys that order the
+    categories as the plan picks them: the first pass's, then the
+    second's, then the rest by position)."""
+    position, first_pass, second_pass = self._selection(steps)
+    num = self.num_categories
+    return first_pass | second_pass, tf.where(
+        first_pass, position,
+        tf.where(second_pass, num + position, 2 * num + position))
+
   def picks(self, steps: CategorySteps) -> tf.Tensor:
     """int32 [B, C]: every category id in the order the plan picks them
     (the first pass's, then the second's, then the rest by position)."""
-    position, first_pass, second_pass = self._selection(steps)
-    num = self.num_categories
-    pick_order = tf.where(first_pass, position,
-                          tf.where(second_pass, num + position,
-                                   2 * num + position))
-    return tf.argsort(pick_order, axis=1)
+    return tf.argsort(self._pick_order(steps)[1], axis=1)
+
+  def plans_and_pick_places(self, steps: CategorySteps
+                            ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(`plan_sets`, int32 [B, C] each category's place in `picks`), from
+    one selection: what a planner that reorders the heuristic's picks
+    (`preferred`) needs besides the heuristic's own plan."""
+    plans, order = self._pick_order(steps)
+    earlier = order[:, None, :] < order[:, :, None]  # [B, c, c']
+    return plans, tf.reduce_sum(tf.cast(earlier, tf.int32), axis=2)
 
   def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
     """(ranking int32 [B, C], plan int32 [B, size] in the order chosen:
@@ -241,13 +256,17 @@ class BatchHeuristic(tf.Module):
     return self.ranking(steps), self.picks(steps)[:, :self.size]
 
   def preferred(self, steps: CategorySteps, preference: tf.Tensor,
-                shortlist: int, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+                shortlist: int, size: int,
+                pick_places: tf.Tensor | None = None
+                ) -> tuple[tf.Tensor, tf.Tensor]:
     """The `size` categories of highest `preference` (int32 [B, C], ties in
     pick order) among each user's first `shortlist` picks, saturated ones
     left out: (ids int32 [B, size], best first; bool [B, size], False past
-    the categories allowed)."""
+    the categories allowed). `pick_places`: `plans_and_pick_places`'s,
+    if the caller has them."""
     c = self.num_categories
-    position = tf.argsort(self.picks(steps), axis=1)
+    position = (self.plans_and_pick_places(steps)[1] if pick_places is None
+                else pick_places)
     allowed = position < shortlist
     if self.rules.exclude_saturated:
       allowed &= ~saturated_categories(steps, self.rules.saturation_window)
@@ -334,6 +353,8 @@ class HeuristicPlanner:
     if not histories:
       return []
     return [tuple(row.tolist()) for row in self._run(histories)[1]]
+
+  writes_lessons = False  # see Planner.writes_lessons
 
   def end_sessions(self, histories: Sequence[UserHistory],
                    wait: bool = True) -> None:

@@ -657,6 +657,12 @@ class Planner:
     self._next_reflection += self._reflection_gap
     return True
 
+  @property
+  def writes_lessons(self) -> bool:
+    """Whether `end_sessions` uses the histories it is given (a planner
+    with a pool, not an evaluation view): callers may skip building them."""
+    return self.reflections is not None and self._writes_lessons
+
   def end_sessions(self, histories: Sequence[UserHistory],
                    wait: bool = True) -> None:
     """Writes lessons about finished sessions into the pool, as scheduled.
@@ -668,7 +674,7 @@ class Planner:
     full or the planner closes first, and counted). An evaluation view
     writes none.
     """
-    if self.reflections is None or not self._writes_lessons:
+    if not self.writes_lessons:
       return
     for h in histories:
       self._check(h)
