@@ -31,7 +31,7 @@ from typing import Any
 from absl import app, flags
 
 from lerl_recsim import evaluation, metrics, planner_environment
-from lerl_recsim.planner import PlanRules
+from lerl_recsim.planner import PlanRules, ReflectionPool
 from lerl_recsim.agents import (comparison_setup, networks, run_config,
                                 sanity_policies)
 
@@ -59,9 +59,10 @@ flags.DEFINE_integer("shortlist_size", _PROMPT.shortlist_size,
                      "whole catalogue without a list.")
 flags.DEFINE_bool("show_totals", _PROMPT.show_totals,
                   "LLM planners: show session length and reward.")
-flags.DEFINE_bool("reflections", True,
+flags.DEFINE_bool("reflections", None,
                   "LLM planners: write lessons from finished sessions into "
-                  "the prompts (off: no reflection pool).")
+                  "the prompts (--noreflections: no reflection pool; unset: "
+                  "the backend's default, none for local models).")
 flags.DEFINE_integer("n_threads", None,
                      "Local LLM planners: CPU threads (1 on a loaded machine).")
 flags.DEFINE_list("answers", [_PROMPT.answer],
@@ -132,8 +133,11 @@ def planned_env(variant: Variant, overrides: dict[str, Any]) -> Any:
         score_shortlist=variant.score_shortlist)
     if FLAGS.planner_cache:
       options["cache_path"] = FLAGS.planner_cache
-    if not FLAGS.reflections:
+    if FLAGS.reflections is False:
       options["reflections"] = None
+    elif FLAGS.reflections:
+      options.update(reflections=ReflectionPool(),
+                     **planner_environment.EFFICIENT_REFLECTIONS)
     if FLAGS.n_threads:
       model_options = {"n_threads": FLAGS.n_threads}
   return planner_environment.make_planned_env(
@@ -172,7 +176,7 @@ def main(argv: list[str]) -> None:
         f"{FLAGS.history_window} steps, shortlist "
         f"{FLAGS.shortlist_size or 'none'}, totals "
         f"{'shown' if FLAGS.show_totals else 'not shown'}, reflections "
-        f"{'on' if FLAGS.reflections else 'off'}")
+        f"{ {None: 'as the backend', True: 'on', False: 'off'}[FLAGS.reflections] }")
   calls: dict[str, list[float]] = {v.label: [] for v in variants}
   shares: dict[str, list[float]] = {v.label: [] for v in variants}
   print("| exit rule | policy | flat | " + " | ".join(
