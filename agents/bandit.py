@@ -18,6 +18,7 @@ from tf_agents.specs import tensor_spec
 from lerl_recsim import environment as environment_lib
 from lerl_recsim.agents import (learners, networks, run_config, runner,
                                 slate_policy)
+from lerl_recsim.agents.draws import Draws
 
 
 def integer_mask_splitter(observation: dict) -> tuple[dict, tf.Tensor]:
@@ -82,7 +83,7 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
   def make_learner(env):
     agent = make_agent(env, fc_layer_params=fc_layer_params,
                        learning_rate=learning_rate, epsilon=epsilon)
-    draws = learners.Draws()
+    draws = Draws()
     collect_policy = slate_policy.TopKQPolicy(
         tensor_spec.from_spec(env.time_step_spec()),
         tensor_spec.from_spec(env.action_spec()), agent._reward_network,

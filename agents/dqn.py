@@ -20,6 +20,7 @@ from tf_agents.utils import common
 from lerl_recsim import environment as environment_lib
 from lerl_recsim.agents import (learners, networks, run_config, runner,
                                 slate_policy)
+from lerl_recsim.agents.draws import Draws
 
 
 def make_agent(env: py_environment.PyEnvironment, *,
@@ -56,7 +57,7 @@ def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
   """The replay learner (sequences of n_step + 1 steps), collecting with
   masked epsilon-greedy items, or top-k slates (`slate_policy`), whose
   draws a checkpoint holds."""
-  draws = learners.Draws()
+  draws = Draws()
   action_spec = tensor_spec.from_spec(env.action_spec())
   time_step_spec = tensor_spec.from_spec(env.time_step_spec())
 
