@@ -66,16 +66,16 @@ def learner(agent: dqn_agent.DqnAgent, env: py_environment.PyEnvironment, *,
                                     agent._q_network, environment_lib.splitter,
                                     epsilon, draws)
 
-  if action_spec.shape.rank == 0:  # one item: the agent's greedy policy
-    return learners.OffPolicyLearner(
-        agent, env, sequence_length=n_step + 1, draws=draws,
-        collect_policy=top_k(epsilon_greedy), **options)
+  # One item: the agent's own greedy policy is evaluated and exported.
+  slates = ({} if action_spec.shape.rank == 0 else
+            {"greedy_policy": top_k(0.0),
+             "recorded_action": slate_policy.leading_item})
   return learners.OffPolicyLearner(
       agent, env, sequence_length=n_step + 1, draws=draws,
-      greedy_policy=top_k(0.0), collect_policy=top_k(epsilon_greedy),
-      recorded_action=slate_policy.leading_item, **options)
+      collect_policy=top_k(epsilon_greedy), **slates, **options)
 
 
+# gin: `dqn.train_eval.<hyper-parameter> = value` (see configs/).
 @gin.configurable(module="dqn", denylist=["run", "root_dir"])
 def train_eval(run: run_config.RunConfig, root_dir: str, *,
                fc_layer_params: Sequence[int] = (256, 128),

@@ -133,37 +133,6 @@ class Collector:
                                          *collected))
 
 
-class SeededSamplingPolicy(tf_policy.TFPolicy):
-  """Samples a stateless policy's action distribution with stateless draws
-  keyed on (seed, steps since the initial state).
-
-  Evaluation starts every run from the initial state, so evaluating twice
-  with one seed draws the same actions, whatever ran before; a stateful
-  random op would carry on from its previous draws instead.
-  """
-
-  def __init__(self, policy: tf_policy.TFPolicy, seed: int):
-    if tf.nest.flatten(policy.policy_state_spec):
-      raise ValueError(f"{type(policy).__name__} keeps a policy state; "
-                       "SeededSamplingPolicy samples stateless policies only")
-    super().__init__(policy.time_step_spec, policy.action_spec,
-                     policy_state_spec=tf.TensorSpec((), tf.int64))
-    self._policy = policy
-    self._seed = int(seed)
-
-  def _variables(self):
-    return self._policy.variables()
-
-  def _distribution(self, time_step, policy_state):
-    raise NotImplementedError("SeededSamplingPolicy only samples actions")
-
-  def _action(self, time_step, policy_state, seed=None):
-    del seed  # the policy's own seed and step count key the draws
-    key = tf.stack([tf.constant(self._seed, tf.int64), policy_state[0]])
-    action = sample_action(self._policy, time_step, key)
-    return policy_step.PolicyStep(action.action, policy_state + 1, ())
-
-
 def sample_action(policy: tf_policy.TFPolicy, time_step: ts.TimeStep,
                   key: tf.Tensor) -> policy_step.PolicyStep:
   """A stateless policy's action drawn from its distribution by a stateless
@@ -179,12 +148,16 @@ class DrawnSamplingPolicy(tf_policy.TFPolicy):
   collection policy of on-policy agents (PPO's needs the distribution's
   parameters in its info)."""
 
-  def __init__(self, policy: tf_policy.TFPolicy, draws: Draws):
+  def __init__(self, policy: tf_policy.TFPolicy, draws: Draws | None,
+               policy_state_spec: Any = (), info_spec: Any = None):
     if tf.nest.flatten(policy.policy_state_spec):
       raise ValueError(f"{type(policy).__name__} keeps a policy state; "
-                       "DrawnSamplingPolicy samples stateless policies only")
+                       f"{type(self).__name__} samples stateless policies "
+                       "only")
     super().__init__(policy.time_step_spec, policy.action_spec,
-                     info_spec=policy.info_spec)
+                     policy_state_spec=policy_state_spec,
+                     info_spec=policy.info_spec if info_spec is None
+                     else info_spec)
     self._policy = policy
     self._draws = draws
 
@@ -192,11 +165,33 @@ class DrawnSamplingPolicy(tf_policy.TFPolicy):
     return self._policy.variables()
 
   def _distribution(self, time_step, policy_state):
-    raise NotImplementedError("DrawnSamplingPolicy only samples actions")
+    raise NotImplementedError(f"{type(self).__name__} only samples actions")
 
   def _action(self, time_step, policy_state, seed=None):
     del seed  # the draws key them
     return sample_action(self._policy, time_step, self._draws.key())
+
+
+class SeededSamplingPolicy(DrawnSamplingPolicy):
+  """Samples a stateless policy's action distribution with stateless draws
+  keyed on (seed, steps since the initial state).
+
+  Evaluation starts every run from the initial state, so evaluating twice
+  with one seed draws the same actions, whatever ran before; a stateful
+  random op would carry on from its previous draws instead.
+  """
+
+  def __init__(self, policy: tf_policy.TFPolicy, seed: int):
+    super().__init__(policy, None,
+                     policy_state_spec=tf.TensorSpec((), tf.int64),
+                     info_spec=())
+    self._seed = int(seed)
+
+  def _action(self, time_step, policy_state, seed=None):
+    del seed  # the policy's own seed and step count key the draws
+    key = tf.stack([tf.constant(self._seed, tf.int64), policy_state[0]])
+    action = sample_action(self._policy, time_step, key)
+    return policy_step.PolicyStep(action.action, policy_state + 1, ())
 
 
 class GraphCollector:

@@ -372,7 +372,12 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                 base_mask: tf.Tensor) -> tf.Tensor:
     """Plans the due slots, rebuilds the mask; returns it."""
     steps = self._steps(observation)
-    plans, pick_places = self._heuristic.plans_and_pick_places(steps)
+    scores_answer = (self._llm is not None
+                     and self._llm.prompt_config.answer == "likelihood")
+    if scores_answer:  # the LLM's scores reorder the heuristic's picks
+      plans, pick_places = self._heuristic.plans_and_pick_places(steps)
+    else:
+      plans = self._heuristic.plan_sets(steps)
     counts = {"planned_users": tf.reduce_sum(tf.cast(due, tf.int64))}
     if self._llm is not None:
       length = observation["session_length"]
@@ -386,8 +391,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
       hit = found[:, 0] >= 0
       failing = found[:, 0] <= FAILING
       llm_plans = (self._plans_from_preferences(steps, found, pick_places)
-                   if self._llm.prompt_config.answer == "likelihood"
-                   else found > 0)
+                   if scores_answer else found > 0)
       plans = tf.where(hit[:, None], llm_plans, plans)
       counts["table_plans"] = tf.reduce_sum(tf.cast(hit & due, tf.int64))
       for i, cause in enumerate(FALLBACK_CAUSES):

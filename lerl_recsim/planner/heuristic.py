@@ -146,6 +146,8 @@ class BatchHeuristic(tf.Module):
                                      autograph=False)
     self.plan_sets = tf.function(self.plan_sets, jit_compile=True,
                                  autograph=False)
+    self.plans_and_pick_places = tf.function(
+        self.plans_and_pick_places, jit_compile=True, autograph=False)
     self.shortlist_sets = tf.function(self.shortlist_sets, jit_compile=True,
                                       autograph=False)
 
