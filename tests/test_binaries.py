@@ -8,6 +8,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from typing import Sequence
 
 import pytest
 
@@ -19,12 +20,27 @@ TINY = ["--agent=dqn", "--num_users=8", "--num_iterations=20",
         "--num_items=40"]
 
 
-def run(command: list[str], **environment: str) -> subprocess.CompletedProcess:
+def run_together(commands: Sequence[list[str]], **environment: str
+                 ) -> list[subprocess.CompletedProcess]:
+  """Runs `commands` at the same time (their start-up, mostly imports,
+  shares the cores) and returns each one's outcome."""
   env = {name: value for name, value in os.environ.items()
          if name not in ("OPENAI_API_KEY", "OPENAI_BASE_URL",
                          "LERL_OPENAI_BASE_URL", "TF_CPP_MIN_LOG_LEVEL")}
-  return subprocess.run(command, env={**env, **environment},
-                        capture_output=True, text=True, timeout=300)
+  processes = [subprocess.Popen(command, env={**env, **environment},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for command in commands]
+  outcomes = []
+  for process in processes:
+    stdout, stderr = process.communicate(timeout=300)
+    outcomes.append(subprocess.CompletedProcess(process.args,
+                                                process.returncode,
+                                                stdout, stderr))
+  return outcomes
+
+
+def run(command: list[str], **environment: str) -> subprocess.CompletedProcess:
+  return run_together([command], **environment)[0]
 
 
 @pytest.mark.parametrize("command, own_flags", [
@@ -33,12 +49,11 @@ def run(command: list[str], **environment: str) -> subprocess.CompletedProcess:
     ([sys.executable, "-m", "lerl_recsim.agents.sanity"], ["--root_dir:"]),
 ])
 def test_help_lists_the_binarys_own_flags_and_exits_0(command, own_flags):
-  short = run(command + ["--help"])
+  short, full = run_together([command + ["--help"], command + ["--helpfull"]])
   assert short.returncode == 0, short.stderr
   for flag in own_flags:
     assert f"\n  {flag}" in short.stdout, flag
   assert "--flagfile" not in short.stdout  # absl's own flags: --helpfull
-  full = run(command + ["--helpfull"])
   assert full.returncode == 0, full.stderr
   assert "--flagfile" in full.stdout and own_flags[0] in full.stdout
 
@@ -49,27 +64,46 @@ def test_train_help_starts_with_its_usage():
   assert "lerl-train --agent=lerl --root_dir=runs/lerl" in text
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--num_users=0"], "num_users must be an int >= 1, got 0"),
-    (["--num_users=abc"], "flag --num_users=abc: invalid literal for int()"),
-    (["--exit_rule=boredom"], "unknown exit rule 'boredom'; accepted: "),
-    (["--scenario=movielens", "--data_dir=/no/such/dir"],
+BAD_INPUT = [
+    (("--num_users=0",), "num_users must be an int >= 1, got 0"),
+    (("--num_users=abc",), "flag --num_users=abc: invalid literal for int()"),
+    (("--exit_rule=boredom",), "unknown exit rule 'boredom'; accepted: "),
+    (("--scenario=movielens", "--data_dir=/no/such/dir"),
      "data directory '/no/such/dir' (from data_dir) does not exist"),
-    (["--agent=lerl", "--planner=openai:gpt-4o"],
+    (("--agent=lerl", "--planner=openai:gpt-4o"),
      "backend 'openai:gpt-4o' needs OPENAI_API_KEY in the environment"),
-    (["--gin_bindings=dqn.train_eval.lr = 1"],
+    (("--gin_bindings=dqn.train_eval.lr = 1",),
      "Configurable 'dqn.train_eval' doesn't have a parameter named 'lr'"),
-])
-def test_bad_input_is_one_line_with_usage_status(tmp_path, flags, message):
-  # A data-driven scenario's catalogue size comes from its data.
-  tiny = [flag for flag in TINY if "movielens" not in " ".join(flags)
-          or not flag.startswith("--num_items")]
-  outcome = run(TRAIN + tiny + [f"--root_dir={tmp_path / 'run'}"] + flags)
+]
+
+
+@pytest.fixture(name="bad_input_runs", scope="module")
+def bad_input_runs_fixture(tmp_path_factory
+                           ) -> dict[tuple[str, ...], tuple[pathlib.Path,
+                                                            subprocess.CompletedProcess]]:
+  """lerl-train on each case of BAD_INPUT, all at once: its run directory
+  and outcome, by the case's flags."""
+  directories, commands = [], []
+  for flags, _ in BAD_INPUT:
+    # A data-driven scenario's catalogue size comes from its data.
+    tiny = [flag for flag in TINY if "movielens" not in " ".join(flags)
+            or not flag.startswith("--num_items")]
+    directories.append(tmp_path_factory.mktemp("bad_input") / "run")
+    commands.append(TRAIN + tiny + [f"--root_dir={directories[-1]}",
+                                    *flags])
+  return {flags: (directory, outcome) for (flags, _), directory, outcome in
+          zip(BAD_INPUT, directories, run_together(commands))}
+
+
+@pytest.mark.parametrize("flags, message", BAD_INPUT)
+def test_bad_input_is_one_line_with_usage_status(bad_input_runs, flags,
+                                                  message):
+  directory, outcome = bad_input_runs[flags]
   assert outcome.returncode == 2
   lines = outcome.stderr.strip().splitlines()
   assert len(lines) == 1, outcome.stderr
   assert lines[0].startswith("lerl-train: error: ") and message in lines[0]
-  assert not (tmp_path / "run" / "summary.json").exists()
+  assert not (directory / "summary.json").exists()
 
 
 def test_missing_required_flag_and_traceback_on_request(tmp_path):
