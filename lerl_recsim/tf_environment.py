@@ -374,6 +374,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     steps = self._steps(observation)
     scores_answer = (self._llm is not None
                      and self._llm.prompt_config.answer == "likelihood")
+    pick_places = None
     if scores_answer:  # the LLM's scores reorder the heuristic's picks
       plans, pick_places = self._heuristic.plans_and_pick_places(steps)
     else:
@@ -385,7 +386,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                 * tf.cast(length, tf.float64))
       keys = situation_keys(steps, length, reward,
                             self._llm.prompt_config, self._llm.rules,
-                            self._heuristic)
+                            self._heuristic, pick_places)
       found = tf.reshape(self._table.lookup(keys),
                          [self.batch_size, self._num_categories])
       hit = found[:, 0] >= 0

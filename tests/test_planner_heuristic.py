@@ -8,6 +8,8 @@ import pytest
 from lerl_recsim.planner import (HeuristicPlanner, PlanRules, StepRecord,
                                  UserHistory, make_planner)
 from lerl_recsim.planner.heuristic import histories_to_steps
+from lerl_recsim.planner.prompt import PromptConfig
+from lerl_recsim.planner.situations import candidate_view
 from lerl_recsim.planner.validation import saturated
 from lerl_recsim.scenarios.catalogue import default_catalogue
 from tests.conftest import SMALL_PLANS
@@ -174,3 +176,20 @@ def test_plan_sets_of_the_graph_are_the_plans_categories():
   sets = planner.batch.plan_sets(steps).numpy()
   for row, plan in zip(sets, planner.plan(histories)):
     assert set(np.flatnonzero(row)) == set(plan)
+
+
+def test_shortlists_read_off_the_pick_places_are_the_heuristics_first_picks():
+  """The graph environment reads the prompt's shortlist off the pick places
+  it already has: the same sets as `shortlist_sets`, at every size."""
+  rng = np.random.default_rng(13)
+  histories = [random_history(rng) for _ in range(1000)]
+  planner = HeuristicPlanner(CAT, seed=2)
+  steps = histories_to_steps(histories, CAT.num_categories)
+  _, places = planner.batch.plans_and_pick_places(steps)
+  for size in (1, 8, 12, CAT.num_categories):
+    config = PromptConfig(shortlist_size=size)
+    computed = candidate_view(planner.batch, steps, config)
+    read_off = candidate_view(planner.batch, steps, config, places)
+    np.testing.assert_array_equal(read_off[0], computed[0])
+    np.testing.assert_array_equal(read_off[1], computed[1])
+    assert (np.sum(read_off[0].numpy(), axis=1) == size).all()

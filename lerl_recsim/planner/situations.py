@@ -29,19 +29,23 @@ from lerl_recsim.planner.validation import PlanRules
 
 
 def candidate_view(heuristic: BatchHeuristic, steps: CategorySteps,
-                   config: PromptConfig) -> tuple[tf.Tensor, tf.Tensor]:
+                   config: PromptConfig, pick_places: tf.Tensor | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
   """(shortlist bool [B, C], levels int64 [B, C]) as the prompt lists them.
 
   The shortlist is the heuristic's first `config.shortlist_size` picks (all
-  False without a shortlist). A category's level is 0 when no valid step
-  showed it, else 1 + the level of its mean engagement over the steps that
-  did (`config.candidate_edges`).
+  False without a shortlist), read off `pick_places`
+  (`BatchHeuristic.plans_and_pick_places`) when the caller has them, so
+  that the heuristic's selection runs once per step. A category's level is
+  0 when no valid step showed it, else 1 + the level of its mean engagement
+  over the steps that did (`config.candidate_edges`).
   """
   batch = tf.shape(steps.valid)[0]
   if config.shortlist_size is None:
     empty = tf.zeros([batch, heuristic.num_categories], tf.bool)
     return empty, tf.zeros_like(empty, tf.int64)
-  shortlist = heuristic.shortlist_sets(steps, config.shortlist_size)
+  shortlist = (heuristic.shortlist_sets(steps, config.shortlist_size)
+               if pick_places is None else pick_places < config.shortlist_size)
   valid = tf.cast(steps.valid, tf.float64)
   shown = tf.cast(steps.shown > 0, tf.float64) * valid[..., None]
   count = tf.reduce_sum(shown, axis=1)
@@ -70,13 +74,14 @@ def candidates_for(heuristic: BatchHeuristic,
 
 def situation_keys(steps: CategorySteps, session_length: tf.Tensor,
                    cumulative_reward: tf.Tensor, config: PromptConfig,
-                   rules: PlanRules, heuristic: BatchHeuristic) -> tf.Tensor:
+                   rules: PlanRules, heuristic: BatchHeuristic,
+                   pick_places: tf.Tensor | None = None) -> tf.Tensor:
   """int64 [B]: equal keys for users whose prompt variables are equal.
 
   Args: as `situation_features`; `heuristic` is the planner's fallback's
-  (it chooses the shortlist).
+  (it chooses the shortlist), `pick_places` as in `candidate_view`.
   """
-  shortlist, levels = candidate_view(heuristic, steps, config)
+  shortlist, levels = candidate_view(heuristic, steps, config, pick_places)
   features = situation_features(steps, session_length, cumulative_reward,
                                 shortlist, levels, config, rules)
   return tf.bitcast(tf.fingerprint(features), tf.int64)  # [B, 8] bytes -> [B]
