@@ -12,6 +12,7 @@ import abc
 from typing import Any, Optional
 
 import numpy as np
+import tensorflow as tf
 from tf_agents.policies import py_policy
 from tf_agents.trajectories import policy_step
 from tf_agents.typing import types
@@ -126,10 +127,12 @@ class OraclePolicy(ScoringPolicy):
 
 class PlanningOraclePolicy(ScoringPolicy):
   """Reads the hidden state and searches ahead in the true simulator
-  (`lerl_recsim.lookahead`): each category's allowed item with the highest
-  expected engagement is a candidate, valued by simulated futures that
-  include the chance that the user leaves; the best candidate is served.
-  Not deployable: the ceiling tables read long-term satisfaction against.
+  (`lerl_recsim.lookahead`): the candidates are the best allowed item of
+  the most engaging categories and the best fresh allowed item of the most
+  engaging ones (`SearchSettings.candidates`), each valued by simulated
+  futures that include the chance that the user leaves; the best candidate
+  is served. Not deployable: the ceiling tables read long-term satisfaction
+  against.
   """
 
   def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0,
@@ -137,26 +140,49 @@ class PlanningOraclePolicy(ScoringPolicy):
     super().__init__(env, seed)
     self._env = env
     self._in_category = env.scenario.items.categories.T > 0  # [C, N]
-    self._searched = min(settings.candidates or len(self._in_category),
-                         len(self._in_category))
+    self._categories = tf.constant(env.scenario.items.categories, tf.float32)
+    self._fresh_window = settings.fresh_window
+    self._searched = min(settings.candidates or 2 * len(self._in_category),
+                         2 * len(self._in_category))
     self._lookahead = lookahead.Lookahead(env.scenario, self._searched,
                                           settings)
 
+  def candidates(self, observation: dict[str, np.ndarray], mask: np.ndarray,
+                 expected: np.ndarray) -> np.ndarray:
+    """int32 [U, searched] item ids, -1 where a user has fewer distinct
+    candidates: the categories' best allowed items and best fresh allowed
+    items, alternately, each list by expected engagement, first come
+    first kept."""
+    fresh = lookahead.fresh_items(observation["item_history"],
+                                  self._categories, self._fresh_window).numpy()
+    ranked = []
+    for allowed in (mask, mask & fresh):
+      best = np.where(allowed[:, None, :] & self._in_category[None],
+                      expected[:, None, :], -np.inf)  # [U, C, N]
+      top = best.max(axis=2)
+      order = np.argsort(-top, axis=1, kind="stable")
+      items = np.take_along_axis(best.argmax(axis=2), order, axis=1)
+      ranked.append(np.where(np.isfinite(np.take_along_axis(top, order, 1)),
+                             items, -1))
+    alternating = np.stack(ranked, axis=2).reshape(len(expected), -1)
+    chosen = np.full((len(expected), self._searched), -1, np.int32)
+    for user, items in enumerate(alternating):
+      kept = list(dict.fromkeys(int(i) for i in items if i >= 0))
+      chosen[user, :min(len(kept), self._searched)] = kept[:self._searched]
+    return chosen
+
   def _scores(self, observation, mask):
     expected = self._env.expected_engagement()  # [U, N]
-    allowed = mask[:, None, :] & self._in_category[None]  # [U, C, N]
-    best = np.where(allowed, expected[:, None, :], -np.inf)
-    # The searched categories: those whose best allowed item engages most.
-    searched = np.argsort(-best.max(axis=2), axis=1)[:, :self._searched]
-    best = np.take_along_axis(best, searched[..., None], axis=1)
-    candidates = best.argmax(axis=2).astype(np.int32)  # [U, searched]
-    values = self._env.lookahead_values(self._lookahead, candidates)
-    values = np.where(np.isfinite(best.max(axis=2)), values, -np.inf)
+    candidates = self.candidates(observation, mask, expected)
+    searched = np.maximum(candidates, 0)
+    values = self._env.lookahead_values(self._lookahead, searched)
+    values = np.where(candidates >= 0, values, -np.inf)
     scores = np.full_like(expected, -1e9)
     rows = np.arange(len(scores))[:, None]
-    # Where two categories share an item, its better value counts.
+    # Ascending, so a padding slot (-inf, item 0) never hides item 0's value.
     order = np.argsort(values, axis=1)
-    scores[rows, candidates[rows, order]] = values[rows, order]
+    scores[rows, searched[rows, order]] = np.maximum(
+        values[rows, order], -1e9)
     return scores
 
 

@@ -12,7 +12,7 @@ one's wall time, and the resolved scenario configuration.
   python bench/oracle_search.py --exit_rule=budget --seed=100 --horizon=20
   LERL_DATA_DIR=../shared/data/ml-latest-small python bench/oracle_search.py \
       --scenario=movielens --exit_rule=category_window:dorl \
-      --continuation=fresh_greedy --fresh_window=4
+      --continuations=fresh_greedy --fresh_window=3
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ flags.DEFINE_integer("horizon", lookahead.SearchSettings.horizon,
                      "Steps each simulated future looks ahead.")
 flags.DEFINE_integer("samples", lookahead.SearchSettings.samples,
                      "Futures per candidate.")
-flags.DEFINE_enum("continuation", lookahead.SearchSettings.continuation,
-                  lookahead.CONTINUATIONS, "The policy of a future's later "
-                  "steps (lookahead.SearchSettings).")
+flags.DEFINE_list("continuations", list(lookahead.SearchSettings.continuations),
+                  "The policies of a future's later steps, each valued "
+                  f"(any of {', '.join(lookahead.CONTINUATIONS)}; "
+                  "lookahead.SearchSettings).")
 flags.DEFINE_integer("fresh_window", lookahead.SearchSettings.fresh_window,
-                     "Steps whose categories `fresh_greedy` avoids.")
+                     "Steps whose categories make an item stale.")
+flags.DEFINE_integer("candidates", lookahead.SearchSettings.candidates,
+                     "First items searched per user.")
 flags.DEFINE_float("interest_step", None, "Overrides the users' "
                    "interest_step (how far interests move towards what is "
                    "shown); the scenario's default if unset.")
@@ -57,7 +60,8 @@ def main(argv: Sequence[str]) -> None:
                {"user_params": {"interest_step": FLAGS.interest_step}})
   settings = lookahead.SearchSettings(
       horizon=FLAGS.horizon, samples=FLAGS.samples,
-      continuation=FLAGS.continuation, fresh_window=FLAGS.fresh_window)
+      continuations=tuple(FLAGS.continuations),
+      fresh_window=FLAGS.fresh_window, candidates=FLAGS.candidates)
   policies = {
       "oracle": lambda env: sanity_policies.OraclePolicy(env, seed=FLAGS.seed),
       "planning_oracle": lambda env: sanity_policies.PlanningOraclePolicy(

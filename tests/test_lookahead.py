@@ -29,19 +29,45 @@ def greedy_items(env: environment_lib.RecSimEnvironment) -> np.ndarray:
   return env.expected_engagement().argmax(axis=1).astype(np.int32)
 
 
-def test_one_branch_future_is_the_environments_own_trajectory():
+def fresh_greedy_items(env: environment_lib.RecSimEnvironment,
+                       history: list[np.ndarray], window: int) -> np.ndarray:
+  """By hand: the most engaging item sharing no category with the items of
+  the last `window` steps in `history` (greedy where none is left)."""
+  categories = env.scenario.items.categories > 0
+  expected = env.expected_engagement()
+  items = np.empty(USERS, np.int32)
+  for u in range(USERS):
+    stale = np.zeros(categories.shape[1], bool)
+    for served in history[-window:]:
+      stale |= categories[served[u]]
+    fresh = ~(categories & stale).any(axis=1)
+    scores = np.where(fresh, expected[u], -1.0) if fresh.any() else expected[u]
+    items[u] = scores.argmax()
+  return items
+
+
+@pytest.mark.parametrize("continuation", lookahead.CONTINUATIONS)
+def test_one_branch_future_is_the_environments_own_trajectory(continuation):
   env = stepped_env()
+  window = 2
   search = lookahead.Lookahead(env.scenario, num_candidates=1,
                                settings=lookahead.SearchSettings(
-                                   horizon=4, samples=1))
+                                   horizon=4, samples=1, fresh_window=window,
+                                   continuations=(continuation,)))
   first = greedy_items(env)
   futures = search.futures(env._simulator.hidden_state(), first[:, None],
                            env.next_step_seed())
   futures = {name: value.numpy()[:, :, 0, 0] for name, value in futures.items()}
+  # The two random steps of `stepped_env` (same seed) start the history.
+  rng = np.random.default_rng(3)
+  history = [rng.integers(0, ITEMS, USERS) for _ in range(2)]
   rewards, types, actions = [], [], []
-  for _ in range(4):  # the greedy continuation is the search's default
-    action = greedy_items(env)
+  for step in range(4):
+    action = (first if step == 0 else greedy_items(env)
+              if continuation == "greedy"
+              else fresh_greedy_items(env, history, window))
     time_step = env.step(action)
+    history.append(action)
     actions.append(action)
     rewards.append(time_step.reward)
     types.append(time_step.step_type)
@@ -57,12 +83,14 @@ def test_one_branch_future_is_the_environments_own_trajectory():
                                 types[until_left])
   np.testing.assert_allclose(futures["reward"][until_left],
                              rewards[until_left], rtol=1e-6)
-  assert (futures["action"][0] == first).all()
+  if continuation == "fresh_greedy":  # it differs from greedy somewhere
+    assert (actions[1:] != np.array([greedy_items(env)] * 3)).any()
 
 
-def test_value_is_the_expected_engagement_until_the_user_leaves():
+def test_value_is_the_best_continuations_expected_engagement_until_leaving():
   env = stepped_env(seed=4)
   settings = lookahead.SearchSettings(horizon=3, samples=2)
+  assert settings.continuations == ("greedy", "fresh_greedy")
   search = lookahead.Lookahead(env.scenario, num_candidates=2,
                                settings=settings)
   first = np.stack([greedy_items(env), np.zeros(USERS, np.int32)], axis=1)
@@ -70,16 +98,19 @@ def test_value_is_the_expected_engagement_until_the_user_leaves():
   values = search.values(state, first, seed).numpy()
   futures = {k: v.numpy() for k, v in search.futures(state, first, seed).items()}
   assert values.shape == (USERS, 2)
-  # By hand: sum expected engagement while no earlier step was LAST, then
-  # average the samples.
+  assert futures["action"].shape == (3, USERS, 2, 4)
+  # By hand: sum expected engagement while no earlier step was LAST,
+  # average each continuation's 2 samples, keep the better continuation.
   by_hand = np.zeros((USERS, 2))
   for u in range(USERS):
     for c in range(2):
-      for s in range(2):
+      means = [0.0, 0.0]
+      for branch in range(4):
         for h in range(3):
-          by_hand[u, c] += futures["expected_reward"][h, u, c, s] / 2
-          if futures["step_type"][h, u, c, s] == ts.StepType.LAST:
+          means[branch // 2] += futures["expected_reward"][h, u, c, branch] / 2
+          if futures["step_type"][h, u, c, branch] == ts.StepType.LAST:
             break
+      by_hand[u, c] = max(means)
   np.testing.assert_allclose(values, by_hand, rtol=1e-5)
   # The first expected reward is the environment's own expectation.
   np.testing.assert_allclose(
@@ -115,7 +146,10 @@ def test_hidden_state_stays_out_of_what_agents_see():
 @pytest.mark.parametrize("changes, message", [
     ({"horizon": 0}, "horizon must be an int >= 1, got 0"),
     ({"samples": 1.5}, "samples must be an int >= 1, got 1.5"),
-    ({"continuation": "random"}, "unknown continuation 'random'"),
+    ({"continuations": ("random",)}, r"continuations must be a non-empty "
+     r"tuple of distinct names from \('greedy', 'fresh_greedy'\), got "
+     r"\('random',\)"),
+    ({"continuations": ()}, "got \\(\\)"),
     ({"candidates": 0}, r"candidates must be None or an int >= 1, got 0"),
 ])
 def test_bad_settings_are_named(changes, message):
@@ -123,17 +157,48 @@ def test_bad_settings_are_named(changes, message):
     lookahead.SearchSettings(**changes)
 
 
-def test_only_the_most_engaging_categories_are_searched():
+def test_candidates_alternate_best_and_best_fresh_items_of_categories():
   env = stepped_env(seed=6)
   policy = sanity_policies.PlanningOraclePolicy(
-      env, seed=0, settings=lookahead.SearchSettings(candidates=2))
-  action = policy.action(env.current_time_step()).action
+      env, seed=0, settings=lookahead.SearchSettings(candidates=5,
+                                                     fresh_window=2))
+  observation, mask = environment_lib.splitter(
+      env.current_time_step().observation)
+  mask = mask.copy()
+  mask[:, ::7] = False  # some items are not allowed
   expected = env.expected_engagement()
-  in_category = env.scenario.items.categories.T > 0
-  best = np.where(in_category[None], expected[:, None, :], -1).max(axis=2)
-  top_two = np.argsort(-best, axis=1)[:, :2]
-  served = env.scenario.items.categories[action].argmax(axis=1)
-  assert all(served[u] in top_two[u] for u in range(USERS))
+  chosen = policy.candidates(observation, mask, expected)
+  categories = env.scenario.items.categories > 0
+  recent = observation["item_history"][:, -2:].reshape(USERS, -1)
+  for u in range(USERS):
+    stale = categories[recent[u][recent[u] >= 0]].any(axis=0)
+    fresh = ~(categories & stale).any(axis=1)
+    lists = []
+    for allowed in (mask[u], mask[u] & fresh):
+      best = {}  # category -> (engagement, item) of its best allowed item
+      for item in np.flatnonzero(allowed):
+        for category in np.flatnonzero(categories[item]):
+          best[category] = max(best.get(category, (-1.0, -1)),
+                               (expected[u, item], item))
+      lists.append([item for _, item in sorted(best.values(), reverse=True)])
+    by_hand = []
+    for pair in zip(*lists):
+      for item in pair:
+        if item not in by_hand:
+          by_hand.append(item)
+    assert chosen[u].tolist() == by_hand[:5]
+  assert chosen.min() >= 0 and (chosen >= 0).all()
+
+
+def test_planning_oracle_serves_one_of_its_candidates():
+  env = stepped_env(seed=7)
+  policy = sanity_policies.PlanningOraclePolicy(
+      env, seed=0, settings=lookahead.SearchSettings(candidates=3))
+  time_step = env.current_time_step()
+  observation, mask = environment_lib.splitter(time_step.observation)
+  chosen = policy.candidates(observation, mask, env.expected_engagement())
+  action = policy.action(time_step).action
+  assert all(action[u] in chosen[u] for u in range(USERS))
 
 
 def test_slates_are_refused():
