@@ -95,6 +95,15 @@ def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
     assert saved["sampled"]["exposure_curve"]["step"]
     assert all(json.loads(line)["sampled"]["num_sessions"] == 12
                for line in history)
+  # The planning oracle's search settings are its hyper-parameters.
+  hyperparameters = json.loads((tmp_path / "config.json").read_text())[
+      "hyperparameters"]
+  if agent == "planning_oracle":
+    assert hyperparameters == {"settings": {
+        "horizon": 5, "samples": 2, "continuations": ["greedy", "fresh_greedy"],
+        "fresh_window": 4, "candidates": 8}}
+  elif scripted:
+    assert hyperparameters == {}
   uses_planner = run_config.AGENTS[agent].planner is not None
   assert bool(saved["planner"]["train"]) == uses_planner
   if uses_planner:
