@@ -255,10 +255,8 @@ def budget_text(num_iterations: int | None) -> str:
   """The comparison's training budget in words."""
   if num_iterations is not None:
     return f"{num_iterations} training iterations"
-  return "training iterations by agent family (convergence budgets: " + \
-      ", ".join(f"{family} {budget:,}" for family, budget in
-                run_config.CONVERGENCE_BUDGETS.items()
-                if family != "scripted") + ")"
+  return ("training iterations by agent family (convergence budgets: "
+          f"{run_config.budgets_text()})")
 
 
 def write_results(runs: Sequence[comparison.ComparisonRun],

@@ -22,6 +22,26 @@ PLANNER_MODES = ("background", "wait")
 # every user, a PPO iteration 16; scripted agents do not train.
 CONVERGENCE_BUDGETS = {"dqn": 20_000, "ppo": 2_000, "bandit": 3_000,
                        "scripted": 1}
+# Where the seed-mean learning curve of a family's agents over development
+# seeds 100-104 levelled off only later under an exit rule (`name:preset`),
+# the family's budget under that rule (docs/results/development.md).
+EXIT_RULE_BUDGETS: Mapping[tuple[str, str], int] = {
+    ("dqn", "category_window:dorl"): 40_000}
+
+
+def convergence_budget(family: str, exit_rule: str | None) -> int:
+  """Training iterations for an agent family under an exit rule (`name` or
+  `name:preset`; None: the scenario's default rule)."""
+  return EXIT_RULE_BUDGETS.get((family, exit_rule),
+                               CONVERGENCE_BUDGETS[family])
+
+
+def budgets_text() -> str:
+  """The convergence budgets in words, for --help and results headers."""
+  text = ", ".join(f"{family} {budget:,}" for family, budget in
+                   CONVERGENCE_BUDGETS.items() if family != "scripted")
+  return text + "".join(f"; {family} {budget:,} under {rule}" for
+                        (family, rule), budget in EXIT_RULE_BUDGETS.items())
 # Evaluations (and checkpoints) per run when their interval is not given:
 # the points of the learning curve.
 CURVE_POINTS = 10
@@ -75,7 +95,8 @@ class RunConfig:
     replan_every: K, steps between a user's plans.
     num_users: simultaneous training users.
     num_iterations: training iterations (one collect + train round each);
-      None: the family's CONVERGENCE_BUDGETS entry.
+      None: the family's convergence budget under the run's exit rule
+      (`convergence_budget`).
     num_eval_sessions: fresh users in each evaluation, one session each.
     eval_interval: iterations between evaluations (the last always runs);
       None: num_iterations / CURVE_POINTS.
@@ -121,8 +142,8 @@ class RunConfig:
     planner_environment.check_replan_every(self.replan_every)
     # Resolved here, so that config.json records the values a run used.
     if self.num_iterations is None:
-      object.__setattr__(self, "num_iterations",
-                         CONVERGENCE_BUDGETS[self.spec.family])
+      object.__setattr__(self, "num_iterations", convergence_budget(
+          self.spec.family, self.exit_rule_label))
     if isinstance(self.num_iterations, int) and self.num_iterations >= 1:
       interval = max(self.num_iterations // CURVE_POINTS, 1)
       for name in ("eval_interval", "checkpoint_interval", "log_interval"):
@@ -140,6 +161,14 @@ class RunConfig:
   @property
   def spec(self) -> AgentSpec:
     return AGENTS[self.agent]
+
+  @property
+  def exit_rule_label(self) -> str | None:
+    """The exit rule the overrides name, as `name` or `name:preset`; None
+    when they name none (the scenario's default)."""
+    name = self.scenario_overrides.get("exit_rule")
+    preset = (self.scenario_overrides.get("exit_params") or {}).get("preset")
+    return name if name is None or preset is None else f"{name}:{preset}"
 
   @property
   def planner_backend(self) -> str | None:

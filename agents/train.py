@@ -57,10 +57,8 @@ flags.DEFINE_bool("stop_when_levelled", False,
                   "--num_iterations.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
 flags.DEFINE_integer("num_iterations", None, "Training iterations (default: "
-                     "the agent family's convergence budget, " + ", ".join(
-                         f"{family} {budget:,}" for family, budget in
-                         run_config.CONVERGENCE_BUDGETS.items()
-                         if family != "scripted") + ").")
+                     "the agent family's convergence budget, " +
+                     run_config.budgets_text() + ").")
 flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
 flags.DEFINE_integer("eval_interval", None, "Iterations between evaluations "
                      f"(default: {run_config.CURVE_POINTS} per run).")

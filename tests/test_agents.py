@@ -342,6 +342,29 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     training.train_eval(run, str(tmp_path))
 
 
+@pytest.mark.parametrize("agent, overrides, iterations", [
+    ("dqn", {}, 20_000),
+    ("lerl", {"exit_rule": "satisfaction"}, 20_000),
+    ("dqn", {"exit_rule": "category_window", "exit_params": {"preset": "dorl"}},
+     40_000),
+    ("heuristic_dqn", {"exit_rule": "category_window",
+                       "exit_params": {"preset": "dorl", "window": 4}}, 40_000),
+    # Without the preset the rule's window differs: the family's budget.
+    ("dqn", {"exit_rule": "category_window"}, 20_000),
+    ("dqn", {"exit_rule": "category_window",
+             "exit_params": {"preset": "easyrl4rec"}}, 20_000),
+    ("ppo", {"exit_rule": "category_window", "exit_params": {"preset": "dorl"}},
+     2_000),
+])
+def test_the_default_budget_is_the_familys_under_the_exit_rule(
+    agent, overrides, iterations):
+  run = run_config.RunConfig(agent=agent, scenario_overrides=overrides)
+  assert run.num_iterations == iterations
+  assert run.eval_interval == iterations // 10
+  assert run_config.RunConfig(agent=agent, scenario_overrides=overrides,
+                              num_iterations=300).num_iterations == 300
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"agent": "sarsa"}, "unknown agent 'sarsa'"),
     ({"scenario": "kuairand"}, "unknown scenario 'kuairand'"),
