@@ -26,7 +26,7 @@ CONVERGENCE_BUDGETS = {"dqn": 20_000, "ppo": 2_000, "bandit": 3_000,
 # seeds 100-104 levelled off only later under an exit rule (`name:preset`),
 # the family's budget under that rule (docs/results/development.md).
 EXIT_RULE_BUDGETS: Mapping[tuple[str, str], int] = {
-    ("dqn", "category_window:dorl"): 40_000}
+    ("dqn", "category_window:dorl"): 40_000, ("ppo", "temper"): 4_000}
 
 
 def convergence_budget(family: str, exit_rule: str | None) -> int:
