@@ -58,10 +58,13 @@ def main(argv: Sequence[str]) -> None:
   del argv
   overrides = ({} if FLAGS.interest_step is None else
                {"user_params": {"interest_step": FLAGS.interest_step}})
-  settings = lookahead.SearchSettings(
-      horizon=FLAGS.horizon, samples=FLAGS.samples,
-      continuations=tuple(FLAGS.continuations),
-      fresh_window=FLAGS.fresh_window, candidates=FLAGS.candidates)
+  try:
+    settings = lookahead.SearchSettings(
+        horizon=FLAGS.horizon, samples=FLAGS.samples,
+        continuations=tuple(FLAGS.continuations),
+        fresh_window=FLAGS.fresh_window, candidates=FLAGS.candidates)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
   policies = {
       "oracle": lambda env: sanity_policies.OraclePolicy(env, seed=FLAGS.seed),
       "planning_oracle": lambda env: sanity_policies.PlanningOraclePolicy(
