@@ -54,7 +54,8 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 
 class LoopbackLLMServer:
   """`mode` (one of MODES) may change at any time; `requests` counts the
-  chat requests received; `stop()` kills the server and `start()` brings it
+  chat requests received and `authorizations` holds each one's
+  Authorization header; `stop()` kills the server and `start()` brings it
   back on the same port.
 
   Args:
@@ -70,6 +71,7 @@ class LoopbackLLMServer:
     self.mixed = mixed
     self.hang_s = hang_s
     self.requests = 0
+    self.authorizations: list[str] = []
     self.deaths = 0
     self.port = 0
     self._server: http.server.ThreadingHTTPServer | None = None
@@ -103,6 +105,7 @@ class LoopbackLLMServer:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with owner._lock:
           owner.requests += 1
+          owner.authorizations.append(self.headers.get("Authorization", ""))
           mode = owner.mode
         if owner.mixed:
           messages = json.dumps(json.loads(body)["messages"]).encode()

@@ -338,7 +338,9 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
   (tmp_path / "summary.json").unlink()  # make it resume instead of reuse
   for data in directory.checkpoints.glob("*.data-*"):
     data.write_bytes(b"not a checkpoint")
-  with pytest.raises(runner.CheckpointError, match="corrupt"):
+  with pytest.raises(runner.CheckpointError, match=(
+      r"cannot read the checkpoint .*ckpt-3 \(OpError\); it is corrupt — "
+      r"remove that directory to start over")):
     training.train_eval(run, str(tmp_path))
 
 

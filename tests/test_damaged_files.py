@@ -75,7 +75,9 @@ def test_damaged_reflection_pool_is_reported_on_resume_and_kept(tmp_path):
   assert path.read_bytes() == kept
   path.write_text(json.dumps({"format": "lerl-recsim/reflections/1", "capacity": 2,
                               "beta": 1.0, "entries": [{"lesson": "x"}]}))
-  with pytest.raises(results.DamagedFileError, match="malformed"):
+  with pytest.raises(results.DamagedFileError, match=(
+      r"reflections.json is damaged \(an entry is malformed: "
+      r"KeyError\('cumulative_reward'\)\); remove it")):
     ReflectionPool.load(path)
 
 

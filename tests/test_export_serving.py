@@ -19,6 +19,7 @@ from lerl_recsim import bundle, serving
 from lerl_recsim.agents import (bundle_writer, dqn, policy_eval, run_config,
                                 runner, training)
 from lerl_recsim.planner_environment import make_planned_env
+from tests.llm_server import LoopbackLLMServer
 
 SECRET = "sk-test-secret-must-not-leak-4242"
 SCENARIO = {"num_items": 60}
@@ -37,15 +38,7 @@ def trained(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory) -> pathlib.Path:
   target = tmp_path_factory.mktemp("bundle") / "bundle"
-  saved = os.environ.get("OPENAI_API_KEY")
-  os.environ["OPENAI_API_KEY"] = SECRET
-  try:
-    bundle_writer.export_bundle(trained, target)
-  finally:
-    if saved is None:
-      del os.environ["OPENAI_API_KEY"]
-    else:
-      os.environ["OPENAI_API_KEY"] = saved
+  bundle_writer.export_bundle(trained, target)
   return target
 
 
@@ -101,7 +94,7 @@ def run_python(code: str) -> str:
 
 # --- export -----------------------------------------------------------------
 
-def test_bundle_holds_policy_and_spec_and_no_secret(trained, exported):
+def test_bundle_holds_policy_and_spec(trained, exported):
   spec = bundle.read_spec(exported)
   assert (exported / "policy" / "saved_model.pb").is_file()
   assert spec["planner"]["backend"] == "heuristic"
@@ -113,9 +106,31 @@ def test_bundle_holds_policy_and_spec_and_no_secret(trained, exported):
   facts = bundle.ScenarioFacts.from_json(spec["scenario"])
   assert (facts.num_items, facts.history_length, facts.slate_size) == (60, 10, 1)
   assert facts.item_categories.sum(axis=1).tolist() == [1.0] * 60
-  for path in exported.rglob("*"):
-    if path.is_file():
-      assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_the_api_key_a_run_was_planned_with_reaches_no_file(
+    tmp_path, monkeypatch):
+  """A run planned by a served model (the loopback server) with the key in
+  the environment: the key went out with every request, yet neither the
+  run's files nor its bundle hold it."""
+  monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+  with LoopbackLLMServer() as server:
+    monkeypatch.setenv("LERL_OPENAI_BASE_URL", server.base_url)
+    root = tmp_path / "run"
+    training.train_eval(run_config.RunConfig(
+        agent="lerl", planner="openai:loopback", planner_mode="wait",
+        num_iterations=4, num_users=4, num_eval_sessions=4, eval_interval=4,
+        checkpoint_interval=4, log_interval=4, scenario_overrides=SCENARIO),
+        str(root))
+  assert server.requests > 0
+  assert set(server.authorizations) == {f"Bearer {SECRET}"}
+  target = bundle_writer.export_bundle(root, tmp_path / "bundle")
+  assert bundle.read_spec(target)["planner"]["backend"] == "openai:loopback"
+  files = [p for folder in (root, target) for p in folder.rglob("*")
+           if p.is_file()]
+  assert any(p.name == "config.json" for p in files)
+  for path in files:
+    assert SECRET.encode() not in path.read_bytes(), path
 
 
 def test_export_refuses_a_non_empty_export_dir(trained, tmp_path):
@@ -131,7 +146,9 @@ def test_export_refuses_a_non_empty_export_dir(trained, tmp_path):
 
 def test_export_errors_for_missing_run_policy_and_corrupt_model(trained,
                                                                 tmp_path):
-  with pytest.raises(FileNotFoundError, match="does not exist"):
+  with pytest.raises(FileNotFoundError, match=(
+      r"run directory '.*nope' does not exist \(expected the --root_dir of "
+      r"lerl-train\)")):
     bundle_writer.export_bundle(tmp_path / "nope", tmp_path / "b1")
   no_policy = tmp_path / "no_policy"
   no_policy.mkdir()
@@ -279,16 +296,27 @@ def test_serving_without_planner_allows_every_item(exported):
 
 @pytest.mark.parametrize("history, error, match", [
     ([{"items": [60]}], ValueError, r"unknown item ids \[60\]; expected ids in \[0, 59\]"),
-    ([{"items": [-1]}], ValueError, r"unknown item ids \[-1\]"),
-    ([{"items": [1, 2]}], ValueError, "slate size is 1"),
-    ([{"item": [1]}], ValueError, "expected 'items'"),
-    ([{"items": "1"}], TypeError, "list of int item ids"),
-    ([{"items": [1], "clicked": 2}], ValueError, "clicked 2 is not one of"),
-    ([{"items": [1], "engagement": 0.3}], ValueError, "without a click"),
-    ([{"items": [1], "clicked": 1, "engagement": 7.0}], ValueError, r"\[0, 1\]"),
-    ([[1]], TypeError, "history step 0 is a list"),
-    ("abc", TypeError, "list of steps"),
-    ([{"items": [1]}] * 101, ValueError, "at most 100"),
+    ([{"items": [-1]}], ValueError,
+     r"history step 0: unknown item ids \[-1\]; expected ids in \[0, 59\]"),
+    ([{"items": [1, 2]}], ValueError,
+     r"shows 2 items \[1, 2\]; the bundle's slate size is 1"),
+    ([{"item": [1]}], ValueError,
+     r"has keys \['item'\]; expected 'items' and optionally 'clicked'"),
+    ([{"items": "1"}], TypeError,
+     r"items '1' must be a list of int item ids"),
+    ([{"items": [1], "clicked": 2}], ValueError,
+     r"clicked 2 is not one of the items shown \[1\] \(use None"),
+    ([{"items": [1], "engagement": 0.3}], ValueError,
+     r"engagement 0.3 without a click; expected 0 when clicked is None"),
+    ([{"items": [1], "clicked": 1, "engagement": 7.0}], ValueError,
+     r"engagement 7.0 must be a number in \[0, 1\]"),
+    ([[1]], TypeError,
+     r"history step 0 is a list; expected a Step or a dict with 'items'"),
+    ("abc", TypeError,
+     r"a history must be a list of steps, oldest first; got a str"),
+    ([{"items": [1]}] * 101, ValueError,
+     r"the history has 101 steps; sessions of this bundle's scenario last "
+     r"at most 100"),
 ])
 def test_serving_rejects_bad_histories(recommender, history, error, match):
   with pytest.raises(error, match=match):
@@ -379,7 +407,9 @@ def test_lerl_eval_on_another_exit_rule(exported, trained, tmp_path):
     assert set(saved[name]) == {"mean", "ci95"}
   assert summary["num_sessions"] == 8
   before = output.read_text()
-  with pytest.raises(FileExistsError, match="already exists"):
+  with pytest.raises(FileExistsError, match=(
+      r"--output '.*' already exists; choose a new path \(nothing was "
+      r"overwritten\)")):
     policy_eval.evaluate(trained, output, planner="none", num_eval_sessions=8)
   assert output.read_text() == before
   flat = policy_eval.evaluate(trained, tmp_path / "flat.json", planner="none",
