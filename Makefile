@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements/*.txt
 	touch $@
 
 main: setup
-	$(PY) -m lerl_recsim.agents.quickstart --root_dir=$(ROOT_DIR)
+	$(PY) -m lerl_recsim.binaries.quickstart --root_dir=$(ROOT_DIR)
 
 test: setup
 	$(PY) -m pytest -q

@@ -7,7 +7,8 @@ bubble LERL is meant to escape.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Sequence
 
 import gin
 import tensorflow as tf
@@ -16,8 +17,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import tensor_spec
 
 from lerl_recsim import environment as environment_lib
-from lerl_recsim.agents import (learners, networks, run_config, runner,
-                                slate_policy)
+from lerl_recsim.agents import learners, networks, slate_policy
 from lerl_recsim.agents.draws import Draws
 
 
@@ -28,40 +28,14 @@ def integer_mask_splitter(observation: dict) -> tuple[dict, tf.Tensor]:
   return network_observation, tf.cast(mask, tf.int32)
 
 
-def make_agent(env: py_environment.PyEnvironment, *,
-               fc_layer_params: Sequence[int], learning_rate: float,
-               epsilon: float
-               ) -> neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent:
-  inputs = networks.agent_inputs(env, "myopic")
-  reward_net = networks.item_q_network(
-      inputs.time_step_spec.observation, inputs.action_spec,
-      inputs.item_categories, inputs.encoder, fc_layer_params)
-  agent = neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent(
-      inputs.time_step_spec, inputs.action_spec, reward_network=reward_net,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-      epsilon=epsilon,
-      observation_and_action_constraint_splitter=integer_mask_splitter,
-      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
-  agent.initialize()
-  return agent
-
-
 # gin: `bandit.train_eval.<hyper-parameter> = value` (see configs/).
-@gin.configurable(module="bandit", denylist=["run", "root_dir"])
-def train_eval(run: run_config.RunConfig, root_dir: str, *,
-               fc_layer_params: Sequence[int] = (256, 128),
-               learning_rate: float = 1e-3,
-               epsilon: float = 0.1,
-               replay_capacity: int = 100_000,
-               batch_size: int = 256,
-               collect_steps_per_iteration: int = 4,
-               train_steps_per_iteration: int = 1,
-               initial_collect_steps: int = 10) -> dict[str, Any]:
-  """Trains and evaluates the one-step reward model (`myopic`).
+@gin.configurable("train_eval", module="bandit")
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+  """The one-step reward model's hyper-parameters (`myopic`): these
+  defaults unless gin binds them.
 
-  Args:
-    run: run-level settings (agent, scenario, sizes, seed).
-    root_dir: the run directory.
+  Attributes:
     fc_layer_params: hidden layers of the reward network.
     learning_rate: Adam step size.
     epsilon: exploration rate while collecting.
@@ -73,28 +47,52 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
     train_steps_per_iteration: gradient steps per iteration.
     initial_collect_steps: environment steps before the first gradient step.
   """
-  hyperparameters = dict(
-      fc_layer_params=list(fc_layer_params), learning_rate=learning_rate,
-      epsilon=epsilon, replay_capacity=replay_capacity, batch_size=batch_size,
-      collect_steps_per_iteration=collect_steps_per_iteration,
-      train_steps_per_iteration=train_steps_per_iteration,
-      initial_collect_steps=initial_collect_steps)
 
-  def make_learner(env):
-    agent = make_agent(env, fc_layer_params=fc_layer_params,
-                       learning_rate=learning_rate, epsilon=epsilon)
-    draws = Draws()
-    collect_policy = slate_policy.TopKQPolicy(
-        tensor_spec.from_spec(env.time_step_spec()),
-        tensor_spec.from_spec(env.action_spec()), agent._reward_network,
-        integer_mask_splitter, epsilon, draws,
-        info_spec=agent.collect_policy.info_spec)
-    return learners.OffPolicyLearner(
-        agent, env, replay_capacity=replay_capacity, batch_size=batch_size,
-        sequence_length=1, collect_steps=collect_steps_per_iteration,
-        train_steps=train_steps_per_iteration,
-        initial_collect_steps=initial_collect_steps, draws=draws,
-        collect_policy=collect_policy, prepare=learners.drop_boundaries,
-        greedy_policy=agent.policy.wrapped_policy)
+  fc_layer_params: Sequence[int] = (256, 128)
+  learning_rate: float = 1e-3
+  epsilon: float = 0.1
+  replay_capacity: int = 100_000
+  batch_size: int = 256
+  collect_steps_per_iteration: int = 4
+  train_steps_per_iteration: int = 1
+  initial_collect_steps: int = 10
 
-  return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)
+
+def make_agent(env: py_environment.PyEnvironment,
+               hyperparameters: Hyperparameters
+               ) -> neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent:
+  h = hyperparameters
+  inputs = networks.agent_inputs(env, "myopic")
+  reward_net = networks.item_q_network(
+      inputs.time_step_spec.observation, inputs.action_spec,
+      inputs.item_categories, inputs.encoder, h.fc_layer_params)
+  agent = neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent(
+      inputs.time_step_spec, inputs.action_spec, reward_network=reward_net,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=h.learning_rate),
+      epsilon=h.epsilon,
+      observation_and_action_constraint_splitter=integer_mask_splitter,
+      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
+  agent.initialize()
+  return agent
+
+
+def build_learner(env: py_environment.PyEnvironment,
+                  hyperparameters: Hyperparameters
+                  ) -> learners.OffPolicyLearner:
+  """The agent and its replay learner on single steps, collecting with
+  masked epsilon-greedy items whose draws a checkpoint holds."""
+  h = hyperparameters
+  agent = make_agent(env, h)
+  draws = Draws()
+  collect_policy = slate_policy.TopKQPolicy(
+      tensor_spec.from_spec(env.time_step_spec()),
+      tensor_spec.from_spec(env.action_spec()), agent._reward_network,
+      integer_mask_splitter, h.epsilon, draws,
+      info_spec=agent.collect_policy.info_spec)
+  return learners.OffPolicyLearner(
+      agent, env, replay_capacity=h.replay_capacity, batch_size=h.batch_size,
+      sequence_length=1, collect_steps=h.collect_steps_per_iteration,
+      train_steps=h.train_steps_per_iteration,
+      initial_collect_steps=h.initial_collect_steps, draws=draws,
+      collect_policy=collect_policy, prepare=learners.drop_boundaries,
+      greedy_policy=agent.policy.wrapped_policy)

@@ -9,55 +9,25 @@ and by sampling the stochastic policy (`OnPolicyLearner`).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Sequence
 
 import gin
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.environments import py_environment
 
-from lerl_recsim.agents import learners, networks, run_config, runner
+from lerl_recsim.agents import learners, networks
 
 
-def make_agent(env: py_environment.PyEnvironment, *,
-               fc_layer_params: Sequence[int], learning_rate: float,
-               gamma: float, lambda_value: float, num_epochs: int,
-               importance_ratio_clipping: float,
-               entropy_regularization: float) -> ppo_clip_agent.PPOClipAgent:
-  inputs = networks.agent_inputs(env, "PPO")
-  actor, value = networks.masked_actor_and_value_networks(
-      inputs.time_step_spec.observation, inputs.action_spec,
-      inputs.item_categories, inputs.encoder, fc_layer_params)
-  agent = ppo_clip_agent.PPOClipAgent(
-      inputs.time_step_spec, inputs.action_spec,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-      actor_net=actor, value_net=value, discount_factor=gamma,
-      lambda_value=lambda_value, use_gae=True, num_epochs=num_epochs,
-      importance_ratio_clipping=importance_ratio_clipping,
-      entropy_regularization=entropy_regularization,
-      normalize_observations=False, normalize_rewards=False,
-      compute_value_and_advantage_in_train=True,
-      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
-  agent.initialize()
-  return agent
+# gin: `ppo.train_eval.<hyper-parameter> = value` (see configs/ppo.gin).
+@gin.configurable("train_eval", module="ppo")
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+  """Masked PPO's hyper-parameters (`lerl_ppo`, `ppo`): these defaults
+  unless gin binds them.
 
-
-# gin: `ppo.train_eval.<hyper-parameter> = value` (see configs/).
-@gin.configurable(module="ppo", denylist=["run", "root_dir"])
-def train_eval(run: run_config.RunConfig, root_dir: str, *,
-               fc_layer_params: Sequence[int] = (256, 128),
-               learning_rate: float = 3e-4,
-               gamma: float = 0.9,
-               lambda_value: float = 0.95,
-               num_epochs: int = 4,
-               importance_ratio_clipping: float = 0.2,
-               entropy_regularization: float = 0.01,
-               collect_steps_per_iteration: int = 16) -> dict[str, Any]:
-  """Trains and evaluates masked PPO (`lerl_ppo`, `ppo`).
-
-  Args:
-    run: run-level settings (agent, scenario, planner, sizes, seed).
-    root_dir: the run directory.
+  Attributes:
     fc_layer_params: hidden layers of the actor and value networks.
     learning_rate: Adam step size.
     gamma: discount of future engagement (LERL's authors used 0.9).
@@ -68,20 +38,42 @@ def train_eval(run: run_config.RunConfig, root_dir: str, *,
     collect_steps_per_iteration: environment steps (of all users) per
       on-policy batch.
   """
-  hyperparameters = dict(
-      fc_layer_params=list(fc_layer_params), learning_rate=learning_rate,
-      gamma=gamma, lambda_value=lambda_value, num_epochs=num_epochs,
-      importance_ratio_clipping=importance_ratio_clipping,
-      entropy_regularization=entropy_regularization,
-      collect_steps_per_iteration=collect_steps_per_iteration)
 
-  def make_learner(env):
-    agent = make_agent(
-        env, fc_layer_params=fc_layer_params, learning_rate=learning_rate,
-        gamma=gamma, lambda_value=lambda_value, num_epochs=num_epochs,
-        importance_ratio_clipping=importance_ratio_clipping,
-        entropy_regularization=entropy_regularization)
-    return learners.OnPolicyLearner(agent, env,
-                                    collect_steps=collect_steps_per_iteration)
+  fc_layer_params: Sequence[int] = (256, 128)
+  learning_rate: float = 3e-4
+  gamma: float = 0.9
+  lambda_value: float = 0.95
+  num_epochs: int = 4
+  importance_ratio_clipping: float = 0.2
+  entropy_regularization: float = 0.01
+  collect_steps_per_iteration: int = 16
 
-  return runner.train_and_evaluate(run, root_dir, make_learner, hyperparameters)
+
+def make_agent(env: py_environment.PyEnvironment,
+               hyperparameters: Hyperparameters) -> ppo_clip_agent.PPOClipAgent:
+  h = hyperparameters
+  inputs = networks.agent_inputs(env, "PPO")
+  actor, value = networks.masked_actor_and_value_networks(
+      inputs.time_step_spec.observation, inputs.action_spec,
+      inputs.item_categories, inputs.encoder, h.fc_layer_params)
+  agent = ppo_clip_agent.PPOClipAgent(
+      inputs.time_step_spec, inputs.action_spec,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=h.learning_rate),
+      actor_net=actor, value_net=value, discount_factor=h.gamma,
+      lambda_value=h.lambda_value, use_gae=True, num_epochs=h.num_epochs,
+      importance_ratio_clipping=h.importance_ratio_clipping,
+      entropy_regularization=h.entropy_regularization,
+      normalize_observations=False, normalize_rewards=False,
+      compute_value_and_advantage_in_train=True,
+      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
+  agent.initialize()
+  return agent
+
+
+def build_learner(env: py_environment.PyEnvironment,
+                  hyperparameters: Hyperparameters
+                  ) -> learners.OnPolicyLearner:
+  """The agent and its on-policy learner."""
+  return learners.OnPolicyLearner(
+      make_agent(env, hyperparameters), env,
+      collect_steps=hyperparameters.collect_steps_per_iteration)

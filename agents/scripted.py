@@ -13,25 +13,36 @@ satisfaction. Their runs write the same summary as trained agents.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
+
+from tf_agents.environments import py_environment
+from tf_agents.policies import py_policy
 
 from lerl_recsim import lookahead
-from lerl_recsim.agents import networks, run_config, runner, sanity_policies
+from lerl_recsim.agents import networks, scripted_policies
 
-SCRIPTED = {name: sanity_policies.SANITY_POLICIES[name]
+SCRIPTED = {name: scripted_policies.SANITY_POLICIES[name]
             for name in ("random", "diversifying", "oracle", "planning_oracle")}
 
 
-def train_eval(run: run_config.RunConfig, root_dir: str) -> dict[str, Any]:
-  """Evaluates the scripted policy named by `run.agent` on fresh users."""
-  policy_class = SCRIPTED[run.agent]
-  # The planning oracle's search settings go into config.json with its
-  # results: they decide its numbers as a learner's hyper-parameters do.
-  settings = ({"settings": lookahead.SearchSettings()}
-              if run.agent == "planning_oracle" else {})
-  return runner.train_and_evaluate(
-      run, root_dir, make_learner=None,
-      hyperparameters={name: dataclasses.asdict(value)
-                       for name, value in settings.items()},
-      scripted_policy=lambda env: policy_class(networks.base_environment(env),
-                                               seed=run.seed, **settings))
+def settings(agent: str) -> dict[str, Any]:
+  """What decides a scripted agent's numbers as hyper-parameters decide a
+  learner's (recorded in its run's config.json): the planning oracle's
+  search settings; nothing for the others."""
+  return ({"settings": lookahead.SearchSettings()}
+          if agent == "planning_oracle" else {})
+
+
+def make_policy(agent: str, seed: int
+                ) -> Callable[[py_environment.PyEnvironment], py_policy.PyPolicy]:
+  """Builds the scripted policy named `agent` on an evaluation environment."""
+  policy_class = SCRIPTED[agent]
+  options = settings(agent)
+  return lambda env: policy_class(networks.base_environment(env), seed=seed,
+                                  **options)
+
+
+def hyperparameters(agent: str) -> dict[str, Any]:
+  """`settings(agent)` as the plain values a run's configuration records."""
+  return {name: dataclasses.asdict(value)
+          for name, value in settings(agent).items()}

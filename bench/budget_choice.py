@@ -24,7 +24,7 @@ from absl import app, flags
 
 import lerl_recsim  # noqa: F401  (Keras 2 for TF-Agents, first)
 from lerl_recsim import learning_curves, metrics
-from lerl_recsim.agents import run_config
+from lerl_recsim.experiments import run_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("runs_dir", "runs/budgets", "Folder of run directories "

@@ -26,7 +26,8 @@ from absl import app, flags
 
 import lerl_recsim
 from lerl_recsim import evaluation, lookahead, metrics
-from lerl_recsim.agents import comparison, sanity_policies
+from lerl_recsim.agents import scripted_policies
+from lerl_recsim.experiments import comparison
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("scenario", "interest_evolution", "Scenario name.")
@@ -66,10 +67,10 @@ def main(argv: Sequence[str]) -> None:
   except ValueError as error:
     raise app.UsageError(str(error)) from None
   policies = {
-      "oracle": lambda env: sanity_policies.OraclePolicy(env, seed=FLAGS.seed),
-      "planning_oracle": lambda env: sanity_policies.PlanningOraclePolicy(
+      "oracle": lambda env: scripted_policies.OraclePolicy(env, seed=FLAGS.seed),
+      "planning_oracle": lambda env: scripted_policies.PlanningOraclePolicy(
           env, seed=FLAGS.seed, settings=settings),
-      "diversifying": lambda env: sanity_policies.DiversifyingPolicy(
+      "diversifying": lambda env: scripted_policies.DiversifyingPolicy(
           env, seed=FLAGS.seed)}
   rule = comparison.ExitRuleChoice.parse(FLAGS.exit_rule)
   config = None

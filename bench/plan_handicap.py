@@ -32,8 +32,8 @@ from absl import app, flags
 
 from lerl_recsim import evaluation, metrics, planner_environment
 from lerl_recsim.planner import PlanRules, ReflectionPool
-from lerl_recsim.agents import (comparison_setup, networks, run_config,
-                                sanity_policies)
+from lerl_recsim.agents import networks, scripted_policies
+from lerl_recsim.experiments import compare, run_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("exit_rules",
@@ -113,7 +113,7 @@ def parse_variants(planners: list[str], answers: list[str]) -> list[Variant]:
 
 def cumulative_reward(env: Any, policy_name: str) -> dict[str, float]:
   """Mean and ci95 of one session per slot of `env` under the policy."""
-  policy = sanity_policies.SANITY_POLICIES[policy_name](
+  policy = scripted_policies.SANITY_POLICIES[policy_name](
       networks.base_environment(env), seed=FLAGS.seed)
   summary = metrics.summarise(evaluation.evaluate_sessions(env, policy))
   return summary["cumulative_reward"]
@@ -166,7 +166,7 @@ def relative_change(flat: float, planned_mean: float) -> float:
 def main(argv: list[str]) -> None:
   del argv
   try:
-    rules = comparison_setup.parse_exit_rules(FLAGS.exit_rules)
+    rules = compare.parse_exit_rules(FLAGS.exit_rules)
     variants = parse_variants(FLAGS.planners, FLAGS.answers)
   except ValueError as error:
     raise app.UsageError(str(error)) from None

@@ -33,7 +33,8 @@ import lerl_recsim  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import numpy as np
 
 from lerl_recsim import tf_environment
-from lerl_recsim.agents import dqn, run_config, sanity_policies
+from lerl_recsim.agents import dqn, scripted_policies
+from lerl_recsim.experiments import run_config
 from lerl_recsim.planner import StepRecord, UserHistory, make_planner
 from lerl_recsim.planner_environment import (DEFAULT_REPLAN_EVERY,
                                              SCENARIO_PROMPT_CONFIG,
@@ -65,7 +66,7 @@ Driver = Callable[[Any], Callable[[], None]]
 
 
 def random_driver(env: PlannedEnvironment) -> Callable[[], None]:
-  policy = sanity_policies.RandomPolicy(env, seed=FLAGS.seed)
+  policy = scripted_policies.RandomPolicy(env, seed=FLAGS.seed)
   state = {"time_step": env.reset()}
 
   def advance() -> None:
@@ -75,7 +76,7 @@ def random_driver(env: PlannedEnvironment) -> Callable[[], None]:
 
 
 def dqn_driver(env: Any) -> Callable[[], None]:
-  return dqn.build_learner(env, **dqn.default_hyperparameters()).run_iteration
+  return dqn.build_learner(env, dqn.Hyperparameters()).run_iteration
 
 
 DRIVERS: dict[str, Driver] = {"dqn": dqn_driver, "random": random_driver}

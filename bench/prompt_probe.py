@@ -21,7 +21,7 @@ from absl import app, flags
 
 import lerl_recsim
 from lerl_recsim import evaluation, planner_environment
-from lerl_recsim.agents import networks, sanity_policies
+from lerl_recsim.agents import networks, scripted_policies
 from lerl_recsim.planner import make_planner
 
 FLAGS = flags.FLAGS
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
   collector = Collector(make_planner("heuristic", catalogue, seed=FLAGS.seed))
   env = planner_environment.PlannedEnvironment(base, collector, 1,
                                                seed=FLAGS.seed)
-  evaluation.evaluate_sessions(env, sanity_policies.DiversifyingPolicy(
+  evaluation.evaluate_sessions(env, scripted_policies.DiversifyingPolicy(
       networks.base_environment(env), seed=FLAGS.seed))
   by_length = sorted(collector.histories, key=lambda h: h.session_length)
   stride = max(len(by_length) // FLAGS.situations, 1)

@@ -22,7 +22,8 @@ from absl import app, flags
 
 import lerl_recsim
 from lerl_recsim import evaluation, planner_environment
-from lerl_recsim.agents import comparison_setup, networks, sanity_policies
+from lerl_recsim.agents import networks, scripted_policies
+from lerl_recsim.experiments import compare
 from lerl_recsim.planner import Planner, UserHistory
 from lerl_recsim.planner.backends import make_chat_model
 
@@ -99,7 +100,7 @@ class CountingPlanner:
 def main(argv: list[str]) -> None:
   del argv
   try:
-    rules = comparison_setup.parse_exit_rules(FLAGS.exit_rules)
+    rules = compare.parse_exit_rules(FLAGS.exit_rules)
   except ValueError as error:
     raise app.UsageError(str(error)) from None
   print(f"{FLAGS.num_sessions} users, seed {FLAGS.seed}, replan every "
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> None:
       counter = CountingPlanner(base, FLAGS.seed)
       env = planner_environment.PlannedEnvironment(
           base, counter, FLAGS.replan_every, seed=FLAGS.seed)
-      policy = sanity_policies.SANITY_POLICIES[name](
+      policy = scripted_policies.SANITY_POLICIES[name](
           networks.base_environment(env), seed=FLAGS.seed)
       evaluation.evaluate_sessions(env, policy)
       steps = env.planner_metrics()["user_steps"]

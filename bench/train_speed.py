@@ -7,7 +7,7 @@ Measured back to back on the same machine, 64 users:
 1. the environment alone: `PyEnvironment.step` with uniformly random actions
    (what `bench/env_speed.py` measures), the reference for the target
    "dqn trains at >= 0.5x the environment's own throughput";
-2. `dqn`: lerl-train's DQN defaults (`dqn.default_hyperparameters()`: collect
+2. `dqn`: lerl-train's DQN defaults (`dqn.Hyperparameters()`: collect
    steps of all users, then gradient steps, per iteration) on the
    TensorFlow-native environment, as lerl-train trains;
 3. `lerl` with the heuristic planner, replanning every step (K = 1) and at
@@ -46,7 +46,7 @@ flags.DEFINE_integer("embedded_iterations", 6000, "Timed iterations of the "
                      "answer-and-rest cycles to average out.")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
 
-HYPERPARAMETERS = dqn.default_hyperparameters()
+HYPERPARAMETERS = dqn.Hyperparameters()
 
 
 def environment_rate(num_users: int, steps: int) -> float:
@@ -67,7 +67,7 @@ def environment_rate(num_users: int, steps: int) -> float:
 
 def warm_learner(env: Any) -> Any:
   """lerl-train's DQN learner on `env`, its graphs traced."""
-  learner = dqn.build_learner(env, **HYPERPARAMETERS)
+  learner = dqn.build_learner(env, HYPERPARAMETERS)
   for _ in range(20):
     learner.run_iteration()
   return learner

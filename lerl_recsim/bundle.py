@@ -166,7 +166,7 @@ class PolicySignature:
 
 def register_tfp_types() -> None:
   """Lets `tf.saved_model.load` decode policies exported before the
-  distribution was left out (`agents/policy_export.py`).
+  distribution was left out (`experiments/policy_export.py`).
 
   Their signature includes the action distribution, whose TypeSpec
   (`tfp.distributions.Deterministic_ACTTypeSpec`) TFP registers in

@@ -18,8 +18,8 @@ from tf_agents.policies import random_py_policy
 import lerl_recsim
 from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment)
-from lerl_recsim.agents import (bandit, dqn, learners, networks, ppo,
-                                run_config, runner, training)
+from lerl_recsim.agents import bandit, dqn, learners, networks, ppo
+from lerl_recsim.experiments import run_config, runner, train
 from lerl_recsim.planner import Planner, ReflectionPool, backends
 from lerl_recsim.scenarios.catalogue import default_catalogue
 
@@ -35,17 +35,16 @@ def tiny_run(agent, **changes):
 
 
 def tiny_ppo(env):
-  return ppo.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
-                        gamma=0.9, lambda_value=0.95, num_epochs=1,
-                        importance_ratio_clipping=0.2,
-                        entropy_regularization=0.0)
+  return ppo.make_agent(env, ppo.Hyperparameters(
+      fc_layer_params=(16,), learning_rate=1e-3, num_epochs=1,
+      entropy_regularization=0.0))
 
 
 def test_training_stops_at_the_first_evaluation_where_the_curve_levelled(
     tmp_path):
   run = tiny_run("dqn", num_iterations=60, eval_interval=2,
                  checkpoint_interval=60, stop_when_levelled=True)
-  summary = training.train_eval(run, str(tmp_path))
+  summary = train.train_eval(run, str(tmp_path))
   curve = summary["learning_curve"]
   rule = learning_curves.PlateauRule()
   # Stopped at an evaluation, before the budget, where the rule first held.
@@ -66,7 +65,7 @@ def with_mask(time_step, mask):
 
 @pytest.mark.parametrize("agent", sorted(run_config.AGENTS))
 def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
-  summary = training.train_eval(tiny_run(agent), str(tmp_path))
+  summary = train.train_eval(tiny_run(agent), str(tmp_path))
   assert summary["num_sessions"] == 12
   for name in metrics.EPISODE_METRICS:
     assert np.isfinite(summary[name]["mean"])
@@ -153,7 +152,7 @@ def test_evaluation_writes_no_lessons_and_counts_its_own_calls(
       fake_backend.phase[0] = "training"
 
   monkeypatch.setattr(evaluation, "evaluate_sessions", evaluate_in_phase)
-  summary = training.train_eval(
+  summary = train.train_eval(
       tiny_run("lerl", planner="fake", planner_mode="wait"), str(tmp_path))
   lessons = [phase for phase, text in fake_backend.prompts
              if "Finished session" in text]
@@ -193,12 +192,12 @@ def random_masks(rng, batch, num_items):
 
 
 @pytest.mark.parametrize("make", [
-    lambda env: dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
-                               gamma=0.9, epsilon_greedy=0.5,
-                               target_update_period=10, n_step=1),
+    lambda env: dqn.make_agent(env, dqn.Hyperparameters(
+        fc_layer_params=(16,), learning_rate=1e-3, epsilon_greedy=0.5,
+        target_update_period=10)),
     tiny_ppo,
-    lambda env: bandit.make_agent(env, fc_layer_params=(16,),
-                                  learning_rate=1e-3, epsilon=0.5),
+    lambda env: bandit.make_agent(env, bandit.Hyperparameters(
+        fc_layer_params=(16,), epsilon=0.5)),
 ], ids=["dqn", "ppo", "myopic"])
 def test_no_masked_item_is_ever_recommended(make):
   env = lerl_recsim.make_env(num_users=32, seed=0, **TINY)
@@ -316,17 +315,17 @@ def test_an_evaluations_background_requests_end_with_it():
 def test_planner_masks_hold_during_lerl_training(tmp_path):
   # The planned environment rejects any action outside its mask, so a
   # completed run means every one of its actions was allowed.
-  summary = training.train_eval(tiny_run("lerl", num_iterations=30), str(tmp_path))
+  summary = train.train_eval(tiny_run("lerl", num_iterations=30), str(tmp_path))
   assert summary["planner"]["train"]["user_steps"] >= 30 * 8 * 2 * 0.8
 
 
 def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
-  first = training.train_eval(tiny_run("dqn"), str(tmp_path))
+  first = train.train_eval(tiny_run("dqn"), str(tmp_path))
   before = (tmp_path / "summary.json").read_text()
-  again = training.train_eval(tiny_run("dqn"), str(tmp_path))
+  again = train.train_eval(tiny_run("dqn"), str(tmp_path))
   assert again == json.loads(before)
   with pytest.raises(ValueError, match="holds a run with a different configuration"):
-    training.train_eval(tiny_run("dqn", seed=5), str(tmp_path))
+    train.train_eval(tiny_run("dqn", seed=5), str(tmp_path))
   assert (tmp_path / "summary.json").read_text() == before
   del first
 
@@ -334,14 +333,14 @@ def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
 def test_corrupt_checkpoint_is_reported(tmp_path):
   run = tiny_run("dqn", num_iterations=3)
   directory = runner.RunDirectory(str(tmp_path))
-  training.train_eval(run, str(tmp_path))
+  train.train_eval(run, str(tmp_path))
   (tmp_path / "summary.json").unlink()  # make it resume instead of reuse
   for data in directory.checkpoints.glob("*.data-*"):
     data.write_bytes(b"not a checkpoint")
   with pytest.raises(runner.CheckpointError, match=(
       r"cannot read the checkpoint .*ckpt-3 \(OpError\); it is corrupt — "
       r"remove that directory to start over")):
-    training.train_eval(run, str(tmp_path))
+    train.train_eval(run, str(tmp_path))
 
 
 @pytest.mark.parametrize("agent, overrides, iterations", [
@@ -381,16 +380,16 @@ def test_bad_run_settings_are_named(changes, message):
 
 def test_bad_backend_and_exit_rule_are_named(tmp_path):
   with pytest.raises(ValueError, match="unknown backend 'gpt9'|'gpt9'"):
-    training.train_eval(tiny_run("lerl", planner="gpt9"), str(tmp_path / "a"))
+    train.train_eval(tiny_run("lerl", planner="gpt9"), str(tmp_path / "a"))
   with pytest.raises(ValueError, match="unknown exit rule 'bored'"):
-    training.train_eval(tiny_run("dqn", scenario_overrides={"exit_rule": "bored"}),
+    train.train_eval(tiny_run("dqn", scenario_overrides={"exit_rule": "bored"}),
                      str(tmp_path / "b"))
   assert not (tmp_path / "b").exists()
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
   root = tmp_path / "run"
-  command = [sys.executable, "-m", "lerl_recsim.agents.train",
+  command = [sys.executable, "-m", "lerl_recsim.binaries.train",
              "--agent=heuristic_dqn", f"--root_dir={root}",
              "--num_users=8", "--num_iterations=600", "--num_eval_sessions=8",
              "--checkpoint_interval=20", "--eval_interval=600",
@@ -424,17 +423,16 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
-  summary = training.train_eval(
+  summary = train.train_eval(
       tiny_run("lerl", scenario_overrides={"num_items": 40, "slate_size": 3}),
       str(tmp_path))
   assert summary["num_sessions"] == 12
   env = lerl_recsim.make_env(num_users=16, seed=1, num_items=40, slate_size=3)
-  agent = dqn.make_agent(env, fc_layer_params=(16,), learning_rate=1e-3,
-                         gamma=0.9, epsilon_greedy=0.3, target_update_period=10,
-                         n_step=1)
-  learner = dqn.learner(agent, env, epsilon_greedy=0.3, n_step=1,
-                        replay_capacity=1000, batch_size=8, collect_steps=1,
-                        train_steps=1, initial_collect_steps=1)
+  learner = dqn.build_learner(env, dqn.Hyperparameters(
+      fc_layer_params=(16,), learning_rate=1e-3, epsilon_greedy=0.3,
+      target_update_period=10, replay_capacity=1000, batch_size=8,
+      collect_steps_per_iteration=1, initial_collect_steps=1))
+  agent = learner.agent
   observed = env.reset()
   rng = np.random.default_rng(0)
   for policy in (learner.greedy_policy, learner.collect_policy):
@@ -456,9 +454,9 @@ def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
 
 
 def test_same_seed_same_training_run(tmp_path):
-  first = training.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "a"))
-  second = training.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "b"))
-  other = training.train_eval(tiny_run("dqn", num_iterations=8, seed=3),
+  first = train.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "a"))
+  second = train.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "b"))
+  other = train.train_eval(tiny_run("dqn", num_iterations=8, seed=3),
                               str(tmp_path / "c"))
   for name in metrics.EPISODE_METRICS:
     assert first[name] == second[name]
@@ -468,12 +466,13 @@ def test_same_seed_same_training_run(tmp_path):
 def test_learners_count_the_user_steps_they_collect():
   """Progress lines divide these by wall time: every slot's steps count."""
   env = lerl_recsim.make_env(num_users=8, seed=0, **TINY)
-  hyperparameters = {**dqn.default_hyperparameters(), "batch_size": 16}
-  learner = dqn.build_learner(env, **hyperparameters)
+  hyperparameters = dqn.Hyperparameters(batch_size=16)
+  learner = dqn.build_learner(env, hyperparameters)
   learner.run_iteration()
   learner.run_iteration()
-  assert learner.user_steps == 8 * (hyperparameters["initial_collect_steps"] +
-                                    2 * hyperparameters["collect_steps_per_iteration"])
+  assert learner.user_steps == 8 * (
+      hyperparameters.initial_collect_steps +
+      2 * hyperparameters.collect_steps_per_iteration)
 
 
 def summary_numbers(summary):
@@ -492,7 +491,7 @@ def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
   # with one category saturated.
   monkeypatch.setattr(backends, "make_chat_model",
                       lambda backend, **options: PromptHashChatModel(size=8))
-  runs = [training.train_eval(tiny_run(agent, num_iterations=12, seed=seed,
+  runs = [train.train_eval(tiny_run(agent, num_iterations=12, seed=seed,
                                        **changes), str(tmp_path / name))
           for name, seed in (("a", 4), ("b", 4), ("c", 5))]
   assert summary_numbers(runs[0]) == summary_numbers(runs[1])
@@ -538,17 +537,17 @@ def test_a_killed_run_resumes_with_its_environment_and_planner_state(
     return iterate(learner)
 
   run = tiny_run("lerl", planner="fake", planner_mode="wait")
-  whole = training.train_eval(run, str(tmp_path / "whole"))
+  whole = train.train_eval(run, str(tmp_path / "whole"))
   seen.clear()
   monkeypatch.setattr(learners.OffPolicyLearner, "run_iteration", killed_at_4)
   with pytest.raises(KeyboardInterrupt):
-    training.train_eval(run, str(tmp_path / "run"))
+    train.train_eval(run, str(tmp_path / "run"))
   assert json.loads((tmp_path / "run" / "train" / "environment_state.json")
                     .read_text())["iteration"] == 3
   at_checkpoint = seen[-1]
   assert at_checkpoint["steps_taken"] > 1 and at_checkpoint["memo"]
   seen.clear()
-  summary = training.train_eval(run, str(tmp_path / "run"))
+  summary = train.train_eval(run, str(tmp_path / "run"))
   assert seen[0] == at_checkpoint
   assert summary["iterations"] == 6
   assert summary["planner"]["train"]["planned_users"] > \
@@ -568,7 +567,7 @@ def test_a_killed_and_resumed_run_ends_as_an_uninterrupted_one(
   exploration and PPO's sampling here; DQN's, with a waiting LLM planner,
   in the test above)."""
   run = tiny_run(agent)
-  training.train_eval(run, str(tmp_path / "whole"))
+  train.train_eval(run, str(tmp_path / "whole"))
   calls = []
   kinds = (learners.OffPolicyLearner, learners.OnPolicyLearner)
   iterate = {kind: kind.run_iteration for kind in kinds}
@@ -580,10 +579,10 @@ def test_a_killed_and_resumed_run_ends_as_an_uninterrupted_one(
       return iterate(self)
     monkeypatch.setattr(kind, "run_iteration", killed_at_5)
   with pytest.raises(KeyboardInterrupt):
-    training.train_eval(run, str(tmp_path / "resumed"))
+    train.train_eval(run, str(tmp_path / "resumed"))
   for kind in kinds:
     monkeypatch.setattr(kind, "run_iteration", iterate[kind])
-  summary = training.train_eval(run, str(tmp_path / "resumed"))
+  summary = train.train_eval(run, str(tmp_path / "resumed"))
   assert summary["iterations"] == 6
   assert summary_without_timing(tmp_path / "resumed") == \
       summary_without_timing(tmp_path / "whole")

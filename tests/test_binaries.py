@@ -46,7 +46,7 @@ def run(command: list[str], **environment: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("command, own_flags", [
     (TRAIN, ["--agent:", "--num_users:", "--root_dir:", "--[no]traceback:"]),
     ([str(BIN / "lerl-compare")], ["--agents:", "--parallel:", "--exit_rules:"]),
-    ([sys.executable, "-m", "lerl_recsim.agents.sanity"], ["--root_dir:"]),
+    ([sys.executable, "-m", "lerl_recsim.binaries.sanity"], ["--root_dir:"]),
 ])
 def test_help_lists_the_binarys_own_flags_and_exits_0(command, own_flags):
   short, full = run_together([command + ["--help"], command + ["--helpfull"]])
@@ -131,12 +131,12 @@ def test_run_directory_under_a_file_is_bad_input(tmp_path):
 
 
 FAILING_BINARY = """
-from lerl_recsim.agents import binary
+from lerl_recsim.binaries import cli
 
 def main(argv):
   raise {error}
 
-binary.run(main, "__main__")
+cli.run(main, "__main__")
 """
 
 
@@ -163,7 +163,8 @@ def test_a_quiet_run_shows_progress_and_results_only(tmp_path):
   assert sum("] evaluation at iteration" in line for line in lines) == 2
   # Nothing from TensorFlow, TF-Agents or gym: every line is an absl log
   # line of one of the project's own modules.
-  project = {path.name for folder in ("agents", "lerl_recsim", "scenarios")
+  project = {path.name for folder in ("agents", "experiments", "binaries",
+                                       "lerl_recsim", "scenarios")
              for path in (ROOT / folder).rglob("*.py")}
   for line in lines:
     match = re.match(r"[IWE]\d{4} [\d:.]+ +\d+ (\w+\.py):\d+\] ", line)

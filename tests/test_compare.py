@@ -17,8 +17,8 @@ from PIL import Image
 from scipy import stats
 
 from lerl_recsim import evaluation, learning_curves, metrics
-from lerl_recsim.agents import comparison, comparison_plots
-from lerl_recsim.agents import comparison_setup as setup
+from lerl_recsim.experiments import comparison, comparison_plots
+from lerl_recsim.experiments import compare as setup
 
 TRAIN = {"num_iterations": 4, "num_eval_sessions": 10, "num_users": 8,
          "eval_interval": 2, "checkpoint_interval": 1, "log_interval": 2,
@@ -335,7 +335,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 def test_tiny_comparison_crashes_is_killed_resumes_and_tabulates(tmp_path):
   output = tmp_path / "cmp"
-  command = [sys.executable, "-m", "lerl_recsim.agents.compare",
+  command = [sys.executable, "-m", "lerl_recsim.binaries.compare",
              "--agents=random,dqn", "--num_seeds=2", "--num_items=40",
              "--parallel=2", f"--output_dir={output}"] + [
                  f"--{k}={v}" for k, v in TRAIN.items() if k != "replan_every"]

@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 from lerl_recsim import results
-from lerl_recsim.agents import run_config, runner, training
+from lerl_recsim.experiments import run_config, runner, train
 from lerl_recsim.planner import ReflectionPool, make_planner
 
 BIN = pathlib.Path(sys.executable).parent
@@ -50,13 +50,13 @@ def damage(path: pathlib.Path) -> bytes:
 def test_damaged_config_json_stops_the_run_and_is_kept(tmp_path):
   run = run_config.RunConfig(agent="random", num_eval_sessions=4,
                              scenario_overrides={"num_items": 40})
-  training.train_eval(run, str(tmp_path))
+  train.train_eval(run, str(tmp_path))
   (tmp_path / "summary.json").unlink()
   kept = damage(tmp_path / "config.json")
   with pytest.raises(results.DamagedFileError,
                      match=r"config.json is damaged \(.*\); it identifies "
                      r"the run in .*remove that directory"):
-    training.train_eval(run, str(tmp_path))
+    train.train_eval(run, str(tmp_path))
   assert (tmp_path / "config.json").read_bytes() == kept
 
 

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from lerl_recsim import bundle, serving
-from lerl_recsim.agents import (bundle_writer, dqn, policy_eval, run_config,
-                                runner, training)
+from lerl_recsim.agents import dqn
+from lerl_recsim.experiments import evaluate, export, run_config, runner, train
 from lerl_recsim.planner_environment import make_planned_env
 from tests.llm_server import LoopbackLLMServer
 
@@ -28,7 +28,7 @@ SCENARIO = {"num_items": 60}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("run") / "run"
-  training.train_eval(run_config.RunConfig(
+  train.train_eval(run_config.RunConfig(
       agent="heuristic_dqn", num_iterations=5, num_users=8,
       num_eval_sessions=8, eval_interval=5, checkpoint_interval=5,
       log_interval=5, scenario_overrides=SCENARIO), str(root))
@@ -38,7 +38,7 @@ def trained(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory) -> pathlib.Path:
   target = tmp_path_factory.mktemp("bundle") / "bundle"
-  bundle_writer.export_bundle(trained, target)
+  export.export_bundle(trained, target)
   return target
 
 
@@ -117,14 +117,14 @@ def test_the_api_key_a_run_was_planned_with_reaches_no_file(
   with LoopbackLLMServer() as server:
     monkeypatch.setenv("LERL_OPENAI_BASE_URL", server.base_url)
     root = tmp_path / "run"
-    training.train_eval(run_config.RunConfig(
+    train.train_eval(run_config.RunConfig(
         agent="lerl", planner="openai:loopback", planner_mode="wait",
         num_iterations=4, num_users=4, num_eval_sessions=4, eval_interval=4,
         checkpoint_interval=4, log_interval=4, scenario_overrides=SCENARIO),
         str(root))
   assert server.requests > 0
   assert set(server.authorizations) == {f"Bearer {SECRET}"}
-  target = bundle_writer.export_bundle(root, tmp_path / "bundle")
+  target = export.export_bundle(root, tmp_path / "bundle")
   assert bundle.read_spec(target)["planner"]["backend"] == "openai:loopback"
   files = [p for folder in (root, target) for p in folder.rglob("*")
            if p.is_file()]
@@ -138,7 +138,7 @@ def test_export_refuses_a_non_empty_export_dir(trained, tmp_path):
   target.mkdir()
   (target / "keep.txt").write_text("mine")
   with pytest.raises(FileExistsError, match="already exists and is not empty"):
-    bundle_writer.export_bundle(trained, target)
+    export.export_bundle(trained, target)
   assert [p.name for p in target.iterdir()] == ["keep.txt"]
   assert (target / "keep.txt").read_text() == "mine"
   assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no staging left
@@ -149,17 +149,17 @@ def test_export_errors_for_missing_run_policy_and_corrupt_model(trained,
   with pytest.raises(FileNotFoundError, match=(
       r"run directory '.*nope' does not exist \(expected the --root_dir of "
       r"lerl-train\)")):
-    bundle_writer.export_bundle(tmp_path / "nope", tmp_path / "b1")
+    export.export_bundle(tmp_path / "nope", tmp_path / "b1")
   no_policy = tmp_path / "no_policy"
   no_policy.mkdir()
   shutil.copy(trained / "config.json", no_policy)
   with pytest.raises(FileNotFoundError, match="has no exported policy"):
-    bundle_writer.export_bundle(no_policy, tmp_path / "b2")
+    export.export_bundle(no_policy, tmp_path / "b2")
   corrupt = tmp_path / "corrupt"
   shutil.copytree(trained, corrupt)
   (corrupt / "policy" / "saved_model.pb").write_bytes(b"\x00garbage" * 10)
   with pytest.raises(ValueError, match="corrupt or unreadable"):
-    bundle_writer.export_bundle(corrupt, tmp_path / "b3")
+    export.export_bundle(corrupt, tmp_path / "b3")
   assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()
 
 
@@ -173,11 +173,7 @@ def test_fresh_process_gives_the_trained_policy_actions(trained, exported,
   # The trained agent itself, restored in this process from its checkpoint.
   config = json.loads((trained / "config.json").read_text())
   hp = config["hyperparameters"]
-  agent = dqn.make_agent(
-      env, fc_layer_params=hp["fc_layer_params"],
-      learning_rate=hp["learning_rate"], gamma=hp["gamma"],
-      epsilon_greedy=hp["epsilon_greedy"],
-      target_update_period=hp["target_update_period"], n_step=hp["n_step"])
+  agent = dqn.make_agent(env, dqn.Hyperparameters(**hp))
   checkpoint = tf.train.latest_checkpoint(
       str(runner.RunDirectory(str(trained)).checkpoints))
   tf.train.Checkpoint(agent=agent).restore(checkpoint).expect_partial()
@@ -396,7 +392,7 @@ def test_load_rejects_mismatched_or_foreign_bundles(exported, tmp_path):
 
 def test_lerl_eval_on_another_exit_rule(exported, trained, tmp_path):
   output = tmp_path / "temper.json"
-  summary = policy_eval.evaluate(exported, output, overrides={"exit_rule": "temper"},
+  summary = evaluate.evaluate(exported, output, overrides={"exit_rule": "temper"},
                               num_eval_sessions=8)
   saved = json.loads(output.read_text())
   assert saved["num_sessions"] == 8
@@ -410,16 +406,16 @@ def test_lerl_eval_on_another_exit_rule(exported, trained, tmp_path):
   with pytest.raises(FileExistsError, match=(
       r"--output '.*' already exists; choose a new path \(nothing was "
       r"overwritten\)")):
-    policy_eval.evaluate(trained, output, planner="none", num_eval_sessions=8)
+    evaluate.evaluate(trained, output, planner="none", num_eval_sessions=8)
   assert output.read_text() == before
-  flat = policy_eval.evaluate(trained, tmp_path / "flat.json", planner="none",
+  flat = evaluate.evaluate(trained, tmp_path / "flat.json", planner="none",
                            num_eval_sessions=8)
   assert flat["config"]["planner"] is None and flat["planner"] == {}
 
 
 def test_lerl_eval_rejects_an_item_count_mismatch(exported, tmp_path):
   with pytest.raises(ValueError, match=r"num_items 60 where scenario .* needs 80"):
-    policy_eval.evaluate(exported, tmp_path / "x.json",
+    evaluate.evaluate(exported, tmp_path / "x.json",
                       overrides={"num_items": 80}, num_eval_sessions=4)
   assert not (tmp_path / "x.json").exists()
 
@@ -428,11 +424,11 @@ def test_exported_ppo_policy_is_the_greedy_one_the_run_reports(tmp_path):
   """lerl-eval of a PPO run's saved policy, on the run's evaluation users,
   gives the run's top-level (greedy) numbers, not its sampled ones."""
   root = tmp_path / "run"
-  reported = training.train_eval(run_config.RunConfig(
+  reported = train.train_eval(run_config.RunConfig(
       agent="ppo", num_iterations=3, num_users=8, num_eval_sessions=8,
       eval_interval=3, checkpoint_interval=3, log_interval=3,
       scenario_overrides=SCENARIO), str(root))
-  evaluated = policy_eval.evaluate(root, tmp_path / "eval.json",
+  evaluated = evaluate.evaluate(root, tmp_path / "eval.json",
                                    num_eval_sessions=8)
   for name in ("cumulative_reward", "interaction_length", "category_coverage"):
     assert evaluated[name] == pytest.approx(reported[name])

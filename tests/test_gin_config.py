@@ -3,7 +3,7 @@ in the run directory, change nothing on resume, and bad ones are one line."""
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -13,9 +13,9 @@ import gin
 import pytest
 
 import lerl_recsim
-from lerl_recsim.agents import (comparison, dqn, gin_config, ppo, run_config,
-                                training)
-from lerl_recsim.agents import comparison_setup as setup
+from lerl_recsim.agents import dqn, ppo
+from lerl_recsim.experiments import comparison, gin_config, run_config, train
+from lerl_recsim.experiments import compare as setup
 
 BIN = pathlib.Path(sys.executable).parent
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -38,9 +38,8 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 def test_example_files_write_out_the_reference_hyperparameters(name, family):
   bound = gin_config.parse([str(CONFIGS / name)], [])
   prefix = f"{family.__name__.rsplit('.', 1)[-1]}.train_eval."
-  defaults = {name: parameter.default for name, parameter in
-              inspect.signature(family.train_eval).parameters.items()
-              if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+  gin.clear_config()  # the class's own defaults
+  defaults = dataclasses.asdict(family.Hyperparameters())
   assert {key[len(prefix):]: value for key, value in bound.items()} == defaults
 
 
@@ -74,12 +73,12 @@ def test_hyperparameter_bindings_reach_the_built_agent(tmp_path, monkeypatch):
   built = []
   original = dqn.build_learner
   monkeypatch.setattr(dqn, "build_learner",
-                      lambda env, **kw: built.append(original(env, **kw))
+                      lambda env, chosen: built.append(original(env, chosen))
                       or built[-1])
   run_settings = run_config.RunConfig(
       agent="dqn", num_users=4, num_iterations=2, num_eval_sessions=4,
       scenario_overrides={"num_items": 40})
-  summary = training.train_eval(run_settings, str(tmp_path))
+  summary = train.train_eval(run_settings, str(tmp_path))
   agent = built[0].agent
   assert agent._gamma == 0.5
   assert float(agent._optimizer.learning_rate.numpy()) == pytest.approx(1e-3)

@@ -89,17 +89,16 @@ def small_env(tf_native: bool = False):
   return lerl_recsim.make_env(num_users=USERS, num_items=40, seed=0)
 
 
-DQN_OPTIONS = dict(fc_layer_params=(16,), learning_rate=1e-3, gamma=0.9,
-                   epsilon_greedy=0.1, target_update_period=10, n_step=1,
-                   replay_capacity=300, batch_size=8,
-                   collect_steps_per_iteration=2,
-                   train_steps_per_iteration=3, initial_collect_steps=5)
+DQN_OPTIONS = dqn.Hyperparameters(
+    fc_layer_params=(16,), learning_rate=1e-3, target_update_period=10,
+    replay_capacity=300, batch_size=8, collect_steps_per_iteration=2,
+    train_steps_per_iteration=3, initial_collect_steps=5)
 
 
 @pytest.mark.parametrize("tf_native", [False, True])
 def test_off_policy_iterations_collect_then_train(tf_native):
   tf.random.set_seed(0)
-  learner = dqn.build_learner(small_env(tf_native), **DQN_OPTIONS)
+  learner = dqn.build_learner(small_env(tf_native), DQN_OPTIONS)
   counter = learner.agent.train_step_counter
   learner.run_iteration()
   # First the initial 5 steps, then 2 per iteration, of each of 3 users.
@@ -113,11 +112,10 @@ def test_off_policy_iterations_collect_then_train(tf_native):
 
 def test_on_policy_iterations_train_once_on_a_fresh_batch():
   tf.random.set_seed(0)
-  agent = ppo.make_agent(small_env(), fc_layer_params=(16,),
-                         learning_rate=1e-3, gamma=0.9, lambda_value=0.95,
-                         num_epochs=2, importance_ratio_clipping=0.2,
-                         entropy_regularization=0.01)
-  learner = learners.OnPolicyLearner(agent, small_env(), collect_steps=4)
+  env = small_env()
+  learner = ppo.build_learner(env, ppo.Hyperparameters(
+      fc_layer_params=(16,), learning_rate=1e-3, num_epochs=2,
+      collect_steps_per_iteration=4))
   for iteration in (1, 2):
     result = learner.run_iteration()
     assert learner.user_steps == 4 * USERS * iteration

@@ -10,7 +10,7 @@ from tf_agents.trajectories import time_step as ts
 
 from lerl_recsim import environment as environment_lib
 from lerl_recsim import evaluation, lookahead
-from lerl_recsim.agents import sanity_policies
+from lerl_recsim.agents import scripted_policies
 
 USERS, ITEMS = 8, 60
 
@@ -122,7 +122,7 @@ def test_search_leaves_the_real_users_untouched():
   env = stepped_env(seed=5)
   before = {name: {field: value.numpy() for field, value in fields.items()}
             for name, fields in env._simulator.hidden_state().items()}
-  policy = sanity_policies.PlanningOraclePolicy(env, seed=0)
+  policy = scripted_policies.PlanningOraclePolicy(env, seed=0)
   policy.action(env.current_time_step())
   after = env._simulator.hidden_state()
   for name, fields in before.items():
@@ -140,7 +140,7 @@ def test_hidden_state_stays_out_of_what_agents_see():
   # The search needs the environment object and its hidden state; a policy
   # built from specs alone (as TF-Agents agents are) has neither.
   with pytest.raises(AttributeError):
-    sanity_policies.PlanningOraclePolicy(env.time_step_spec())
+    scripted_policies.PlanningOraclePolicy(env.time_step_spec())
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -159,7 +159,7 @@ def test_bad_settings_are_named(changes, message):
 
 def test_candidates_alternate_best_and_best_fresh_items_of_categories():
   env = stepped_env(seed=6)
-  policy = sanity_policies.PlanningOraclePolicy(
+  policy = scripted_policies.PlanningOraclePolicy(
       env, seed=0, settings=lookahead.SearchSettings(candidates=5,
                                                      fresh_window=2))
   observation, mask = environment_lib.splitter(
@@ -192,7 +192,7 @@ def test_candidates_alternate_best_and_best_fresh_items_of_categories():
 
 def test_planning_oracle_serves_one_of_its_candidates():
   env = stepped_env(seed=7)
-  policy = sanity_policies.PlanningOraclePolicy(
+  policy = scripted_policies.PlanningOraclePolicy(
       env, seed=0, settings=lookahead.SearchSettings(candidates=3))
   time_step = env.current_time_step()
   observation, mask = environment_lib.splitter(time_step.observation)
@@ -213,7 +213,7 @@ def test_planning_oracle_keeps_users_longer_than_the_greedy_oracle():
   results = {}
   for name in ("oracle", "planning_oracle"):
     env = lerl_recsim.make_env(num_users=64, seed=11, num_items=100)
-    policy = sanity_policies.SANITY_POLICIES[name](env, seed=11)
+    policy = scripted_policies.SANITY_POLICIES[name](env, seed=11)
     results[name] = evaluation.evaluate_sessions(env, policy)
   greedy, planning = (results[n]["cumulative_reward"]
                       for n in ("oracle", "planning_oracle"))

@@ -1,10 +1,10 @@
 """The main job on a tiny budget: both runs, the table and the curves."""
 
-from lerl_recsim.agents import main_job
+from lerl_recsim.experiments import quickstart
 
 
 def test_main_job_trains_both_agents_and_prints_table_and_curves(tmp_path):
-  outcome = main_job.compare_lerl_and_dqn(
+  outcome = quickstart.compare_lerl_and_dqn(
       str(tmp_path), planner="heuristic", num_iterations=4, num_users=4,
       num_eval_sessions=8, seed=3)
   summaries, table = outcome["summaries"], outcome["table"]

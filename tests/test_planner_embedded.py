@@ -37,7 +37,7 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
   provisional; waiting, every evaluation user is planned by the LLM or
   falls back."""
   pytest.importorskip("xllamacpp")
-  from lerl_recsim.agents import run_config, training
+  from lerl_recsim.experiments import run_config, train
   # K = 10, not the default 1: waiting evaluation then asks the real model
   # about far fewer situations (this test took 10 s instead of 56 s on 2 idle
   # cores, and at K = 1 half an hour on 2 busy ones); what it checks does
@@ -47,7 +47,7 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
       eval_interval=3, checkpoint_interval=6, log_interval=3,
       replan_every=10, scenario_overrides={"num_items": 40})
   assert run.planner == "embedded" and run.planner_mode == "background"
-  summary = training.train_eval(run, str(tmp_path / "lerl"))
+  summary = train.train_eval(run, str(tmp_path / "lerl"))
   train, evaluation = summary["planner"]["train"], summary["planner"]["eval"]
   # Training planned 8 users at the start: the LLM could not have answered
   # any of them yet.
@@ -59,7 +59,7 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
   for counts in (train, evaluation):
     assert (counts["llm_plans"] + counts["provisional_plans"]
             + counts["fallbacks"] == counts["planned_users"] > 0), counts
-  waiting = training.train_eval(
+  waiting = train.train_eval(
       dataclasses.replace(run, planner_mode="wait", num_users=2,
                           num_eval_sessions=2, num_iterations=1,
                           eval_interval=1, checkpoint_interval=1,

@@ -10,7 +10,7 @@ import pytest
 from tf_agents.environments import utils as env_utils
 
 import lerl_recsim
-from lerl_recsim.agents.sanity_policies import RandomPolicy
+from lerl_recsim.agents.scripted_policies import RandomPolicy
 from lerl_recsim.planner import HeuristicPlanner, UserHistory
 from lerl_recsim.planner_environment import (PlannedEnvironment,
                                              make_planned_env)
@@ -204,7 +204,7 @@ def test_planner_objects_refuse_backend_options():
 @pytest.mark.parametrize("backend", ["embedded", "gguf:/models/small.gguf"])
 def test_a_local_model_plans_without_lessons_in_runs_and_bundles(backend):
   from lerl_recsim import bundle, planner_environment
-  from lerl_recsim.agents import bundle_writer
+  from lerl_recsim.experiments import export
   assert planner_environment.default_planner_options(backend) == {
       "prompt_config": planner_environment.LOCAL_MODEL_PROMPT_CONFIG,
       "reflections": None}
@@ -212,7 +212,7 @@ def test_a_local_model_plans_without_lessons_in_runs_and_bundles(backend):
   run = {"agent": "lerl", "scenario": "interest_evolution",
          "scenario_overrides": {}, "seed": 0, "planner": backend,
          "replan_every": 1}
-  spec = bundle_writer.build_spec({"run": run}, scenario, False)
+  spec = export.build_spec({"run": run}, scenario, False)
   assert spec["planner"]["reflect_every"] is None
   planner = bundle.planner_from_spec(spec, "embedded", None, 0)
   assert planner.reflections is None

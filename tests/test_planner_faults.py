@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.llm_server import LoopbackLLMServer
-from lerl_recsim.agents import run_config, training
+from lerl_recsim.experiments import run_config, train
 from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, Planner,
                                  StepRecord, UserHistory, make_planner)
 
@@ -185,7 +185,7 @@ def test_training_and_evaluation_go_on_through_every_fault(tmp_path,
         eval_interval=20, checkpoint_interval=20, log_interval=20,
         scenario_overrides={"num_items": 40})
     server.die_after(8, down_s=1.0)
-    summary = training.train_eval(run, str(tmp_path))
+    summary = train.train_eval(run, str(tmp_path))
   assert summary["iterations"] == 40
   for phase in ("train", "eval"):
     counts = summary["planner"][phase]

@@ -10,7 +10,7 @@ from tf_agents.environments import utils as env_utils
 
 import lerl_recsim
 from lerl_recsim import evaluation, results
-from lerl_recsim.agents import sanity_policies
+from lerl_recsim.agents import scripted_policies
 from lerl_recsim.scenarios import calibration_cache
 from lerl_recsim.scenarios import category_groups, exit_rules, factorisation
 from lerl_recsim.scenarios import ratings_data
@@ -407,7 +407,7 @@ def test_movielens_data_dir_may_come_from_the_environment_variable(
 def test_movielens_rewards_diversity_over_greed(movielens_cache):
   env = movielens_env(movielens_cache, num_users=200)
   results = {name: evaluation.evaluate_sessions(
-      env, sanity_policies.SANITY_POLICIES[name](env, seed=5))
+      env, scripted_policies.SANITY_POLICIES[name](env, seed=5))
              for name in ("random", "myopic", "diversifying", "oracle")}
   step = {name: r["step_reward"] for name, r in results.items()}
   length = {name: r["interaction_length"] for name, r in results.items()}
@@ -424,14 +424,14 @@ def test_movielens_rewards_diversity_over_greed(movielens_cache):
 @needs_movielens
 @pytest.mark.parametrize("agent", ["lerl", "dqn"])
 def test_agents_train_on_movielens(agent, movielens_cache, tmp_path):
-  from lerl_recsim.agents import run_config, training
+  from lerl_recsim.experiments import run_config, train
   run = run_config.RunConfig(
       agent=agent, scenario="movielens", planner="heuristic", num_users=8,
       num_iterations=4, num_eval_sessions=10, eval_interval=4,
       checkpoint_interval=4, log_interval=4,
       scenario_overrides={"data_dir": str(MOVIELENS_DIR),
                           "cache_dir": movielens_cache})
-  summary = training.train_eval(run, str(tmp_path / agent))
+  summary = train.train_eval(run, str(tmp_path / agent))
   assert summary["num_sessions"] == 10
   assert summary["config"]["scenario"]["scenario"] == "movielens"
   assert summary["config"]["scenario"]["num_items"] == 1286

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-from lerl_recsim.agents import comparison, ray_sweep, sweep
+from lerl_recsim.experiments import comparison, ray_sweep, sweep
 from tests.test_sweep import killed_job
 
 RAY = (sys.executable, "-m", "ray.scripts.scripts")
@@ -123,7 +123,7 @@ def test_a_missing_ray_names_the_extra(monkeypatch):
 
 def test_ray_settings_without_the_ray_executor_are_refused(tmp_path):
   refused = subprocess.run(
-      [sys.executable, "-m", "lerl_recsim.agents.compare", "--agents=random",
+      [sys.executable, "-m", "lerl_recsim.binaries.compare", "--agents=random",
        "--reference=random", f"--output_dir={tmp_path}", "--cpus_per_run=2"],
       env=ENVIRONMENT, capture_output=True, text=True, timeout=120)
   assert refused.returncode == 2
@@ -137,7 +137,7 @@ def compare(output: pathlib.Path, *flags: str, checkpoint_interval: int,
             ) -> tuple[subprocess.Popen, dict[tuple[str, int],
                                               comparison.ComparisonRun]]:
   """A tiny lerl-compare, started, and its runs by (agent, seed)."""
-  command = [sys.executable, "-m", "lerl_recsim.agents.compare",
+  command = [sys.executable, "-m", "lerl_recsim.binaries.compare",
              f"--agents={','.join(agents)}", f"--num_seeds={num_seeds}",
              "--num_items=40", f"--output_dir={output}",
              f"--checkpoint_interval={checkpoint_interval}", *flags] + [

@@ -6,7 +6,8 @@ from scipy import stats
 
 import lerl_recsim
 from lerl_recsim import evaluation, slates
-from lerl_recsim.agents import sanity, sanity_policies
+from lerl_recsim.agents import scripted_policies
+from lerl_recsim.experiments import sanity
 
 
 # The policies that show the scenario's trade-off (the planning oracle's
@@ -18,7 +19,7 @@ SCENARIO_CHECKS = ("random", "myopic", "diversifying", "oracle")
 def default_results():
   env = lerl_recsim.make_env(num_users=400, seed=11)
   return {name: evaluation.evaluate_sessions(
-      env, sanity_policies.SANITY_POLICIES[name](env, seed=11))
+      env, scripted_policies.SANITY_POLICIES[name](env, seed=11))
           for name in SCENARIO_CHECKS}
 
 
@@ -69,7 +70,7 @@ def test_policies_respect_a_narrowed_mask():
   allowed[:, 5:9] = True
   observation = {"observation": time_step.observation["observation"],
                  "mask": allowed}
-  for name, policy_class in sanity_policies.SANITY_POLICIES.items():
+  for name, policy_class in scripted_policies.SANITY_POLICIES.items():
     policy = policy_class(env, seed=0)
     action = policy.action(time_step._replace(observation=observation)).action
     assert np.all((action >= 5) & (action < 9)), name

@@ -65,7 +65,7 @@ def tokens_generated(address: str) -> float:
 def train(root_dir: pathlib.Path, address: str, cache: pathlib.Path
           ) -> dict[str, Any]:
   """A short `lerl` run planned by the served model; its summary.json."""
-  command = [sys.executable, "-m", "lerl_recsim.agents.train", "--agent=lerl",
+  command = [sys.executable, "-m", "lerl_recsim.binaries.train", "--agent=lerl",
              f"--planner=openai:{MODEL}", "--planner_mode=wait",
              f"--planner_cache={cache}", f"--root_dir={root_dir}",
              "--num_users=4", "--num_iterations=4", "--num_eval_sessions=4",

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lerl_recsim.agents import sweep
+from lerl_recsim.experiments import sweep
 from lerl_recsim.planner import chat_models
 
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import lerl_recsim
 from lerl_recsim import results
-from lerl_recsim.agents import (comparison, comparison_plots, gin_config,
-                                run_config)
+from lerl_recsim.experiments import (comparison, comparison_plots, gin_config,
+                                     run_config)
 from lerl_recsim.planner import backends
 from lerl_recsim.scenarios import exit_rules, registry
 
@@ -170,7 +170,7 @@ def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
                   output_dir: pathlib.Path, gin: Sequence[str] = ()
                   ) -> tuple[str, ...]:
   """The `lerl-train` invocation of one run; `gin` are its `gin_flags`."""
-  command = [sys.executable, "-m", "lerl_recsim.agents.train",
+  command = [sys.executable, "-m", "lerl_recsim.binaries.train",
              f"--agent={run.method.agent}", f"--scenario={run.scenario}",
              f"--exit_rule={run.exit_rule.label}", f"--seed={run.seed}",
              f"--root_dir={run.directory(output_dir)}"]

@@ -1,7 +1,7 @@
 r"""Trains and evaluates one agent; the LERL entry point.
 
   lerl-train --agent=lerl --root_dir=runs/lerl
-  python -m lerl_recsim.agents.train --agent=dqn --exit_rule=temper \
+  python -m lerl_recsim.binaries.train --agent=dqn --exit_rule=temper \
       --num_iterations=2000 --root_dir=runs/dqn_temper
   lerl-train --agent=dqn --gin_file=configs/dqn.gin \
       --gin_bindings='TemperParams.initial_temper = 10' --root_dir=runs/t10
@@ -27,8 +27,9 @@ from typing import Sequence
 
 from absl import flags
 
-from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import flag_values, gin_config, run_config, training
+from lerl_recsim.binaries import cli  # first: a quiet start
+from lerl_recsim.binaries import flag_values
+from lerl_recsim.experiments import gin_config, run_config, train
 from lerl_recsim.scenarios import registry
 
 FLAGS = flags.FLAGS
@@ -95,13 +96,13 @@ def main(argv: Sequence[str]) -> None:
       log_interval=FLAGS.log_interval, seed=FLAGS.seed,
       planner_cache=FLAGS.planner_cache, planner_mode=FLAGS.planner_mode,
       stop_when_levelled=FLAGS.stop_when_levelled, gin_bindings=bindings)
-  summary = training.train_eval(run, FLAGS.root_dir)
+  summary = train.train_eval(run, FLAGS.root_dir)
   print(flag_values.headline(summary))
 
 
 def run() -> None:
   """Console-script entry point (`lerl-train`)."""
-  binary.run(main, __name__)
+  cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ from typing import Callable, Iterator, Sequence
 
 from absl import app, flags, logging
 
-import lerl_recsim.scenarios  # noqa: F401  (its folder, below)
+# Their folders, below (the package modules import nothing heavy).
+import lerl_recsim.agents  # noqa: F401
+import lerl_recsim.experiments  # noqa: F401
+import lerl_recsim.scenarios  # noqa: F401
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("traceback", False, "On an error, show the Python "
@@ -43,12 +46,13 @@ USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError,
 RUNTIME_ERRORS = (OSError, RuntimeError)
 USAGE_STATUS, RUNTIME_STATUS = 2, 1
 NOISY_LIBRARIES = r"(tensorflow|tf_agents|tf_keras|tensorflow_probability|gym|recsim_ng)\b"
-# The folders whose log lines a quiet run shows: this project's three
-# packages, wherever they are installed (a checkout installed in editable
-# mode keeps them side by side, a wheel nests them in lerl_recsim/).
+# The folders whose log lines a quiet run shows: this project's packages,
+# wherever they are installed (a checkout installed in editable mode keeps
+# them side by side, a wheel nests them in lerl_recsim/).
 PROJECT_DIRS = tuple(
     str(pathlib.Path(sys.modules[name].__file__).resolve().parent) + os.sep
-    for name in ("lerl_recsim", "lerl_recsim.agents", "lerl_recsim.scenarios"))
+    for name in ("lerl_recsim", "lerl_recsim.agents", "lerl_recsim.experiments",
+                 "lerl_recsim.binaries", "lerl_recsim.scenarios"))
 
 
 def verbosity_requested(argv: Sequence[str]) -> bool:

@@ -30,8 +30,9 @@ import lerl_recsim
 from lerl_recsim import environment as environment_lib
 from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment, results, tf_environment)
-from lerl_recsim.agents import learners, networks, policy_export
-from lerl_recsim.agents import run_config as run_config_lib
+from lerl_recsim.agents import learners, networks
+from lerl_recsim.experiments import policy_export
+from lerl_recsim.experiments import run_config as run_config_lib
 from lerl_recsim.planner import FALLBACK_CAUSES, Planner, ReflectionPool
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users

@@ -30,9 +30,9 @@ from typing import Sequence
 
 from absl import app, flags, logging
 
-from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import comparison_setup as setup
-from lerl_recsim.agents import gin_config, ray_sweep, run_config, sweep
+from lerl_recsim.binaries import cli  # first: a quiet start
+from lerl_recsim.experiments import compare as setup
+from lerl_recsim.experiments import gin_config, ray_sweep, run_config, sweep
 from lerl_recsim.scenarios import exit_rules, registry
 
 FLAGS = flags.FLAGS
@@ -152,7 +152,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`lerl-compare`)."""
-  binary.run(main, __name__)
+  cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,16 @@
-r"""Sanity table: scripted policies on a scenario under each exit rule.
-
-Shows whether a scenario rewards what it should before any agent is trained:
-random, myopic (filter bubble), diversifying and oracle policies, each on
-fresh users, one session per user, for every exit rule.
-
-  python -m lerl_recsim.agents.sanity --root_dir=runs/sanity
-
-Writes `config.json`, `sanity.json` and `sanity.md` under --root_dir.
-"""
+"""The sanity table's library: scripted policies on a scenario under every
+published exit rule setting (the binary: `lerl_recsim.binaries.sanity`)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any, Sequence
 
-from absl import flags, logging
+from absl import logging
 
 import lerl_recsim
-from lerl_recsim.agents import binary  # first: a quiet start
 from lerl_recsim import evaluation, metrics, results
-from lerl_recsim.agents import sanity_policies
+from lerl_recsim.agents import scripted_policies
 
 # (label, exit rule, exit parameters) for every published rule setting.
 EXIT_RULE_SETTINGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -31,16 +22,10 @@ EXIT_RULE_SETTINGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("budget", "budget", {}),
 )
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("root_dir", None, "Where to write the table.", required=True)
-flags.DEFINE_string("scenario", "interest_evolution", "Scenario name.")
-flags.DEFINE_integer("num_sessions", 512, "Sessions per policy and rule.")
-flags.DEFINE_integer("seed", 0, "Seed of scenario and policies.")
-
 
 def run_sanity_table(root_dir: str, scenario: str = "interest_evolution",
                      num_sessions: int = 512, seed: int = 0,
-                     policies: Sequence[str] = tuple(sanity_policies.SANITY_POLICIES),
+                     policies: Sequence[str] = tuple(scripted_policies.SANITY_POLICIES),
                      **overrides: Any) -> dict[str, Any]:
   """Evaluates each scripted policy under each exit rule setting.
 
@@ -49,16 +34,16 @@ def run_sanity_table(root_dir: str, scenario: str = "interest_evolution",
     scenario: registered scenario name.
     num_sessions: fresh users per (policy, rule); one session each.
     seed: seeds the scenario and the policies' tie-breaking.
-    policies: names from `sanity_policies.SANITY_POLICIES`.
+    policies: names from `scripted_policies.SANITY_POLICIES`.
     **overrides: scenario overrides applied under every rule.
 
   Returns:
     {rule label: {policy: metrics summary}} plus the configuration.
   """
-  unknown = sorted(set(policies) - set(sanity_policies.SANITY_POLICIES))
+  unknown = sorted(set(policies) - set(scripted_policies.SANITY_POLICIES))
   if unknown:
     raise ValueError(f"unknown sanity policies {unknown}; accepted: "
-                     f"{sorted(sanity_policies.SANITY_POLICIES)}")
+                     f"{sorted(scripted_policies.SANITY_POLICIES)}")
   table: dict[str, dict[str, Any]] = {}
   configs = {}
   for label, rule, params in EXIT_RULE_SETTINGS:
@@ -68,7 +53,7 @@ def run_sanity_table(root_dir: str, scenario: str = "interest_evolution",
     table[label] = {}
     for name in policies:
       start = time.perf_counter()
-      policy = sanity_policies.SANITY_POLICIES[name](env, seed=seed)
+      policy = scripted_policies.SANITY_POLICIES[name](env, seed=seed)
       table[label][name] = metrics.summarise(
           evaluation.evaluate_sessions(env, policy))
       logging.info("%s / %s: %.1fs", label, name, time.perf_counter() - start)
@@ -96,14 +81,3 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
           f"{cell('interaction_length', 1)} | {cell('step_reward', 3)} | "
           f"{cell('category_coverage', 1)} | {summary['num_sessions']} |")
   return "\n".join(lines) + "\n"
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  outcome = run_sanity_table(FLAGS.root_dir, FLAGS.scenario,
-                             FLAGS.num_sessions, FLAGS.seed)
-  print(outcome["markdown"])
-
-
-if __name__ == "__main__":
-  binary.run(main, __name__)

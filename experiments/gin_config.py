@@ -1,7 +1,8 @@
 """gin configuration of the binaries: --gin_file and --gin_bindings.
 
-Agent hyper-parameters reach the agents through gin itself: each family's
-`train_eval` is gin-configurable (`dqn.train_eval.learning_rate = 1e-3`).
+Agent hyper-parameters reach the agents through gin itself: each learning
+family's `Hyperparameters` is gin-configurable under the name
+`<family>.train_eval` (`dqn.train_eval.learning_rate = 1e-3`).
 The scenario's parameter records (`ScenarioParams`, `UserParams`, each exit
 rule's `*Params`, and for data-driven scenarios `CalibrationParams`,
 `DataFormat` and `build_calibrated`) are registered with gin but left
@@ -34,9 +35,9 @@ flags.DEFINE_multi_string(
     "'dqn.train_eval.learning_rate = 1e-3', "
     "'TemperParams.initial_temper = 10' (repeatable).")
 
-HYPERPARAMETERS: Mapping[str, Callable[..., Any]] = {
-    "dqn.train_eval": dqn.train_eval, "ppo.train_eval": ppo.train_eval,
-    "bandit.train_eval": bandit.train_eval}
+HYPERPARAMETERS: Mapping[str, type] = {
+    "dqn.train_eval": dqn.Hyperparameters, "ppo.train_eval": ppo.Hyperparameters,
+    "bandit.train_eval": bandit.Hyperparameters}
 # build_calibrated's other arguments come from the scenario, not the user.
 DATA_LOCATION = ("groups_file", "cache_dir", "num_groups")
 SCENARIO_RECORDS = (interest_evolution.ScenarioParams, user_lib.UserParams,
@@ -59,9 +60,8 @@ SCENARIO_FLAGS = ("num_items", "slate_size", "max_session_length")
 
 def accepted_parameters() -> dict[str, list[str]]:
   """Each configurable's name and the parameters a binding may set."""
-  accepted = {name: [p.name for p in inspect.signature(function).parameters
-                     .values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-              for name, function in HYPERPARAMETERS.items()}
+  accepted = {name: [f.name for f in dataclasses.fields(record)]
+              for name, record in HYPERPARAMETERS.items()}
   for record in SCENARIO_RECORDS:
     accepted[record.__name__] = [f.name for f in dataclasses.fields(record)]
   accepted[calibrated.build_calibrated.__name__] = list(DATA_LOCATION)
@@ -119,8 +119,8 @@ def parse(files: Sequence[str], bindings: Sequence[str]) -> dict[str, Any]:
         raise ValueError(
             f"gin binds {selector}, which is not one of lerl's configurables "
             f"(scopes are not used); configurables: {sorted(accepted)}")
-  for name, function in HYPERPARAMETERS.items():
-    signature = inspect.signature(function).parameters
+  for name, record in HYPERPARAMETERS.items():
+    signature = inspect.signature(record).parameters
     for parameter, value in gin.get_bindings(name).items():
       try:
         params.check_value(f"{name}.{parameter}",

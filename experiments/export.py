@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import lerl_recsim
 from lerl_recsim import bundle, planner_environment
-from lerl_recsim.agents import runner
+from lerl_recsim.experiments import runner
 from lerl_recsim.planner import PlanRules, ReflectionPool
 from lerl_recsim.scenarios import registry
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from absl import logging
 
 from lerl_recsim import learning_curves, metrics
-from lerl_recsim.agents import run_config, training
+from lerl_recsim.experiments import run_config, train
 
 AGENTS = ("lerl", "dqn")
 # Evaluations every 1,000 iterations, so that the plateau rule (two windows
@@ -56,7 +56,7 @@ def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNE
         seed=seed, planner_cache=str(root / "planner_cache.sqlite"))
     logging.info("training %s until its learning curve levels off (at most "
                  "%d iterations)", agent, num_iterations)
-    summaries[agent] = training.train_eval(run, str(root / agent))
+    summaries[agent] = train.train_eval(run, str(root / agent))
   table = format_table(summaries) + "\n" + format_curves(summaries)
   (root / "table.md").write_text(table)
   return {"summaries": summaries, "table": table}

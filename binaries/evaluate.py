@@ -2,7 +2,7 @@ r"""Evaluates a saved policy on any scenario, exit rule and planner.
 
   lerl-eval --load_dir=runs/lerl --output=runs/lerl/eval_temper.json \
       --exit_rule=temper --planner=heuristic
-  python -m lerl_recsim.agents.evaluate --load_dir=bundles/lerl \
+  python -m lerl_recsim.binaries.evaluate --load_dir=bundles/lerl \
       --output=eval.json --planner=none --num_eval_sessions=1000
 
 --load_dir is a training run (lerl-train's --root_dir) or a serving bundle
@@ -23,8 +23,9 @@ from typing import Sequence
 
 from absl import flags
 
-from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import flag_values, gin_config, policy_eval
+from lerl_recsim.binaries import cli  # first: a quiet start
+from lerl_recsim.binaries import flag_values
+from lerl_recsim.experiments import evaluate, gin_config
 from lerl_recsim.scenarios import registry
 
 FLAGS = flags.FLAGS
@@ -51,12 +52,12 @@ flags.adopt_module_key_flags(gin_config)
 def main(argv: Sequence[str]) -> None:
   del argv
   gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-  spec = policy_eval.load_source(FLAGS.load_dir)[0]
+  spec = evaluate.load_source(FLAGS.load_dir)[0]
   scenario = FLAGS.scenario or spec["source"]["scenario"]
   overrides = gin_config.scenario_overrides(
       scenario, FLAGS.exit_rule,
       default_exit_rule=spec["scenario"]["config"]["exit_rule"])
-  summary = policy_eval.evaluate(
+  summary = evaluate.evaluate(
       FLAGS.load_dir, FLAGS.output, scenario=FLAGS.scenario,
       overrides=overrides, planner=FLAGS.planner,
       replan_every=FLAGS.replan_every,
@@ -66,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (`lerl-eval`)."""
-  binary.run(main, __name__)
+  cli.run(main, __name__)
 
 
 if __name__ == "__main__":

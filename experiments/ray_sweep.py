@@ -26,7 +26,7 @@ import socket
 import time
 from typing import Any, Callable, Sequence
 
-from lerl_recsim.agents import sweep
+from lerl_recsim.experiments import sweep
 
 WORKER_RETRIES = 2
 EXTRA = "pip install 'lerl-recsim[ray]'"

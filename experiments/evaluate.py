@@ -15,7 +15,7 @@ from tf_agents.specs import tensor_spec
 
 import lerl_recsim
 from lerl_recsim import bundle, evaluation, metrics, planner_environment, results
-from lerl_recsim.agents import bundle_writer, runner
+from lerl_recsim.experiments import export, runner
 
 
 def load_source(load_dir: str | os.PathLike[str]
@@ -27,12 +27,12 @@ def load_source(load_dir: str | os.PathLike[str]
     reflections = spec["planner"]["reflections"]
     return (spec, root / bundle.POLICY_DIR,
             root / reflections if reflections else None)
-  config = bundle_writer.read_run_config(root)
+  config = export.read_run_config(root)
   directory = runner.RunDirectory(os.fspath(root))
-  scenario = bundle_writer.rebuild_scenario(config, f"run {os.fspath(root)!r}")
+  scenario = export.rebuild_scenario(config, f"run {os.fspath(root)!r}")
   reflections = (directory.reflections if directory.reflections.is_file()
                  else None)
-  return (bundle_writer.build_spec(config, scenario, reflections is not None),
+  return (export.build_spec(config, scenario, reflections is not None),
           directory.policy, reflections)
 
 

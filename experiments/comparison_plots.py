@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from lerl_recsim import metrics
 from lerl_recsim.learning_curves import read_history
-from lerl_recsim.agents import comparison
+from lerl_recsim.experiments import comparison
 
 Condition = tuple[str, str]
 MIN_ACTIVE_SHARE = 0.1

@@ -7,7 +7,7 @@ checked on the same fresh evaluation users every 1,000 iterations; at most
 the DQN family's convergence budget), and prints a table of long-term
 satisfaction with each agent's learning curve.
 
-  python -m lerl_recsim.agents.quickstart --root_dir=runs/main
+  python -m lerl_recsim.binaries.quickstart --root_dir=runs/main
 
 Each agent's run lives in ROOT_DIR/<agent> (an ordinary lerl-train run,
 planning in the background: training never waits for the LLM, and the
@@ -22,13 +22,13 @@ from typing import Sequence
 
 from absl import flags
 
-from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import main_job, run_config
+from lerl_recsim.binaries import cli  # first: a quiet start
+from lerl_recsim.experiments import quickstart, run_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", "runs/main", "Where the two runs are written.")
 flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER, "LERL's planner backend.")
-flags.DEFINE_integer("num_iterations", main_job.MAX_ITERATIONS,
+flags.DEFINE_integer("num_iterations", quickstart.MAX_ITERATIONS,
                      "Most training iterations per agent; each stops earlier "
                      "once its learning curve has levelled off.")
 flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
@@ -37,11 +37,11 @@ flags.DEFINE_integer("seed", 0, "Seed of both runs.")
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  outcome = main_job.compare_lerl_and_dqn(
+  outcome = quickstart.compare_lerl_and_dqn(
       FLAGS.root_dir, FLAGS.planner, FLAGS.num_iterations, FLAGS.num_users,
       FLAGS.num_eval_sessions, FLAGS.seed)
   print(outcome["table"])
 
 
 if __name__ == "__main__":
-  binary.run(main, __name__)
+  cli.run(main, __name__)

@@ -1,7 +1,7 @@
 r"""Writes the serving bundle of a trained run.
 
   lerl-export --root_dir=runs/lerl --export_dir=bundles/lerl
-  python -m lerl_recsim.agents.export --root_dir=runs/lerl \
+  python -m lerl_recsim.binaries.export --root_dir=runs/lerl \
       --export_dir=bundles/lerl
 
 The bundle holds `policy/` (the run's greedy policy SavedModel; the mask is
@@ -20,8 +20,8 @@ from typing import Sequence
 
 from absl import flags, logging
 
-from lerl_recsim.agents import binary  # first: a quiet start
-from lerl_recsim.agents import bundle_writer
+from lerl_recsim.binaries import cli  # first: a quiet start
+from lerl_recsim.experiments import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", None, "Directory of a finished training run.",
@@ -33,14 +33,14 @@ flags.DEFINE_string("export_dir", None,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  path = bundle_writer.export_bundle(FLAGS.root_dir, FLAGS.export_dir)
+  path = export.export_bundle(FLAGS.root_dir, FLAGS.export_dir)
   logging.info("wrote the serving bundle of %s to %s", FLAGS.root_dir, path)
   print(path)
 
 
 def run() -> None:
   """Console-script entry point (`lerl-export`)."""
-  binary.run(main, __name__)
+  cli.run(main, __name__)
 
 
 if __name__ == "__main__":
