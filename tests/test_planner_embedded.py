@@ -48,15 +48,16 @@ def test_lerl_trains_with_the_embedded_planner_in_the_background(tmp_path):
       replan_every=10, scenario_overrides={"num_items": 40})
   assert run.planner == "embedded" and run.planner_mode == "background"
   summary = train.train_eval(run, str(tmp_path / "lerl"))
-  train, evaluation = summary["planner"]["train"], summary["planner"]["eval"]
+  training, evaluation = (summary["planner"]["train"],
+                          summary["planner"]["eval"])
   # Training planned 8 users at the start: the LLM could not have answered
   # any of them yet.
-  assert train["provisional_plans"] >= 8
-  assert min(train.values()) >= 0
+  assert training["provisional_plans"] >= 8
+  assert min(training.values()) >= 0
   # In the background a user gets the LLM's plan, the heuristic's meanwhile
   # (provisional), or the heuristic's as a fallback (the model's reply for
   # that situation was invalid, or its request failed): each counted once.
-  for counts in (train, evaluation):
+  for counts in (training, evaluation):
     assert (counts["llm_plans"] + counts["provisional_plans"]
             + counts["fallbacks"] == counts["planned_users"] > 0), counts
   waiting = train.train_eval(
