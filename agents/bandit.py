@@ -31,31 +31,21 @@ def integer_mask_splitter(observation: dict) -> tuple[dict, tf.Tensor]:
 # gin: `bandit.train_eval.<hyper-parameter> = value` (see configs/).
 @gin.configurable("train_eval", module="bandit")
 @dataclasses.dataclass(frozen=True)
-class Hyperparameters:
+class Hyperparameters(learners.ReplaySettings):
   """The one-step reward model's hyper-parameters (`myopic`): these
-  defaults unless gin binds them.
+  defaults and `ReplaySettings`' unless gin binds them (its batches are
+  counted before dropping the LAST->FIRST transitions, whose action was
+  ignored).
 
   Attributes:
     fc_layer_params: hidden layers of the reward network.
     learning_rate: Adam step size.
     epsilon: exploration rate while collecting.
-    replay_capacity: single-step transitions kept.
-    batch_size: transitions per gradient step (before dropping the
-      LAST->FIRST transitions, whose action was ignored).
-    collect_steps_per_iteration: environment steps (of all users) per
-      iteration.
-    train_steps_per_iteration: gradient steps per iteration.
-    initial_collect_steps: environment steps before the first gradient step.
   """
 
   fc_layer_params: Sequence[int] = (256, 128)
   learning_rate: float = 1e-3
   epsilon: float = 0.1
-  replay_capacity: int = 100_000
-  batch_size: int = 256
-  collect_steps_per_iteration: int = 4
-  train_steps_per_iteration: int = 1
-  initial_collect_steps: int = 10
 
 
 def make_agent(env: py_environment.PyEnvironment,
@@ -90,9 +80,6 @@ def build_learner(env: py_environment.PyEnvironment,
       integer_mask_splitter, h.epsilon, draws,
       info_spec=agent.collect_policy.info_spec)
   return learners.OffPolicyLearner(
-      agent, env, replay_capacity=h.replay_capacity, batch_size=h.batch_size,
-      sequence_length=1, collect_steps=h.collect_steps_per_iteration,
-      train_steps=h.train_steps_per_iteration,
-      initial_collect_steps=h.initial_collect_steps, draws=draws,
+      agent, env, replay=h, sequence_length=1, draws=draws,
       collect_policy=collect_policy, prepare=learners.drop_boundaries,
       greedy_policy=agent.policy.wrapped_policy)

@@ -25,9 +25,10 @@ from lerl_recsim.agents.draws import Draws
 # gin: `dqn.train_eval.<hyper-parameter> = value` (see configs/dqn.gin).
 @gin.configurable("train_eval", module="dqn")
 @dataclasses.dataclass(frozen=True)
-class Hyperparameters:
+class Hyperparameters(learners.ReplaySettings):
   """The masked double DQN's hyper-parameters (`lerl`, `dqn`,
-  `heuristic_dqn`): these defaults unless gin binds them.
+  `heuristic_dqn`): these defaults and `ReplaySettings`' unless gin binds
+  them.
 
   Attributes:
     fc_layer_params: hidden layers of the Q-network after the encoder.
@@ -36,12 +37,6 @@ class Hyperparameters:
     epsilon_greedy: exploration rate of the collect policy.
     target_update_period: gradient steps between target-network copies.
     n_step: steps of observed reward in each TD target before bootstrapping.
-    replay_capacity: transitions kept in the replay buffer.
-    batch_size: transitions per gradient step.
-    collect_steps_per_iteration: environment steps (of all users) per
-      iteration.
-    train_steps_per_iteration: gradient steps per iteration.
-    initial_collect_steps: environment steps before the first gradient step.
   """
 
   fc_layer_params: Sequence[int] = (256, 128)
@@ -50,11 +45,6 @@ class Hyperparameters:
   epsilon_greedy: float = 0.1
   target_update_period: int = 100
   n_step: int = 1
-  replay_capacity: int = 100_000
-  batch_size: int = 256
-  collect_steps_per_iteration: int = 4
-  train_steps_per_iteration: int = 1
-  initial_collect_steps: int = 10
 
 
 def make_agent(env: py_environment.PyEnvironment,
@@ -106,8 +96,5 @@ def build_learner(env: py_environment.PyEnvironment,
             {"greedy_policy": top_k(0.0),
              "recorded_action": slate_policy.leading_item})
   return learners.OffPolicyLearner(
-      agent, env, replay_capacity=h.replay_capacity, batch_size=h.batch_size,
-      sequence_length=h.n_step + 1, collect_steps=h.collect_steps_per_iteration,
-      train_steps=h.train_steps_per_iteration,
-      initial_collect_steps=h.initial_collect_steps, draws=draws,
+      agent, env, replay=h, sequence_length=h.n_step + 1, draws=draws,
       collect_policy=top_k(h.epsilon_greedy), **slates)

@@ -8,6 +8,7 @@ checkpoints `checkpoint_objects` and evaluates `greedy_policy` and any
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -287,21 +288,41 @@ class _CollectingLearner:
     return {}
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings:
+  """How an off-policy family collects and replays: the hyper-parameters
+  the DQN and bandit families share (each family's `Hyperparameters`
+  extends it).
+
+  Attributes:
+    replay_capacity: transitions kept in the replay buffer.
+    batch_size: transitions per gradient step.
+    collect_steps_per_iteration: environment steps (of all users) per
+      iteration.
+    train_steps_per_iteration: gradient steps per iteration.
+    initial_collect_steps: environment steps before the first gradient step.
+  """
+
+  replay_capacity: int = 100_000
+  batch_size: int = 256
+  collect_steps_per_iteration: int = 4
+  train_steps_per_iteration: int = 1
+  initial_collect_steps: int = 10
+
+
 class OffPolicyLearner(_CollectingLearner):
   """Replay-buffer learning (DQN, bandits): each iteration collects
-  `collect_steps` environment steps (each one step of every user) and runs
-  `train_steps` gradient steps on sampled experience.
+  `replay.collect_steps_per_iteration` environment steps (each one step of
+  every user) and runs `replay.train_steps_per_iteration` gradient steps
+  on sampled experience.
 
   Args:
     agent: an initialised TF-Agents agent.
     env: the batched training environment, TensorFlow-native (the fast
       path) or Python.
-    replay_capacity: transitions kept (split evenly over user slots).
-    batch_size: sampled sequences per gradient step.
+    replay: capacity (split evenly over user slots), sampled sequences per
+      gradient step, and steps collected and gradient steps per iteration.
     sequence_length: steps per sampled sequence (2 for one-step TD).
-    collect_steps: environment steps per iteration.
-    train_steps: gradient steps per iteration.
-    initial_collect_steps: steps collected before the first gradient step.
     prepare: optional transform of a sampled batch (e.g. drop boundaries).
     draws: the keys of every random draw of collection and sampling (the
       learner checkpoints it, so a resumed run draws as an uninterrupted
@@ -315,9 +336,7 @@ class OffPolicyLearner(_CollectingLearner):
   """
 
   def __init__(self, agent: tf_agent.TFAgent, env: Any, *,
-               replay_capacity: int,
-               batch_size: int, sequence_length: int, collect_steps: int,
-               train_steps: int, initial_collect_steps: int,
+               replay: ReplaySettings, sequence_length: int,
                draws: Draws, collect_policy: tf_policy.TFPolicy,
                prepare: Callable[[Any], Any] | None = None,
                greedy_policy: Any = None,
@@ -328,18 +347,17 @@ class OffPolicyLearner(_CollectingLearner):
     self.collect_policy = collect_policy
     self.replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=env.batch_size,
-        max_length=max(replay_capacity // env.batch_size, sequence_length + 1))
+        max_length=max(replay.replay_capacity // env.batch_size,
+                       sequence_length + 1))
     self._collector = make_collector(env, self.collect_policy,
                                      self.replay_buffer, recorded_action)
-    self._collect_steps = collect_steps
-    self._initial_collect_steps = initial_collect_steps
+    self._replay = replay
     self._warmed_up = False
-    self._train_steps = train_steps
     prepare = prepare or (lambda experience: experience)
     # Sampled inside the compiled step, synchronously: a prefetching dataset
     # would sample while collection still adds, so runs would not repeat.
     self._train = common.function(lambda: agent.train(prepare(
-        sample_sequences(self.replay_buffer, draws.key(), batch_size,
+        sample_sequences(self.replay_buffer, draws.key(), replay.batch_size,
                          sequence_length))))
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
@@ -351,11 +369,11 @@ class OffPolicyLearner(_CollectingLearner):
       # Checked once (an eager op costs as much as a collect step): a
       # restored replay buffer needs no initial collection.
       if self.replay_buffer.num_frames() == 0:
-        self._collector.run(self._initial_collect_steps)
+        self._collector.run(self._replay.initial_collect_steps)
       self._warmed_up = True
-    self._collector.run(self._collect_steps)
+    self._collector.run(self._replay.collect_steps_per_iteration)
     loss = 0.0
-    for _ in range(self._train_steps):
+    for _ in range(self._replay.train_steps_per_iteration):
       loss = self._train().loss
     return {"loss": float(loss)}
 

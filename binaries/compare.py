@@ -31,6 +31,7 @@ from typing import Sequence
 from absl import app, flags, logging
 
 from lerl_recsim.binaries import cli  # first: a quiet start
+from lerl_recsim.binaries import run_flags
 from lerl_recsim.experiments import compare as setup
 from lerl_recsim.experiments import gin_config, ray_sweep, run_config, sweep
 from lerl_recsim.scenarios import exit_rules, registry
@@ -50,9 +51,6 @@ flags.DEFINE_list("planners", [run_config.DEFAULT_PLANNER],
                   "embedded, heuristic, gguf:PATH, openai:MODEL, ollama:MODEL; "
                   "each such agent runs once per backend.")
 flags.DEFINE_integer("num_seeds", 5, "Seeds per method: 0 .. num_seeds-1.")
-flags.DEFINE_integer("num_iterations", None, "Training iterations per run "
-                     "(default: each agent family's convergence budget).")
-flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users per evaluation.")
 flags.DEFINE_string("output_dir", None, "Directory of the comparison's runs.",
                     required=True)
 flags.DEFINE_string("results_dir", None,
@@ -73,30 +71,16 @@ flags.DEFINE_integer("cpus_per_run", None,
 flags.DEFINE_string("reference", "dqn",
                     "Method the others are tested against: an agent, or "
                     "AGENT+PLANNER for an agent compared with several planners.")
-flags.DEFINE_integer("num_users", 64, "Simultaneous training users per run.")
-flags.DEFINE_integer("eval_interval", None, "Iterations between evaluations "
-                     f"(default: {run_config.CURVE_POINTS} per run).")
-flags.DEFINE_integer("checkpoint_interval", None,
-                     "Iterations between checkpoints (default: as "
-                     "--eval_interval).")
-flags.DEFINE_integer("log_interval", None, "Iterations between progress lines "
-                     "(default: as --eval_interval).")
-flags.DEFINE_integer("replan_every", run_config.RunConfig.replan_every,
-                     "K: steps between a user's plans.")
+# Every run's settings, lerl-train's defaults except the planner mode:
+# comparisons wait for LLM planners, so that their tables repeat exactly.
+run_flags.define(setup.TRAIN_SETTINGS, planner_mode="wait")
+run_flags.define_scenario_flags()
 flags.DEFINE_string("planner_cache", "planner_cache.sqlite",
                     "SQLite cache of the LLM planners' answers, shared by all "
                     "runs (greedy decoding makes a cached answer the one the "
                     "model would give); relative to --output_dir; empty for "
                     "none.")
-flags.DEFINE_enum("planner_mode", "wait", run_config.PLANNER_MODES,
-                  "How training waits for LLM planners; comparisons wait by "
-                  "default, so that their tables repeat exactly (background: "
-                  "faster, see lerl-train --planner_mode).")
-flags.DEFINE_integer("num_items", None, "Catalogue size (ScenarioParams).")
-flags.DEFINE_integer("slate_size", None, "Slate size (ScenarioParams).")
-flags.DEFINE_integer("max_session_length", None,
-                     "Session cap (ScenarioParams; the rule's if unset).")
-flags.DEFINE_string("data_dir", None, "Data directory of data-driven scenarios.")
+flags.adopt_module_key_flags(run_flags)
 flags.adopt_module_key_flags(gin_config)
 
 
@@ -124,8 +108,7 @@ def main(argv: Sequence[str]) -> None:
     config, runs, reference = setup.plan(
         FLAGS.agents, FLAGS.scenarios, FLAGS.exit_rules, FLAGS.planners,
         FLAGS.num_seeds, FLAGS.parallel, FLAGS.reference,
-        {name: getattr(FLAGS, name) for name in setup.TRAIN_SETTINGS},
-        {name: getattr(FLAGS, name) for name in setup.SCENARIO_FLAGS},
+        run_flags.values(setup.TRAIN_SETTINGS), run_flags.scenario_values(),
         FLAGS.planner_cache, bindings)
     gin = setup.gin_flags(FLAGS.gin_file, FLAGS.gin_bindings)
     executor = make_executor([

@@ -24,7 +24,7 @@ from typing import Sequence
 from absl import flags
 
 from lerl_recsim.binaries import cli  # first: a quiet start
-from lerl_recsim.binaries import flag_values
+from lerl_recsim.binaries import flag_values, run_flags
 from lerl_recsim.experiments import evaluate, gin_config
 from lerl_recsim.scenarios import registry
 
@@ -44,8 +44,10 @@ flags.DEFINE_string("planner", None,
                     "none for no planner.")
 flags.DEFINE_integer("replan_every", None,
                      "K: steps between a user's plans (the source's if unset).")
-flags.DEFINE_integer("num_eval_sessions", 500, "Fresh users, one session each.")
-flags.DEFINE_integer("seed", 0, "Seeds the evaluation users and the planner.")
+run_flags.define(("num_eval_sessions", "seed"), help_texts={
+    "num_eval_sessions": "Fresh users, one session each.",
+    "seed": "Seeds the evaluation users and the planner."})
+flags.adopt_module_key_flags(run_flags)
 flags.adopt_module_key_flags(gin_config)
 
 

@@ -23,17 +23,17 @@ from typing import Sequence
 from absl import flags
 
 from lerl_recsim.binaries import cli  # first: a quiet start
-from lerl_recsim.experiments import quickstart, run_config
+from lerl_recsim.binaries import run_flags
+from lerl_recsim.experiments import quickstart
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", "runs/main", "Where the two runs are written.")
-flags.DEFINE_string("planner", run_config.DEFAULT_PLANNER, "LERL's planner backend.")
 flags.DEFINE_integer("num_iterations", quickstart.MAX_ITERATIONS,
                      "Most training iterations per agent; each stops earlier "
                      "once its learning curve has levelled off.")
-flags.DEFINE_integer("num_users", 64, "Simultaneous training users.")
-flags.DEFINE_integer("num_eval_sessions", 500, "Fresh evaluation users.")
-flags.DEFINE_integer("seed", 0, "Seed of both runs.")
+run_flags.define(("planner", "num_users", "num_eval_sessions", "seed"))
+flags.adopt_module_key_flags(run_flags)
+
 
 def main(argv: Sequence[str]) -> None:
   del argv

@@ -15,7 +15,7 @@ from tf_agents.specs import tensor_spec
 
 import lerl_recsim
 from lerl_recsim import bundle, evaluation, metrics, planner_environment, results
-from lerl_recsim.experiments import export, runner
+from lerl_recsim.experiments import export, run_config, runner
 
 
 def load_source(load_dir: str | os.PathLike[str]
@@ -55,7 +55,7 @@ def evaluate(load_dir: str | os.PathLike[str],
              overrides: Mapping[str, Any] | None = None,
              planner: str | None = None,
              replan_every: int | None = None,
-             num_eval_sessions: int = 500,
+             num_eval_sessions: int = run_config.RunConfig.num_eval_sessions,
              seed: int = 0) -> dict[str, Any]:
   """Evaluates the policy of `load_dir`; writes and returns the summary.
 

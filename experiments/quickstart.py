@@ -28,8 +28,10 @@ COLUMNS = (("cumulative_reward", "cumulative reward", 2),
 
 def compare_lerl_and_dqn(root_dir: str, planner: str = run_config.DEFAULT_PLANNER,
                          num_iterations: int = MAX_ITERATIONS,
-                         num_users: int = 64,
-                         num_eval_sessions: int = 500, seed: int = 0
+                         num_users: int = run_config.RunConfig.num_users,
+                         num_eval_sessions: int = (
+                             run_config.RunConfig.num_eval_sessions),
+                         seed: int = run_config.RunConfig.seed
                          ) -> dict[str, Any]:
   """Trains and evaluates both agents; returns their summaries and table.
 

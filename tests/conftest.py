@@ -2,6 +2,7 @@
 constants several test modules share (`from tests.conftest import ...`)."""
 
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,3 +15,7 @@ from lerl_recsim.planner import PlanRules  # noqa: E402
 # giving the planner these rules explicitly. Tests of the product defaults
 # use PlanRules().
 SMALL_PLANS = PlanRules(min_categories=2, max_categories=4)
+
+# The checkout's root (configs/, requirements/ and ../shared/ are read from
+# it); tests sit in folders that mirror the code's.
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 from langchain_core.messages import SystemMessage
 from langchain_core.prompts import ChatPromptTemplate
@@ -22,6 +22,18 @@ from lerl_recsim.scenarios.catalogue import Catalogue
 
 
 ANSWERS = ("list", "likelihood")
+
+
+def check_levels(name: str, edges: Sequence[float], labels: Sequence[str],
+                 extra_labels: int, labels_note: str = "") -> None:
+  """Bucket edges must increase, and `extra_labels` more labels than edges
+  name the buckets (`{name}_edges`, `{name}_labels`)."""
+  if len(labels) != len(edges) + extra_labels:
+    raise ValueError(
+        f"{len(edges)} {name}_edges need {len(edges) + extra_labels} "
+        f"{name}_labels{labels_note}, got {labels}")
+  if list(edges) != sorted(edges):
+    raise ValueError(f"{name}_edges must increase, got {edges}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +90,8 @@ class PromptConfig:
   def __post_init__(self) -> None:
     if self.history_window < 1:
       raise ValueError(f"history_window must be >= 1, got {self.history_window}")
-    if len(self.engagement_labels) != len(self.engagement_edges) + 1:
-      raise ValueError(
-          f"{len(self.engagement_edges)} engagement_edges need "
-          f"{len(self.engagement_edges) + 1} engagement_labels, got "
-          f"{self.engagement_labels}")
-    if list(self.engagement_edges) != sorted(self.engagement_edges):
-      raise ValueError(
-          f"engagement_edges must increase, got {self.engagement_edges}")
+    check_levels("engagement", self.engagement_edges, self.engagement_labels,
+                 extra_labels=1)
     if self.length_step < 1 or self.reward_step <= 0:
       raise ValueError(
           f"length_step must be >= 1 and reward_step > 0, got "
@@ -96,14 +102,8 @@ class PromptConfig:
       raise ValueError(
           f"shortlist_size must be None or an int >= 1, got "
           f"{self.shortlist_size!r}")
-    if len(self.candidate_labels) != len(self.candidate_edges) + 2:
-      raise ValueError(
-          f"{len(self.candidate_edges)} candidate_edges need "
-          f"{len(self.candidate_edges) + 2} candidate_labels (not shown, then "
-          f"one per level), got {self.candidate_labels}")
-    if list(self.candidate_edges) != sorted(self.candidate_edges):
-      raise ValueError(
-          f"candidate_edges must increase, got {self.candidate_edges}")
+    check_levels("candidate", self.candidate_edges, self.candidate_labels,
+                 extra_labels=2, labels_note=" (not shown, then one per level)")
     if self.answer not in ANSWERS:
       raise ValueError(
           f"answer={self.answer!r}; expected one of {', '.join(ANSWERS)}")

@@ -486,7 +486,7 @@ def summary_numbers(summary):
 ])
 def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
     agent, changes, tmp_path, monkeypatch):
-  from tests.test_tf_environment import PromptHashChatModel
+  from tests.lerl_recsim.test_tf_environment import PromptHashChatModel
   # Plans of 8 categories: valid under the run's default rules (7-9) even
   # with one category saturated.
   monkeypatch.setattr(backends, "make_chat_model",

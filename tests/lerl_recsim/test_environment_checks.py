@@ -5,6 +5,7 @@ from importlib import metadata
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 import lerl_recsim
 
 GOOD = {"tensorflow": "2.21.0", "tf-agents": "0.19.0",
@@ -53,7 +54,7 @@ def test_every_problem_is_named_at_once(monkeypatch):
 
 
 def test_uv_overrides_agree_with_the_lock_and_the_import_check():
-  root = pathlib.Path(__file__).resolve().parents[1] / "requirements"
+  root = REPO_ROOT / "requirements"
   lock = dict(line.split("==") for line in (root / "lock.txt").read_text(
       ).splitlines() if "==" in line and not line.startswith("#"))
   lock = {name.lower().replace("_", "-"): v for name, v in lock.items()}

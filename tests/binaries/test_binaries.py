@@ -12,8 +12,9 @@ from typing import Sequence
 
 import pytest
 
+from tests.conftest import REPO_ROOT
+
 BIN = pathlib.Path(sys.executable).parent
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = [str(BIN / "lerl-train")]
 TINY = ["--agent=dqn", "--num_users=8", "--num_iterations=20",
         "--eval_interval=10", "--log_interval=10", "--num_eval_sessions=8",
@@ -165,7 +166,7 @@ def test_a_quiet_run_shows_progress_and_results_only(tmp_path):
   # line of one of the project's own modules.
   project = {path.name for folder in ("agents", "experiments", "binaries",
                                        "lerl_recsim", "scenarios")
-             for path in (ROOT / folder).rglob("*.py")}
+             for path in (REPO_ROOT / folder).rglob("*.py")}
   for line in lines:
     match = re.match(r"[IWE]\d{4} [\d:.]+ +\d+ (\w+\.py):\d+\] ", line)
     assert match and match.group(1) in project, line

@@ -12,13 +12,14 @@ import sys
 import gin
 import pytest
 
+from tests.conftest import REPO_ROOT
 import lerl_recsim
 from lerl_recsim.agents import dqn, ppo
 from lerl_recsim.experiments import comparison, gin_config, run_config, train
 from lerl_recsim.experiments import compare as setup
 
 BIN = pathlib.Path(sys.executable).parent
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO_ROOT / "configs"
 TINY = ["--num_users=4", "--num_iterations=4", "--eval_interval=2",
         "--num_eval_sessions=4", "--num_items=40"]
 
@@ -91,7 +92,9 @@ def test_hyperparameter_bindings_reach_the_built_agent(tmp_path, monkeypatch):
     (["Nothing.at_all = 1"], r"No configurable matching 'Nothing'.*"
      r"configurables: \['BudgetParams'"),
     (["dqn.train_eval.lr = 1"], r"doesn't have a parameter named 'lr'.*"
-     r"parameters of dqn.train_eval: \['fc_layer_params', 'learning_rate'"),
+     r"parameters of dqn.train_eval: \['replay_capacity', 'batch_size', "
+     r"'collect_steps_per_iteration', 'train_steps_per_iteration', "
+     r"'initial_collect_steps', 'fc_layer_params', 'learning_rate'"),
     (["dqn.train_eval.learning_rate = 'fast'"],
      r"dqn.train_eval.learning_rate must be a number, got 'fast'"),
     (["dqn.train_eval.run = 1"], r"--gin_bindings 'dqn.train_eval.run = 1'"),

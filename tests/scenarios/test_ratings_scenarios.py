@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 from tf_agents.environments import utils as env_utils
 
+from tests.conftest import REPO_ROOT
 import lerl_recsim
 from lerl_recsim import evaluation, results
 from lerl_recsim.agents import scripted_policies
@@ -15,7 +16,7 @@ from lerl_recsim.scenarios import calibration_cache
 from lerl_recsim.scenarios import category_groups, exit_rules, factorisation
 from lerl_recsim.scenarios import ratings_data
 
-MOVIELENS_DIR = (pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" /
+MOVIELENS_DIR = (REPO_ROOT / ".." / "shared" /
                  "data" / "ml-latest-small").resolve()
 needs_movielens = pytest.mark.skipif(
     not (MOVIELENS_DIR / "ratings.csv").is_file(),
