@@ -175,7 +175,7 @@ def test_evaluation_reads_the_training_pool_and_writes_nothing_into_it():
                      reflection_k=3)
   env = PlannedEnvironment(
       lerl_recsim.make_env(num_users=4, seed=1, num_items=60),
-      train.evaluation_view(), replan_every=5)
+      training.evaluation_view(), replan_every=5)
   evaluation.evaluate_sessions(env, RandomPolicy(env, seed=0))
   m = env.planner_metrics()
   # Every session ended, and none left a lesson: training would have written
@@ -186,14 +186,14 @@ def test_evaluation_reads_the_training_pool_and_writes_nothing_into_it():
   # Evaluation's counts are its own; training's are untouched.
   assert m["users_planned"] == m["planned_users"] > 0
   assert m["llm_calls"] == m["plan_llm_calls"] == len(model.seen) > 0
-  t = train.metrics()
+  t = training.metrics()
   assert t["users_planned"] == t["llm_calls"] == t["sessions_ended"] == 0
   # Every prompt the model saw was a plan prompt with the training lessons.
   prompts = [messages[-1].content for messages in model.seen]
   assert all("- Vary the music." in p and "- Sports after rock kept users." in p
              for p in prompts)
   # Lessons training writes later reach evaluation's prompts.
-  train.end_sessions([session(["jazz"] * 3, 9.0)])
+  training.end_sessions([session(["jazz"] * 3, 9.0)])
   assert len(pool) == 3
   prompt = env.planner.prompt_input(session(["rock"], 1.0))["prompt"]
   assert f"- {pool.entries[-1].lesson}" in prompt["reflections"]
@@ -204,12 +204,12 @@ def test_evaluation_view_shares_the_memo_and_cache_but_counts_apart(memo_size):
   model = RecordingFake(responses=[JAZZ_TENNIS], seen=[])
   training = Planner(model, CAT, rules=SMALL_PLANS,
                      reflections=ReflectionPool(), memo_size=memo_size)
-  view = train.evaluation_view()
+  view = training.evaluation_view()
   jazz_tennis = CAT.index("jazz"), CAT.index("tennis")
   assert view.plan([session(["rock"], 1.0)]) == [jazz_tennis]
-  assert train.plan([session(["rock"], 1.0)]) == [jazz_tennis]
+  assert training.plan([session(["rock"], 1.0)]) == [jazz_tennis]
   assert len(model.seen) == 1  # answered by the memo, else by the LLM cache
-  v, t = view.metrics(), train.metrics()
+  v, t = view.metrics(), training.metrics()
   assert (v["plan_llm_calls"], v["cache_hits"]) == (1, 0)
   assert (t["plan_llm_calls"], t["cache_hits"]) == (0, 1)
   assert t["memo_hits"] == (memo_size > 0)
@@ -238,12 +238,12 @@ def test_a_local_model_loads_once_for_a_planner_and_its_evaluation_view(
   model = LlamaCppChatModel(model_path="model.gguf")
   training = Planner(model, CAT, rules=SMALL_PLANS,
                      reflections=ReflectionPool())
-  view = train.evaluation_view()
-  train.plan([session(["rock"], 1.0)])
-  train.end_sessions([session(["rock"], 1.0)])
+  view = training.evaluation_view()
+  training.plan([session(["rock"], 1.0)])
+  training.end_sessions([session(["rock"], 1.0)])
   view.plan([session(["jazz"], 1.0)])
   assert len(FakeServer.loads) == 1
-  assert len(train.reflections) == 1 and train.metrics()["llm_plans"] == 1
+  assert len(training.reflections) == 1 and training.metrics()["llm_plans"] == 1
   assert view.metrics()["llm_plans"] == 1
   with pytest.raises(ValueError, match="copies share that server"):
     model.model_copy(update={"n_ctx": 512}).load()
