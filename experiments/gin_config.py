@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gin
 from absl import flags
 
-from lerl_recsim.agents import bandit, dqn, ppo
+from lerl_recsim.agents.registry import LEARNING_FAMILIES
 from lerl_recsim.scenarios import calibrated, calibration, exit_rules
 from lerl_recsim.scenarios import interest_evolution, params, ratings_data
 from lerl_recsim.scenarios import user as user_lib
@@ -36,8 +36,8 @@ flags.DEFINE_multi_string(
     "'TemperParams.initial_temper = 10' (repeatable).")
 
 HYPERPARAMETERS: Mapping[str, type] = {
-    "dqn.train_eval": dqn.Hyperparameters, "ppo.train_eval": ppo.Hyperparameters,
-    "bandit.train_eval": bandit.Hyperparameters}
+    f"{name}.train_eval": family.Hyperparameters
+    for name, family in LEARNING_FAMILIES.items()}
 # build_calibrated's other arguments come from the scenario, not the user.
 DATA_LOCATION = ("groups_file", "cache_dir", "num_groups")
 SCENARIO_RECORDS = (interest_evolution.ScenarioParams, user_lib.UserParams,

@@ -10,16 +10,11 @@ only evaluated.
 from __future__ import annotations
 
 import dataclasses
-from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
-from lerl_recsim.agents import bandit, dqn, ppo, scripted
+from lerl_recsim.agents import scripted
+from lerl_recsim.agents.registry import LEARNING_FAMILIES
 from lerl_recsim.experiments import run_config, runner
-
-# Learning families: each module has `Hyperparameters` (gin-configurable as
-# `<family>.train_eval`) and `build_learner(env, hyperparameters)`.
-LEARNING_FAMILIES: Mapping[str, ModuleType] = {
-    "dqn": dqn, "ppo": ppo, "bandit": bandit}
 
 
 def hyperparameters(family: str) -> Any:
