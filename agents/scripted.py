@@ -21,7 +21,7 @@ from tf_agents.policies import py_policy
 from lerl_recsim import lookahead
 from lerl_recsim.agents import networks, scripted_policies
 
-SCRIPTED = {name: scripted_policies.SANITY_POLICIES[name]
+SCRIPTED = {name: scripted_policies.SCRIPTED_POLICIES[name]
             for name in ("random", "diversifying", "oracle", "planning_oracle")}
 
 

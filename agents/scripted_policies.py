@@ -1,7 +1,7 @@
 """Hand-written policies that check a scenario is meaningful.
 
 Not learning agents: they show whether the scenario rewards what it should
-(the myopic policy earns per-step reward but loses users; a diversifying one
+(the best-category policy earns per-step reward but loses users; a diversifying one
 keeps them; the oracle bounds what immediate engagement can give).
 Each scores every item and recommends the best allowed ones.
 """
@@ -66,7 +66,7 @@ def mean_category_engagement(observation: dict[str, np.ndarray],
           (observation["category_counts"] + 1.0))
 
 
-class MyopicCategoryPolicy(ScoringPolicy):
+class BestCategoryPolicy(ScoringPolicy):
   """Serves the category in which the user has engaged most per item this
   session (a random item of it). Categories not yet tried count as promising,
   so it first searches, then sticks to the best one: the filter-bubble
@@ -83,7 +83,7 @@ class MyopicCategoryPolicy(ScoringPolicy):
 
 
 class DiversifyingPolicy(ScoringPolicy):
-  """The myopic policy's category preference, minus a penalty for
+  """The best-category policy's preference, minus a penalty for
   categories and semantic groups shown in the last `recent_steps` steps."""
 
   def __init__(self, env: environment_lib.RecSimEnvironment, seed: int = 0,
@@ -186,9 +186,9 @@ class PlanningOraclePolicy(ScoringPolicy):
     return scores
 
 
-SANITY_POLICIES = {
+SCRIPTED_POLICIES = {
     "random": RandomPolicy,
-    "myopic": MyopicCategoryPolicy,
+    "best_category": BestCategoryPolicy,
     "diversifying": DiversifyingPolicy,
     "oracle": OraclePolicy,
     "planning_oracle": PlanningOraclePolicy,

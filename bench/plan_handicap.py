@@ -113,7 +113,7 @@ def parse_variants(planners: list[str], answers: list[str]) -> list[Variant]:
 
 def cumulative_reward(env: Any, policy_name: str) -> dict[str, float]:
   """Mean and ci95 of one session per slot of `env` under the policy."""
-  policy = scripted_policies.SANITY_POLICIES[policy_name](
+  policy = scripted_policies.SCRIPTED_POLICIES[policy_name](
       networks.base_environment(env), seed=FLAGS.seed)
   summary = metrics.summarise(evaluation.evaluate_sessions(env, policy))
   return summary["cumulative_reward"]

@@ -138,7 +138,7 @@ def report(label: str, result: dict[str, Any]) -> None:
         f" fallbacks {m['fallbacks']:.0f} ({fallbacks or 'none'}); "
         f"widenings {m['widenings']:.0f}")
   print(f"  planner {m['planner_seconds']:.1f} s = {share:.1%} of wall time")
-  if m.get("users_planned"):
+  if "plan_llm_calls" in m:  # an LLM planner
     print(f"  users planned by the LLM: {m.get('llm_plan_share', 0):.1%} "
           f"({m.get('llm_plans', 0):.0f}); provisional heuristic plans "
           f"{m.get('provisional_plans', 0):.0f}; background worker busy "

@@ -69,8 +69,8 @@ def main(argv: list[str]) -> None:
                               exit_rule=FLAGS.exit_rule)
   catalogue = base.scenario.catalogue
   collector = Collector(make_planner("heuristic", catalogue, seed=FLAGS.seed))
-  env = planner_environment.PlannedEnvironment(base, collector, 1,
-                                               seed=FLAGS.seed)
+  env = planner_environment.make_planned_env(base, collector, 1,
+                                            seed=FLAGS.seed)
   evaluation.evaluate_sessions(env, scripted_policies.DiversifyingPolicy(
       networks.base_environment(env), seed=FLAGS.seed))
   by_length = sorted(collector.histories, key=lambda h: h.session_length)

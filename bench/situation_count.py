@@ -112,9 +112,9 @@ def main(argv: list[str]) -> None:
       base = lerl_recsim.make_env(num_users=FLAGS.num_sessions, seed=FLAGS.seed,
                                   exit_rule=rule.name, exit_params=rule.params)
       counter = CountingPlanner(base, FLAGS.seed)
-      env = planner_environment.PlannedEnvironment(
+      env = planner_environment.make_planned_env(
           base, counter, FLAGS.replan_every, seed=FLAGS.seed)
-      policy = scripted_policies.SANITY_POLICIES[name](
+      policy = scripted_policies.SCRIPTED_POLICIES[name](
           networks.base_environment(env), seed=FLAGS.seed)
       evaluation.evaluate_sessions(env, policy)
       steps = env.planner_metrics()["user_steps"]

@@ -1,7 +1,7 @@
 r"""Sanity table: scripted policies on a scenario under each exit rule.
 
 Shows whether a scenario rewards what it should before any agent is trained:
-random, myopic (filter bubble), diversifying and oracle policies, each on
+random, best_category (filter bubble), diversifying and oracle policies, each on
 fresh users, one session per user, for every exit rule.
 
   python -m lerl_recsim.binaries.sanity --root_dir=runs/sanity

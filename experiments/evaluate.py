@@ -98,7 +98,7 @@ def evaluate(load_dir: str | os.PathLike[str],
     # Planned as lerl-train's evaluation is: the saved lessons are read,
     # none are written about evaluation sessions.
     planned_by = bundle.planner_from_spec(spec, backend, reflections, seed)
-    env = planner_environment.PlannedEnvironment(
+    env = planner_environment.make_planned_env(
         env, planned_by.evaluation_view(), replan_every, seed=seed)
   py_policy = py_tf_eager_policy.PyTFEagerPolicyBase(
       policy, tensor_spec.from_spec(env.time_step_spec()),

@@ -95,7 +95,7 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int,
       run.scenario, planner=backend, replan_every=run.replan_every,
       num_users=run.num_users, seed=train_seed, wait_for_planner=wait,
       planner_options=planner_options, **run.scenario_overrides)
-  return planned, planner_environment.PlannedEnvironment(
+  return planned, planner_environment.make_planned_env(
       evaluation_env, planned.planner.evaluation_view(), run.replan_every,
       seed=run.seed, wait_for_planner=wait)
 

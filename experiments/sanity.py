@@ -25,7 +25,7 @@ EXIT_RULE_SETTINGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 def run_sanity_table(root_dir: str, scenario: str = "interest_evolution",
                      num_sessions: int = 512, seed: int = 0,
-                     policies: Sequence[str] = tuple(scripted_policies.SANITY_POLICIES),
+                     policies: Sequence[str] = tuple(scripted_policies.SCRIPTED_POLICIES),
                      **overrides: Any) -> dict[str, Any]:
   """Evaluates each scripted policy under each exit rule setting.
 
@@ -34,16 +34,16 @@ def run_sanity_table(root_dir: str, scenario: str = "interest_evolution",
     scenario: registered scenario name.
     num_sessions: fresh users per (policy, rule); one session each.
     seed: seeds the scenario and the policies' tie-breaking.
-    policies: names from `scripted_policies.SANITY_POLICIES`.
+    policies: names from `scripted_policies.SCRIPTED_POLICIES`.
     **overrides: scenario overrides applied under every rule.
 
   Returns:
     {rule label: {policy: metrics summary}} plus the configuration.
   """
-  unknown = sorted(set(policies) - set(scripted_policies.SANITY_POLICIES))
+  unknown = sorted(set(policies) - set(scripted_policies.SCRIPTED_POLICIES))
   if unknown:
     raise ValueError(f"unknown sanity policies {unknown}; accepted: "
-                     f"{sorted(scripted_policies.SANITY_POLICIES)}")
+                     f"{sorted(scripted_policies.SCRIPTED_POLICIES)}")
   table: dict[str, dict[str, Any]] = {}
   configs = {}
   for label, rule, params in EXIT_RULE_SETTINGS:
@@ -53,7 +53,7 @@ def run_sanity_table(root_dir: str, scenario: str = "interest_evolution",
     table[label] = {}
     for name in policies:
       start = time.perf_counter()
-      policy = scripted_policies.SANITY_POLICIES[name](env, seed=seed)
+      policy = scripted_policies.SCRIPTED_POLICIES[name](env, seed=seed)
       table[label][name] = metrics.summarise(
           evaluation.evaluate_sessions(env, policy))
       logging.info("%s / %s: %.1fs", label, name, time.perf_counter() - start)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 from tf_agents.environments import wrappers
@@ -124,16 +124,20 @@ class PlannerLike(Protocol):
     ...
 
 
-def combined_metrics(planner: PlannerLike, counts: Mapping[str, float],
+def combined_metrics(planner_metrics: Mapping[str, float],
+                     counts: Mapping[str, float],
                      planner_seconds: float) -> dict[str, float]:
-  """A planned environment's metrics: the planner's own, the environment's
-  `counts` (user_steps and planned_users among them), the planner's wall
-  time and per-1,000-user-step rates of LLM calls and planned users."""
+  """A planned environment's metrics: its planner's (`planner_metrics`),
+  the environment's `counts` (user_steps, planned_users, ended_sessions
+  among them; they replace the planner's counts of the same name), the
+  planner's wall time, the share of planned users whose plan is the LLM's,
+  and per-1,000-user-step rates of LLM calls and planned users."""
   out = {key: 0.0 for key in ("llm_calls", "cache_hits", "fallbacks",
                               "llm_plans", "provisional_plans")}
-  out.update(planner.metrics())
+  out.update(planner_metrics)
   out.update(counts)
   out["planner_seconds"] = planner_seconds
+  out["llm_plan_share"] = out["llm_plans"] / max(out["planned_users"], 1.0)
   per_1k = 1000.0 / max(out["user_steps"], 1.0)
   out["llm_calls_per_1k_user_steps"] = out["llm_calls"] * per_1k
   out["planned_users_per_1k_user_steps"] = out["planned_users"] * per_1k
@@ -202,6 +206,67 @@ def widen_plan(plan: Sequence[int], ranking: Sequence[int],
       f"to {user}; a slate needs {slate_size}")
 
 
+class PlanMasks:
+  """Each user's plan and the item mask it leaves: the one place where plans
+  become masks, for the planned environment and for serving.
+
+  A plan that leaves fewer than a slate of items under the wrapped mask is
+  widened with categories in the heuristic's ranking order.
+
+  Args:
+    category_items: bool [C, N], the items of each category.
+    slate_size: Items per slate.
+    widener: Ranks categories for widening (seeded).
+    num_users: Users (rows).
+    unit: How errors name a row ("slot", "user").
+  """
+
+  def __init__(self, category_items: np.ndarray, slate_size: int,
+               widener: HeuristicPlanner, num_users: int,
+               unit: str = "slot") -> None:
+    self._category_items = category_items
+    self._item_categories = [tuple(np.flatnonzero(column).tolist())
+                             for column in category_items.T]
+    self._slate_size = slate_size
+    self._widener = widener
+    self._unit = unit
+    self.plans: list[tuple[int, ...]] = [()] * num_users
+    self._plan_items = np.zeros((num_users, category_items.shape[1]), bool)
+
+  def history(self, observation: Mapping[str, np.ndarray],
+              row: int) -> UserHistory:
+    """Row `row`'s session as the planner sees it (categories, not items)."""
+    return observation_history(observation, row, self._item_categories)
+
+  def set(self, rows: Sequence[int], plans: Sequence[Sequence[int]]) -> None:
+    """New plans for `rows` (ValueError for a category id out of range)."""
+    if len(plans) != len(rows):
+      raise RuntimeError(
+          f"the planner returned {len(plans)} plans for {len(rows)} users")
+    for row, plan in zip(rows, plans):
+      self._set(int(row), tuple(int(c) for c in plan))
+
+  def _set(self, row: int, plan: tuple[int, ...]) -> None:
+    self._plan_items[row] = plan_items(plan, self._category_items,
+                                       f"{self._unit} {row}")
+    self.plans[row] = plan
+
+  def masks(self, observation: Mapping[str, np.ndarray],
+            allowed: np.ndarray) -> tuple[np.ndarray, int]:
+    """(bool [U, N] masks, rows widened): each plan's items under `allowed`,
+    the wrapped mask; short rows are widened (their plans too)."""
+    mask = self._plan_items & allowed
+    short = np.flatnonzero(mask.sum(axis=1) < self._slate_size)
+    for row in short:
+      who = f"{self._unit} {row}"
+      self._set(row, widen_plan(
+          self.plans[row], self._widener.ranking(self.history(observation,
+                                                              row)),
+          self._category_items, allowed[row], self._slate_size, who))
+      mask[row] = self._plan_items[row] & allowed[row]
+    return mask, short.size
+
+
 class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
   """A batched scenario environment whose mask follows the planner's plans.
 
@@ -229,16 +294,11 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     scenario = env.scenario
     self._slate_size = scenario.slate_size
     self._num_items = scenario.items.num_items
-    self._num_categories = scenario.catalogue.num_categories
-    categories = np.asarray(scenario.items.categories) > 0
-    self._category_items = categories.T  # bool [C, N]
-    self._item_categories = [tuple(np.flatnonzero(row).tolist())
-                             for row in categories]
-    self._widener = HeuristicPlanner(scenario.catalogue, seed=seed)
+    self._plan_masks = PlanMasks(
+        np.asarray(scenario.items.categories).T > 0, scenario.slate_size,
+        HeuristicPlanner(scenario.catalogue, seed=seed), env.batch_size)
     users = env.batch_size
-    self._plans: list[tuple[int, ...]] = [()] * users
     self._since_plan = np.zeros(users, np.int64)
-    self._plan_items = np.zeros((users, self._num_items), bool)
     self._mask = np.zeros((users, self._num_items), bool)
     self._last = np.zeros(users, bool)
     self._counts: collections.Counter[str] = collections.Counter()
@@ -257,7 +317,7 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
   @property
   def plans(self) -> tuple[tuple[int, ...], ...]:
     """Each slot's current plan (category ids), after any widening."""
-    return tuple(self._plans)
+    return tuple(self._plan_masks.plans)
 
   def planner_metrics(self) -> dict[str, float]:
     """The planner's own metrics plus the wrapper's counts.
@@ -268,7 +328,7 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     rates of LLM calls and planned users.
     """
     return combined_metrics(
-        self._planner,
+        self._planner.metrics(),
         {key: float(self._counts[key]) for key in
          ("user_steps", "planned_users", "plan_batches", "widenings",
           "ended_sessions")}, self._planner_seconds)
@@ -278,7 +338,7 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
   def history(self, observation: Mapping[str, np.ndarray],
               slot: int) -> UserHistory:
     """The slot's session as the planner sees it (categories, not items)."""
-    return observation_history(observation, slot, self._item_categories)
+    return self._plan_masks.history(observation, slot)
 
   # --- planning -------------------------------------------------------------
 
@@ -300,33 +360,12 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     if slots.size:
       histories = [self.history(observation, s) for s in slots]
       plans = self._timed(self._planner.plan, histories, *self._wait_args)
-      if len(plans) != len(slots):
-        raise RuntimeError(
-            f"the planner returned {len(plans)} plans for {len(slots)} users")
+      self._plan_masks.set(slots, plans)
       self._counts["plan_batches"] += 1
       self._counts["planned_users"] += len(slots)
-      for slot, plan in zip(slots, plans):
-        self._set_plan(slot, tuple(int(c) for c in plan))
       self._since_plan[slots] = 0
-    self._mask = self._plan_items & base_mask
-    short = np.flatnonzero(self._mask.sum(axis=1) < self._slate_size)
-    for slot in short:
-      self._widen(slot, self.history(observation, slot), base_mask[slot])
-
-  def _set_plan(self, slot: int, plan: tuple[int, ...]) -> None:
-    self._plan_items[slot] = plan_items(plan, self._category_items,
-                                        f"slot {slot}")
-    self._plans[slot] = plan
-
-  def _widen(self, slot: int, history: UserHistory,
-             base_mask: np.ndarray) -> None:
-    """Adds categories in the heuristic's order until a slate fits."""
-    plan = widen_plan(self._plans[slot], self._widener.ranking(history),
-                      self._category_items, base_mask, self._slate_size,
-                      f"slot {slot}")
-    self._set_plan(slot, plan)
-    self._mask[slot] = self._plan_items[slot] & base_mask
-    self._counts["widenings"] += 1
+    self._mask, widened = self._plan_masks.masks(observation, base_mask)
+    self._counts["widenings"] += widened
 
   def _with_mask(self, time_step: ts.TimeStep) -> ts.TimeStep:
     mask = self._mask.copy()
@@ -367,22 +406,31 @@ class PlannedEnvironment(wrappers.PyEnvironmentBaseWrapper):
     return self._with_mask(time_step)
 
 
-def make_planned_env(scenario: str = "interest_evolution",
+def make_planned_env(scenario: str | environment_lib.RecSimEnvironment = (
+                         "interest_evolution"),
                      planner: str | PlannerLike = "embedded",
                      replan_every: int = DEFAULT_REPLAN_EVERY,
-                     num_users: int = 64, seed: int = 0, *,
+                     num_users: int | None = None, seed: int = 0, *,
                      wait_for_planner: bool = True,
                      model_options: Mapping[str, Any] | None = None,
                      planner_options: Mapping[str, Any] | None = None,
                      **overrides: Any) -> PlannedEnvironment:
   """A scenario environment whose mask follows a planner.
 
+  Training, evaluation and `lerl-eval` all build their planned environments
+  here (or with `tf_environment.make_planned_tf_env`, its twin).
+
   Args:
-    scenario, num_users, seed, **overrides: as for `lerl_recsim.make_env`.
+    scenario: A registered scenario name, built with `num_users`, `seed`
+      and `**overrides` as by `lerl_recsim.make_env`; or a scenario
+      environment to wrap as it is (then give neither `num_users` nor
+      overrides).
     planner: A backend string for `lerl_recsim.planner.make_planner`
       (`embedded`, `gguf:PATH`, `openai:MODEL`, `ollama:MODEL`, `heuristic`,
       `fake`) or a ready planner object.
     replan_every: K, steps between a user's plans (1 is LERL).
+    seed: Seeds the environment and planner built here, and the heuristic
+      ranking that widens plans too small for a slate.
     wait_for_planner: False asks the LLM in the background, and users in
       situations it has not answered yet get the heuristic plan meanwhile.
     model_options: For the backend's chat model (e.g. `base_url`).
@@ -390,12 +438,27 @@ def make_planned_env(scenario: str = "interest_evolution",
       `default_prompt_config(backend)` and EFFICIENT_REFLECTIONS.
   """
   check_replan_every(replan_every)
-  env = environment_lib.make_env(scenario, num_users=num_users, seed=seed,
-                                 **overrides)
+  env = scenario_environment(scenario, environment_lib.make_env, num_users,
+                             seed, overrides)
   planner = build_planner(planner, env.scenario.catalogue, seed,
                           model_options, planner_options)
   return PlannedEnvironment(env, planner, replan_every, seed=seed,
                             wait_for_planner=wait_for_planner)
+
+
+def scenario_environment(scenario: Any, make: Callable[..., Any],
+                         num_users: int | None, seed: int,
+                         overrides: Mapping[str, Any]) -> Any:
+  """`make(scenario, ...)` for a scenario name; a ready environment as is."""
+  if not isinstance(scenario, str):
+    if num_users is not None or overrides:
+      raise ValueError(
+          f"num_users and scenario overrides apply only when scenario is a "
+          f"name; got the environment {type(scenario).__name__} with "
+          f"num_users={num_users!r} and overrides {sorted(overrides)}")
+    return scenario
+  sized = {} if num_users is None else {"num_users": num_users}
+  return make(scenario, seed=seed, **sized, **overrides)
 
 
 def build_planner(planner: str | PlannerLike, catalogue: Catalogue, seed: int,

@@ -279,10 +279,7 @@ class HierarchicalRecommender:
     self._planner = planner
     self._replan_every = planner_environment.check_replan_every(replan_every)
     self._backend = backend
-    categories = facts.item_categories > 0
-    self._category_items = categories.T
-    self._item_categories = [tuple(np.flatnonzero(row).tolist())
-                             for row in categories]
+    self._category_items = facts.item_categories.T > 0
     self._widener = HeuristicPlanner(
         bundle.catalogue_from_json(spec["catalogue"]),
         seed=spec["planner"]["seed"])
@@ -394,25 +391,15 @@ class HierarchicalRecommender:
       return [None] * len(sessions), masks
     planned = stack([observe(s[:len(s) - len(s) % self._replan_every],
                              self._facts) for s in sessions])
-    histories = [planner_environment.observation_history(
-        planned, user, self._item_categories) for user in range(len(sessions))]
-    plans = self._planner.plan(histories)
-    if len(plans) != len(sessions):
-      raise RuntimeError(f"the planner returned {len(plans)} plans for "
-                         f"{len(sessions)} users")
-    out: list[tuple[int, ...] | None] = []
-    for user, plan in enumerate(plans):
-      plan = tuple(int(c) for c in plan)
-      who = f"user {user}"
-      items = planner_environment.plan_items(plan, self._category_items, who)
-      if items.sum() < self._facts.slate_size:
-        plan = planner_environment.widen_plan(
-            plan, self._widener.ranking(histories[user]),
-            self._category_items, masks[user], self._facts.slate_size, who)
-        items = planner_environment.plan_items(plan, self._category_items, who)
-      masks[user] = items
-      out.append(plan)
-    return out, masks
+    # A plan mask per call: concurrent calls share no state.
+    plan_masks = planner_environment.PlanMasks(
+        self._category_items, self._facts.slate_size, self._widener,
+        len(sessions), unit="user")
+    users = range(len(sessions))
+    plan_masks.set(users, self._planner.plan(
+        [plan_masks.history(planned, user) for user in users]))
+    masks, _ = plan_masks.masks(planned, masks)
+    return list(plan_masks.plans), masks
 
   def _act(self, observation: Mapping[str, np.ndarray],
            masks: np.ndarray) -> np.ndarray:

@@ -342,26 +342,26 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     """As `PlannedEnvironment.planner_metrics`: the planner's counters plus
     the environment's (user-steps, planned users, widenings, ...)."""
     counted = dict(zip(COUNTERS, self._counters.numpy().astype(float)))
-    out = planner_environment.combined_metrics(
-        self._planner, {key: counted[key] for key in
-                        ("user_steps", "planned_users", "widenings",
-                         "ended_sessions")}, self._planner_seconds)
+    planner = self._planner.metrics()
     if self._llm is not None:
       # Users planned from the table never reach the planner: they count as
       # the LLM's plans, or as fallbacks where the table marks their
       # situation failing; the other due users are the planner's fallbacks
       # or provisional, unless a waiting planner replaced them.
-      llm_plans = counted["table_plans"] + self._llm_plan_adjustment
       for cause in FALLBACK_CAUSES:
-        out[f"fallback_{cause}"] += counted[f"table_fallback_{cause}"]
-      out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
-      out["llm_plans"] = llm_plans
-      out["provisional_plans"] = (counted["planned_users"] - llm_plans
-                                  - out["fallbacks"])
-      out["llm_plan_share"] = llm_plans / max(counted["planned_users"], 1.0)
-      out["cache_hits"] += counted["table_plans"]
-      out["situations_in_table"] = float(self._table.size().numpy())
-    return out
+        planner[f"fallback_{cause}"] += counted[f"table_fallback_{cause}"]
+      planner["fallbacks"] = sum(planner[f"fallback_{c}"]
+                                 for c in FALLBACK_CAUSES)
+      planner["llm_plans"] = counted["table_plans"] + self._llm_plan_adjustment
+      planner["provisional_plans"] = (counted["planned_users"]
+                                      - planner["llm_plans"]
+                                      - planner["fallbacks"])
+      planner["cache_hits"] += counted["table_plans"]
+      planner["situations_in_table"] = float(self._table.size().numpy())
+    return planner_environment.combined_metrics(
+        planner, {key: counted[key] for key in
+                  ("user_steps", "planned_users", "widenings",
+                   "ended_sessions")}, self._planner_seconds)
 
   # --- planning in the graph ----------------------------------------------
 
@@ -692,19 +692,22 @@ def make_tf_env(scenario: str = "interest_evolution", num_users: int = 64,
       seed=int(seed))
 
 
-def make_planned_tf_env(scenario: str = "interest_evolution",
+def make_planned_tf_env(scenario: str | TFRecSimEnvironment = (
+                            "interest_evolution"),
                         planner: str | HeuristicPlanner | Planner = "embedded",
                         replan_every: int = (
                             planner_environment.DEFAULT_REPLAN_EVERY),
-                        num_users: int = 64, seed: int = 0, *,
+                        num_users: int | None = None, seed: int = 0, *,
                         wait_for_planner: bool = True,
                         model_options: Mapping[str, Any] | None = None,
                         planner_options: Mapping[str, Any] | None = None,
                         **overrides: Any) -> PlannedTFEnvironment:
   """The TensorFlow-native twin of `planner_environment.make_planned_env`
-  (same arguments and planner defaults)."""
+  (same arguments and planner defaults; a ready environment is a
+  `TFRecSimEnvironment`)."""
   planner_environment.check_replan_every(replan_every)
-  env = make_tf_env(scenario, num_users=num_users, seed=seed, **overrides)
+  env = planner_environment.scenario_environment(scenario, make_tf_env,
+                                                 num_users, seed, overrides)
   planner = planner_environment.build_planner(
       planner, env.scenario.catalogue, seed, model_options, planner_options)
   return PlannedTFEnvironment(env, planner, replan_every, seed=seed,

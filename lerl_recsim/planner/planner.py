@@ -19,178 +19,48 @@ server costs one failed request per situation and back-off, not one per
 user. A reply that fails validation is the model's answer for its situation
 (at temperature 0 it would give it again): it is kept like a plan, and its
 users fall back without asking again.
+
+The parts: the request itself is `chain.plan_chain`; answers kept and
+failed situations backing off are `answers.SituationAnswers`; the LLM cache
+is `caching`; requests not waited for go to `background.BackgroundWorker`;
+lessons to `reflections.ReflectionPool`; every count is in
+`counts.PlannerCounts`. The `Planner` decides, per batch of users, which of
+them to ask about and what each gets.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import dataclasses
-import json
 import logging
-import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import (Runnable, RunnableConfig,
-                                      RunnableLambda, RunnablePassthrough)
+from langchain_core.runnables import Runnable
 
 from lerl_recsim.planner import backends
+from lerl_recsim.planner.answers import SituationAnswers
 from lerl_recsim.planner.background import BackgroundWorker
 from lerl_recsim.planner.caching import CountingCache, make_cache
+from lerl_recsim.planner.chain import (Fallback, WaitBudgetSpent,
+                                       call_with_timeout, plan_chain)
 from lerl_recsim.planner.chat_models import LlamaCppChatModel
+from lerl_recsim.planner.counts import PlannerCounts
 from lerl_recsim.planner.heuristic import HeuristicPlanner
 from lerl_recsim.planner.history import UserHistory
-from lerl_recsim.planner.likelihood import (CategoryScores,
-                                            first_name_probabilities,
-                                            preference_row,
-                                            scores_from_probabilities)
-from lerl_recsim.planner.prompt import (PromptConfig, plan_prompt, plan_schema,
-                                        reflections_text, situation)
+from lerl_recsim.planner.likelihood import CategoryScores, preference_row
+from lerl_recsim.planner.prompt import PromptConfig, reflections_text, situation
 from lerl_recsim.planner.reflections import (ReflectionPool, reflection_chain,
                                              sample_pool_for)
 from lerl_recsim.planner.situations import candidates_for
-from lerl_recsim.planner.validation import (InvalidPlan, PlanParseError,
-                                            PlanRules, parse_plan_output,
-                                            saturated, validate_plan)
+from lerl_recsim.planner.validation import PlanRules, saturated
 from lerl_recsim.scenarios.catalogue import Catalogue, default_catalogue
 
 _log = logging.getLogger(__name__)
-
-# Why a user got the heuristic plan instead of the LLM's: an unreadable
-# reply, a plan that breaks the rules, the server answering with an HTTP
-# error or an unreadable response, the connection failing, a request taking
-# too long, any other error, or evaluation's total waiting time being spent
-# (`start_wait_budget`).
-FALLBACK_CAUSES = ("parse_error", "invalid_plan", "server_error", "connection",
-                   "timeout", "exception", "wait_budget")
-
-
-class WaitBudgetSpent(TimeoutError):
-  """The evaluation's total time for waiting on the LLM has passed."""
-
-
-def fallback_cause(error: BaseException) -> str:
-  """Which of FALLBACK_CAUSES an error from the chain counts as.
-
-  HTTP clients are recognised by their exceptions' names and attributes, so
-  that no optional client package needs importing here.
-  """
-  if isinstance(error, PlanParseError):
-    return "parse_error"
-  if isinstance(error, InvalidPlan):
-    return "invalid_plan"
-  if isinstance(error, WaitBudgetSpent):
-    return "wait_budget"
-  names = [type(error).__name__.lower()] + [
-      c.__name__.lower() for c in type(error).__mro__[1:]]
-  if isinstance(error, TimeoutError) or "timeout" in names[0]:
-    return "timeout"
-  if (getattr(error, "status_code", None) is not None
-      or isinstance(error, json.JSONDecodeError)
-      or any("statuserror" in n for n in names)):
-    return "server_error"
-  if isinstance(error, ConnectionError) or any(
-      n in ("apiconnectionerror", "transporterror", "connecterror",
-            "remoteprotocolerror", "networkerror") for n in names):
-    return "connection"
-  return "exception"
-
-
-# Causes that are the model's answer rather than a failed request.
-ANSWER_CAUSES = ("parse_error", "invalid_plan")
-
-
-@dataclasses.dataclass(frozen=True)
-class Fallback:
-  """A user without the LLM's plan: why, and when its situation may be
-  asked again (monotonic seconds; None: never, for a reply that failed
-  validation, or at its next request, for a spent wait budget)."""
-  cause: str
-  retry_at: float | None = None
-
-
-def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
-  """fn() on a daemon thread; TimeoutError if it has not returned in time.
-
-  A thread cannot be stopped, so a timed-out call runs on in the background
-  and its result is dropped; the daemon flag keeps it from blocking exit.
-  """
-  box: dict[str, Any] = {}
-  done = threading.Event()
-
-  def target() -> None:
-    try:
-      box["value"] = fn()
-    except BaseException as e:  # Handed to the caller below.
-      box["error"] = e
-    finally:
-      done.set()
-
-  threading.Thread(target=target, daemon=True, name="lerl-planner").start()
-  if not done.wait(timeout_s):
-    raise TimeoutError(f"the LLM call took longer than {timeout_s} s")
-  if "error" in box:
-    raise box["error"]
-  return box["value"]
-
-
-def plan_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
-               rules: PlanRules, answer: str = "list") -> Runnable:
-  """{"prompt": prompt variables, "history": UserHistory, "choices": the
-  shortlist or None} -> category ids, or with answer="likelihood" the
-  situation's `CategoryScores` (see `likelihood_chain`).
-
-  The model is bound to the plan schema (the shortlist, without the user's
-  saturated categories) where the backend supports it; the reply is then
-  parsed and validated in code, a name off the shortlist included.
-  """
-  if answer == "likelihood":
-    return likelihood_chain(model, catalogue, rules)
-  prompt = plan_prompt(catalogue, rules)
-
-  def ask(inputs: dict[str, Any], config: RunnableConfig) -> Any:
-    blocked = (saturated(inputs["history"], rules) if rules.exclude_saturated
-               else frozenset())
-    schema = plan_schema(catalogue, rules, exclude=blocked,
-                         choices=inputs.get("choices"))
-    messages = prompt.invoke(inputs["prompt"], config)
-    return backends.constrain(model, schema).invoke(messages, config)
-
-  reply = (RunnableLambda(ask)
-           | RunnableLambda(lambda m: parse_plan_output(m.content,
-                                                        rules.max_output_chars)))
-  return (RunnablePassthrough.assign(items=reply)
-          | RunnableLambda(lambda d: validate_plan(
-              d["items"], catalogue, d["history"], rules, d.get("choices"))))
-
-
-def likelihood_chain(model: BaseChatModel | Runnable, catalogue: Catalogue,
-                     rules: PlanRules) -> Runnable:
-  """The plan prompt's input -> `CategoryScores`: the probability of each
-  category being the first the model names (`planner.likelihood`). Every
-  choice of the best-scored categories is a valid plan, so nothing the model
-  writes can break the rules."""
-  prompt = plan_prompt(catalogue, rules)
-  # A local model answers one request at a time from one prompt cache: a
-  # situation's requests in a row reuse its prompt, interleaved with another
-  # situation's (of this chain or of another planner view's) they would
-  # evaluate it again each time.
-  one_at_a_time = (model.exclusive() if isinstance(model, LlamaCppChatModel)
-                   else contextlib.nullcontext())
-
-  def score(inputs: dict[str, Any], config: RunnableConfig) -> CategoryScores:
-    messages = prompt.invoke(inputs["prompt"], config).to_messages()
-    with one_at_a_time:
-      probabilities = first_name_probabilities(model, messages,
-                                               catalogue.category_names)
-    return scores_from_probabilities(probabilities)
-
-  return RunnableLambda(score)
 
 
 class Planner:
@@ -276,8 +146,6 @@ class Planner:
     self._next_reflection = float(reflect_every)
     self.reflect_growth = float(reflect_growth)
     self.timeout_s = timeout_s
-    self.retry_backoff_s = retry_backoff_s
-    self.max_backoff_s = max_backoff_s
     self.evaluation_wait_s = evaluation_wait_s
     self.max_concurrency = max_concurrency
     self.max_pending = max_pending
@@ -291,24 +159,22 @@ class Planner:
     # Local models load their weights on first use (once for all copies);
     # that must not count against a request's timeout.
     self._loaders = [model.load] if isinstance(model, LlamaCppChatModel) else []
-    self.memo_size = memo_size
-    self._memo: collections.OrderedDict[Any, tuple[int, ...]] = (
-        collections.OrderedDict())
-    self._start_own_state(make_cache(cache, cache_path))
+    self._start_own_state(make_cache(cache, cache_path),
+                          SituationAnswers(memo_size, retry_backoff_s,
+                                           max_backoff_s))
 
-  def _start_own_state(self, cache: BaseCache) -> None:
+  def _start_own_state(self, cache: BaseCache,
+                       answers: SituationAnswers) -> None:
     """What a planner and each of its views keep apart: their counts (cache
-    hits included, hence a plan chain per counting cache) and their
-    background queue."""
+    hits included, hence a plan chain per counting cache), their failed
+    situations and their background queue."""
     self.cache = CountingCache(cache)
     plan_model = self._model.model_copy(update={"cache": self.cache})
     self._chain = plan_chain(plan_model, self.catalogue, self.rules,
                              self.prompt_config.answer)
-    self._counts: collections.Counter[str] = collections.Counter()
+    self.answers = answers
+    self.counts = PlannerCounts()
     self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
-    # Situations whose last request failed: their users' fallback (not
-    # asked again until its retry_at) and the failures in a row.
-    self._failures: dict[Any, tuple[Fallback, int]] = {}
     self._wait_deadline: float | None = None  # see start_wait_budget
     self._lessons_asked: dict[int, UserHistory] = {}  # in the background
     local = isinstance(self._model, LlamaCppChatModel)
@@ -332,7 +198,7 @@ class Planner:
     """
     view = copy.copy(self)
     view._writes_lessons = False
-    view._start_own_state(self.cache.inner)
+    view._start_own_state(self.cache.inner, self.answers.without_failures())
     return view
 
   def _check(self, history: UserHistory) -> None:
@@ -419,45 +285,6 @@ class Planner:
     except Exception as e:  # The whole batch failed.
       return [e] * len(inputs)
 
-  def _record_failure(self, key: Any, error: BaseException) -> Fallback:
-    """Remembers that `key`'s request failed; returns its users' fallback."""
-    cause = fallback_cause(error)
-    _log.debug("planner request failed (%s): %s", cause, error)
-    if cause == "wait_budget":  # not the situation's fault: ask it next time
-      return Fallback(cause)
-    if cause in ANSWER_CAUSES:  # the model's answer: kept, not asked again
-      fallback = Fallback(cause)
-      self._remember(key, fallback)
-      return fallback
-    attempts = self._failures.get(key, (None, 0))[1] + 1
-    delay = min(self.max_backoff_s,
-                self.retry_backoff_s * 2.0 ** (attempts - 1))
-    fallback = Fallback(cause, time.monotonic() + delay)
-    self._failures[key] = (fallback, attempts)
-    return fallback
-
-  def _take_answer(self, key: Any, result: Any
-                   ) -> tuple[int, ...] | Fallback:
-    """A request's result for `key`: remembered if a plan, else recorded
-    as a failure; returns the plan or its users' fallback."""
-    if isinstance(result, BaseException):
-      return self._record_failure(key, result)
-    self._failures.pop(key, None)
-    self._remember(key, result)
-    return result
-
-  def _backing_off(self, key: Any) -> Fallback | None:
-    """The fallback for `key` while its back-off lasts, else None."""
-    fallback, _ = self._failures.get(key, (None, 0))
-    if fallback is None or time.monotonic() >= fallback.retry_at:
-      return None
-    return fallback
-
-  def _remember(self, key: Any, plan: tuple[int, ...] | Fallback) -> None:
-    self._memo[key] = plan
-    if len(self._memo) > self.memo_size:
-      self._memo.popitem(last=False)
-
   def _answer_requests(self, requests: list[tuple[str, Any]]) -> list[Any]:
     """The background worker's batches: plan inputs and lesson histories."""
     results: list[Any] = [None] * len(requests)
@@ -470,9 +297,9 @@ class Planner:
   def _collect_background(self) -> None:
     """Takes in what the background worker has answered since last time."""
     for (kind, key), result in self._worker.drain():
-      self._counts["background_answers"] += 1
+      self.counts.background_answers += 1
       if kind == "plan":
-        self._take_answer(key, result)
+        self.answers.take(key, result)
       else:
         self._store_lesson(self._lessons_asked.pop(key), result)
 
@@ -495,7 +322,7 @@ class Planner:
     given so far (plans and lessons), so that a caller can tell whether
     asking again may find something new."""
     self._collect_background()
-    return self._counts["background_answers"]
+    return self.counts.background_answers
 
   def flush(self, timeout_s: float | None = None) -> bool:
     """Waits for the background requests and takes their answers in; False
@@ -512,7 +339,7 @@ class Planner:
     for kind, key in self._worker.cancel():
       if kind == "lesson":
         del self._lessons_asked[key]
-        self._counts["reflections_dropped"] += 1
+        self.counts.reflections_dropped += 1
 
   def close(self) -> None:
     """Stops the background thread after the batch in flight, taking its
@@ -568,19 +395,21 @@ class Planner:
     inputs = self.prompt_inputs(histories)
     keys = [self._prompt_key(x) for x in inputs]
     unique = list(dict.fromkeys(keys))
-    answers: dict[Any, Any] = {k: self._memo[k] for k in unique
-                               if k in self._memo}
-    self._counts["memo_hits"] += len(answers)
+    answers: dict[Any, Any] = {}
     for key in unique:
-      if key not in answers and (held := self._backing_off(key)) is not None:
+      if (known := self.answers.known(key)) is not None:
+        answers[key] = known
+    self.counts.memo_hits += len(answers)
+    for key in unique:
+      if key not in answers and (held := self.answers.backing_off(key)):
         answers[key] = held
     ask = [k for k in unique if k not in answers]
     first = {key: inputs[keys.index(key)] for key in ask}
-    self._counts["retry_requests"] += sum(k in self._failures for k in ask)
+    self.counts.retry_requests += sum(map(self.answers.failed_before, ask))
     if wait:
       for key, result in zip(ask, self._batch(self._chain,
                                               [first[k] for k in ask])):
-        answers[key] = self._take_answer(key, result)
+        answers[key] = self.answers.take(key, result)
     else:
       for key in ask:
         self._worker.submit(("plan", key), ("plan", first[key]))
@@ -589,15 +418,15 @@ class Planner:
     for key in keys:
       result = answers[key]
       if result is None:
-        self._counts["provisional_plans"] += 1
+        self.counts.provisional_plans += 1
       elif isinstance(result, Fallback):
-        self._counts[f"fallback_{result.cause}"] += 1
+        self.counts.fallbacks[result.cause] += 1
       else:
-        self._counts["llm_plans"] += 1
+        self.counts.llm_plans += 1
       plans.append(result)
-    self._counts["plan_calls"] += 1
-    self._counts["users_planned"] += len(histories)
-    self._counts["shared_requests"] += len(histories) - len(unique)
+    self.counts.plan_batches += 1
+    self.counts.planned_users += len(histories)
+    self.counts.shared_requests += len(histories) - len(unique)
     self._latencies.append(time.perf_counter() - start)
     return plans
 
@@ -619,39 +448,28 @@ class Planner:
     still queued in the background are counted as dropped in the state, as
     a run killed after it was saved loses them. Failed situations are not
     kept: a resumed run asks them again."""
-    counts = collections.Counter(self._counts)
-    counts["reflections_dropped"] += len(self._lessons_asked)
-    return {"counts": dict(counts), "cache_hits": self.cache.hits,
+    counts = dataclasses.replace(self.counts)
+    counts.reflections_dropped += len(self._lessons_asked)
+    return {"counts": counts.as_json(), "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
             "reflection_gap": self._reflection_gap,
             "next_reflection": self._next_reflection,
-            "memo": [[[list(item) for item in prompt], sorted(blocked),
-                      list(answer) if isinstance(answer, tuple)
-                      else {"scores": list(answer.probabilities)}
-                      if isinstance(answer, CategoryScores)
-                      else {"fallback": answer.cause}]
-                     for (prompt, blocked), answer in self._memo.items()]}
+            "memo": self.answers.saved_state()}
 
   def load_saved_state(self, state: Mapping[str, Any]) -> None:
     """Restores `saved_state` into this planner (its evaluation views share
     the plans in memory)."""
-    self._counts = collections.Counter(state["counts"])
+    self.counts = PlannerCounts.from_json(state["counts"])
     self.cache.hits, self.cache.misses = (state["cache_hits"],
                                           state["cache_misses"])
     self._reflection_gap = float(state["reflection_gap"])
     self._next_reflection = float(state["next_reflection"])
-    self._memo.clear()
-    for prompt, blocked, answer in state["memo"]:
-      key = (tuple(tuple(item) for item in prompt), frozenset(blocked))
-      self._memo[key] = (tuple(answer) if isinstance(answer, list)
-                         else CategoryScores(tuple(answer["scores"]))
-                         if "scores" in answer
-                         else Fallback(answer["fallback"]))
+    self.answers.load_saved_state(state["memo"])
 
   def _due_for_lesson(self) -> bool:
     """Counts one finished session; True when the schedule writes its lesson."""
-    self._counts["sessions_ended"] += 1
-    if self._counts["sessions_ended"] < self._next_reflection:
+    self.counts.reflection_sessions += 1
+    if self.counts.reflection_sessions < self._next_reflection:
       return False
     self._reflection_gap *= self.reflect_growth
     self._next_reflection += self._reflection_gap
@@ -680,69 +498,46 @@ class Planner:
       self._check(h)
     chosen = [h for h in histories if self._due_for_lesson()]
     if wait:
-      self._counts["reflections_scheduled"] += len(chosen)
+      self.counts.reflections_scheduled += len(chosen)
       for history, lesson in zip(chosen, self._batch(self._reflect, chosen)):
         self._store_lesson(history, lesson)
       return
     for history in chosen:
-      number = self._counts["reflections_scheduled"]
-      self._counts["reflections_scheduled"] += 1
+      number = self.counts.reflections_scheduled
+      self.counts.reflections_scheduled += 1
       if self._worker.submit(("lesson", number), ("lesson", history)):
         self._lessons_asked[number] = history
       else:
-        self._counts["reflections_dropped"] += 1
+        self.counts.reflections_dropped += 1
 
   def _store_lesson(self, history: UserHistory, lesson: Any) -> None:
     if isinstance(lesson, BaseException):
-      self._counts["reflection_failures"] += 1
+      self.counts.reflection_failures += 1
       _log.debug("reflection failed: %s", lesson)
     else:
       self.reflections.add(lesson, history.cumulative_reward)
-      self._counts["reflections_written"] += 1
+      self.counts.reflections_written += 1
 
   def metrics(self) -> dict[str, float]:
-    """Counters and latency.
+    """The counters (`PlannerCounts`: every planned user is one of
+    `llm_plans`, `provisional_plans` and `fallbacks`), cache use and latency.
 
-    `shared_requests`: users answered by another user's request in the same
-    batch; `cache_hits`: situations answered by the LLM cache or the
-    in-process memo (`memo_hits`); `plan_llm_calls`: plan requests the
-    cache did not answer; `reflections_scheduled`: lessons the schedule
-    asked for, each of them written (`reflections_written`), failed in the
-    model (`reflection_failures`), dropped (`reflections_dropped`: the
-    background queue was full, or the planner closed first) or still in the
-    background; `reflection_requests`: lessons that reached the model
-    (written or failed; never cached); `llm_calls`: plan and lesson
-    requests together, those that reached the model. `llm_plans`: users
-    whose plan is the model's (`llm_plan_share` of those planned);
-    `retry_requests`: plan requests retried after a failed request;
-    `provisional_plans`: users given the heuristic plan while their
-    situation was asked in the background; `fallback_<cause>` (each of
-    FALLBACK_CAUSES) and their sum `fallbacks`: users given the heuristic
-    plan because the request failed or their situation was backing off
-    after a failure (`llm_plans + provisional_plans + fallbacks =
-    users_planned`); `failing_situations`: situations backing off or due a
-    retry after a failure; `background_busy_s`: the
-    worker's time answering. Latency is per
-    plan() call, and `latency_per_user_s` is its total over users planned.
+    `cache_hits`: situations answered by the LLM cache or the in-process
+    memo (`memo_hits`), `cache_hit_rate` of all lookups; `plan_llm_calls`:
+    plan requests the cache did not answer; `llm_calls`: those and the
+    lesson requests (`reflection_requests`, never cached) together, the
+    requests that reached the model; `failing_situations`: situations
+    backing off or due a retry after a failure; `background_pending` and
+    `background_busy_s`: the worker's queue and its time answering. Latency
+    is per planning call, and `latency_per_user_s` is its total over users
+    planned.
     """
-    out: dict[str, float] = {
-        key: float(self._counts[key]) for key in
-        ("plan_calls", "users_planned", "shared_requests", "sessions_ended",
-         "reflections_scheduled", "reflections_written", "reflection_failures",
-         "reflections_dropped", "llm_plans", "provisional_plans")}
-    out["reflection_requests"] = (out["reflections_written"]
-                                  + out["reflection_failures"])
-    out["llm_plan_share"] = out["llm_plans"] / max(out["users_planned"], 1.0)
+    out = self.counts.metrics()
     out["background_pending"] = float(self._worker.pending)
     out["background_busy_s"] = self._worker.busy_seconds
-    for cause in FALLBACK_CAUSES:
-      out[f"fallback_{cause}"] = float(self._counts[f"fallback_{cause}"])
-    out["fallbacks"] = sum(out[f"fallback_{c}"] for c in FALLBACK_CAUSES)
-    out["failing_situations"] = float(len(self._failures))
-    out["retry_requests"] = float(self._counts["retry_requests"])
+    out["failing_situations"] = float(self.answers.failing)
     out["plan_llm_calls"] = float(self.cache.misses)
     out["llm_calls"] = out["plan_llm_calls"] + out["reflection_requests"]
-    out["memo_hits"] = float(self._counts["memo_hits"])
     out["cache_hits"] = float(self.cache.hits) + out["memo_hits"]
     lookups = out["cache_hits"] + self.cache.misses
     out["cache_hit_rate"] = out["cache_hits"] / lookups if lookups else 0.0
@@ -753,7 +548,7 @@ class Planner:
                  latency_p50_s=float(np.percentile(lat, 50)),
                  latency_p95_s=float(np.percentile(lat, 95)),
                  latency_max_s=float(lat.max()),
-                 latency_per_user_s=float(lat.sum()) / max(out["users_planned"], 1))
+                 latency_per_user_s=float(lat.sum()) / max(out["planned_users"], 1))
     return out
 
 

@@ -22,6 +22,7 @@ from lerl_recsim.agents import bandit, dqn, learners, networks, ppo
 from lerl_recsim.experiments import run_config, runner, train
 from lerl_recsim.planner import Planner, ReflectionPool, backends
 from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import PromptHashChatModel
 
 TINY = {"num_items": 40}
 
@@ -486,7 +487,6 @@ def summary_numbers(summary):
 ])
 def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
     agent, changes, tmp_path, monkeypatch):
-  from tests.lerl_recsim.test_tf_environment import PromptHashChatModel
   # Plans of 8 categories: valid under the run's default rules (7-9) even
   # with one category saturated.
   monkeypatch.setattr(backends, "make_chat_model",
@@ -551,7 +551,7 @@ def test_a_killed_run_resumes_with_its_environment_and_planner_state(
   assert seen[0] == at_checkpoint
   assert summary["iterations"] == 6
   assert summary["planner"]["train"]["planned_users"] > \
-      at_checkpoint["planner_counts"]["users_planned"]
+      at_checkpoint["planner_counts"]["planned_users"]
   # ... and ends as the uninterrupted run did, to the last digit.
   assert whole["iterations"] == 6
   assert summary_without_timing(tmp_path / "run") == \

@@ -12,14 +12,14 @@ from lerl_recsim.experiments import sanity
 
 # The policies that show the scenario's trade-off (the planning oracle's
 # own checks are in test_lookahead.py).
-SCENARIO_CHECKS = ("random", "myopic", "diversifying", "oracle")
+SCENARIO_CHECKS = ("random", "best_category", "diversifying", "oracle")
 
 
 @pytest.fixture(scope="module")
 def default_results():
   env = lerl_recsim.make_env(num_users=400, seed=11)
   return {name: evaluation.evaluate_sessions(
-      env, scripted_policies.SANITY_POLICIES[name](env, seed=11))
+      env, scripted_policies.SCRIPTED_POLICIES[name](env, seed=11))
           for name in SCENARIO_CHECKS}
 
 
@@ -27,22 +27,22 @@ def welch_p(a, b):
   return stats.ttest_ind(a, b, equal_var=False).pvalue
 
 
-def test_myopic_earns_more_per_step_than_random(default_results):
-  myopic = default_results["myopic"]["step_reward"]
+def test_best_category_earns_more_per_step_than_random(default_results):
+  best_category = default_results["best_category"]["step_reward"]
   random = default_results["random"]["step_reward"]
-  assert myopic.mean() > random.mean()
-  assert welch_p(myopic, random) < 1e-3
+  assert best_category.mean() > random.mean()
+  assert welch_p(best_category, random) < 1e-3
 
 
-def test_myopic_loses_users_sooner_than_diversifying(default_results):
-  myopic = default_results["myopic"]["interaction_length"]
+def test_best_category_loses_users_sooner_than_diversifying(default_results):
+  best_category = default_results["best_category"]["interaction_length"]
   diverse = default_results["diversifying"]["interaction_length"]
-  assert diverse.mean() > 1.5 * myopic.mean()
-  assert welch_p(diverse, myopic) < 1e-6
+  assert diverse.mean() > 1.5 * best_category.mean()
+  assert welch_p(diverse, best_category) < 1e-6
 
 
-def test_myopic_narrows_to_few_categories(default_results):
-  assert (default_results["myopic"]["majority_category_share"].mean() >
+def test_best_category_narrows_to_few_categories(default_results):
+  assert (default_results["best_category"]["majority_category_share"].mean() >
           2 * default_results["diversifying"]["majority_category_share"].mean())
 
 
@@ -70,7 +70,7 @@ def test_policies_respect_a_narrowed_mask():
   allowed[:, 5:9] = True
   observation = {"observation": time_step.observation["observation"],
                  "mask": allowed}
-  for name, policy_class in scripted_policies.SANITY_POLICIES.items():
+  for name, policy_class in scripted_policies.SCRIPTED_POLICIES.items():
     policy = policy_class(env, seed=0)
     action = policy.action(time_step._replace(observation=observation)).action
     assert np.all((action >= 5) & (action < 9)), name

@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 
 from lerl_recsim.experiments import comparison, ray_sweep, sweep
-from tests.experiments.test_sweep import killed_job
+from tests.conftest import killed_job
 
 RAY = (sys.executable, "-m", "ray.scripts.scripts")
 WORKER_CPUS = 2

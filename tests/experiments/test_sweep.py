@@ -11,6 +11,7 @@ import pytest
 
 from lerl_recsim.experiments import sweep
 from lerl_recsim.planner import chat_models
+from tests.conftest import killed_job
 
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "OMP_NUM_THREADS")
@@ -67,20 +68,6 @@ def test_children_see_their_thread_limits(tmp_path: pathlib.Path):
     assert limits == {name: expected for name in THREAD_VARIABLES}
   if half:  # both ran at once, each pinned to a half of its own
     assert sorted(cores) == [available[:half], available[half:2 * half]]
-
-
-def killed_job(tmp_path: pathlib.Path, name: str, kills: int) -> sweep.Job:
-  """A job killed by SIGKILL on its first `kills` starts (as the kernel's
-  out-of-memory killer does), finishing afterwards."""
-  directory = tmp_path / name
-  directory.mkdir()
-  script = ("import os, pathlib, signal, sys; d = pathlib.Path(sys.argv[1]); "
-            "n = len(list(d.glob('start*'))); (d / f'start{n}').touch(); "
-            "print('working on', d.name, flush=True); "
-            f"os.kill(os.getpid(), signal.SIGKILL) if n < {kills} else "
-            "(d / 'summary.json').write_text('{}')")
-  return sweep.Job(name, (sys.executable, "-c", script, str(directory)),
-                   directory, tmp_path / f"{name}.log")
 
 
 def test_a_killed_run_is_reported_with_its_log_and_started_once_more(

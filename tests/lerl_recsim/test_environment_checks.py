@@ -1,6 +1,5 @@
 """`import lerl_recsim` names the fix when the installed set cannot work."""
 
-import pathlib
 from importlib import metadata
 
 import pytest

@@ -213,7 +213,7 @@ def test_planning_oracle_keeps_users_longer_than_the_greedy_oracle():
   results = {}
   for name in ("oracle", "planning_oracle"):
     env = lerl_recsim.make_env(num_users=64, seed=11, num_items=100)
-    policy = scripted_policies.SANITY_POLICIES[name](env, seed=11)
+    policy = scripted_policies.SCRIPTED_POLICIES[name](env, seed=11)
     results[name] = evaluation.evaluate_sessions(env, policy)
   greedy, planning = (results[n]["cumulative_reward"]
                       for n in ("oracle", "planning_oracle"))

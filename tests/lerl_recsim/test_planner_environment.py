@@ -44,7 +44,9 @@ def wrapped(replan_every=3, fixed=None, num_users=6, **overrides):
   options.update(overrides)
   env = lerl_recsim.make_env(**options)
   planner = CountingPlanner(env.scenario.catalogue, fixed)
-  return PlannedEnvironment(env, planner, replan_every), planner
+  planned = make_planned_env(env, planner, replan_every)
+  assert isinstance(planned, PlannedEnvironment) and planned.planner is planner
+  return planned, planner
 
 
 def roll(env, steps, seed=0):
@@ -192,6 +194,17 @@ def test_fake_llm_backend_metrics_and_cache():
   for key in ("fallback_parse_error", "fallback_invalid_plan",
               "fallback_exception", "fallback_timeout", "widenings"):
     assert key in m
+
+
+def test_a_ready_environment_is_wrapped_as_it_is_and_not_resized():
+  env = lerl_recsim.make_env(num_users=5, seed=3, num_items=60)
+  planned = make_planned_env(env, "heuristic", 2)
+  assert planned.batch_size == 5 and planned.replan_every == 2
+  with pytest.raises(ValueError, match=r"^num_users and scenario overrides "
+                     r"apply only when scenario is a name; got the "
+                     r"environment RecSimEnvironment with num_users=8 and "
+                     r"overrides \['slate_size'\]$"):
+    make_planned_env(env, "heuristic", 2, num_users=8, slate_size=3)
 
 
 def test_planner_objects_refuse_backend_options():

@@ -6,78 +6,21 @@ from __future__ import annotations
 import collections
 import json
 import threading
-import zlib
 from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from tf_agents.environments import tf_environment as tf_env_lib
-from tf_agents.policies import tf_policy
-from tf_agents.replay_buffers import tf_uniform_replay_buffer
-from tf_agents.specs import tensor_spec
-from tf_agents.trajectories import policy_step
 
 import lerl_recsim
 from lerl_recsim import planner_environment, tf_environment
-from lerl_recsim.agents import learners
 from lerl_recsim.planner import Planner, ReflectionPool
 from lerl_recsim.scenarios.catalogue import default_catalogue
-from tests.conftest import SMALL_PLANS
+from tests.conftest import (SCENARIO, SMALL_PLANS, PromptHashChatModel,
+                            assert_same, collect)
 
 CATALOGUE = default_catalogue()
-
-SCENARIO = dict(num_items=60, exit_rule="category_window",
-                exit_params={"preset": "dorl"})
-
-
-class HashPolicy(tf_policy.TFPolicy):
-  """Deterministic but varied: the allowed item with the largest
-  sin(item · (1 + session length + slot)), so both paths act alike."""
-
-  def __init__(self, time_step_spec, action_spec):
-    super().__init__(time_step_spec, action_spec,
-                     observation_and_action_constraint_splitter=lerl_recsim.splitter)
-
-  def _distribution(self, time_step, policy_state):
-    raise NotImplementedError
-
-  def _action(self, time_step, policy_state, seed=None):
-    observation, mask = lerl_recsim.splitter(time_step.observation)
-    items = tf.cast(tf.range(tf.shape(mask)[1]), tf.float32)[None, :]
-    phase = (1.0 + tf.cast(observation["session_length"], tf.float32)
-             + tf.cast(tf.range(tf.shape(mask)[0]), tf.float32))[:, None]
-    scores = tf.where(mask, tf.sin(items * phase * 0.37), -2.0)
-    action = tf.cast(tf.argmax(scores, axis=1), tf.int32)
-    return policy_step.PolicyStep(action, policy_state, ())
-
-
-def collect(env, steps: int):
-  """Collected trajectories (replay contents) and ended-session metrics."""
-  specs = (tensor_spec.from_spec(env.time_step_spec()),
-           tensor_spec.from_spec(env.action_spec()))
-  policy = HashPolicy(*specs)
-  buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-      policy.trajectory_spec, batch_size=env.batch_size, max_length=steps + 1)
-  collector = learners.make_collector(env, policy, buffer)
-  is_graph = isinstance(env, tf_env_lib.TFEnvironment)
-  assert isinstance(collector, learners.GraphCollector) == is_graph
-  for _ in range(steps // 5):
-    collector.run(5)
-  recorder = env.wrapped_env().episode_metrics if hasattr(
-      env, "wrapped_env") and not isinstance(
-          env, lerl_recsim.environment.RecSimEnvironment) else env.episode_metrics
-  return (tf.nest.map_structure(lambda x: x.numpy(), buffer.gather_all()),
-          recorder.values())
-
-
-def assert_same(a, b):
-  tf.nest.map_structure(np.testing.assert_array_equal, a, b)
-
 
 def test_flat_graph_environment_repeats_the_python_trajectories():
   py = collect(lerl_recsim.make_env(num_users=6, seed=3, **SCENARIO), 60)
@@ -104,34 +47,6 @@ def test_heuristic_planned_graph_environment_repeats_the_python_one(
                              graph_env.planner_metrics())
   for key in ("user_steps", "planned_users", "ended_sessions"):
     assert graph_counts[key] == py_counts[key], key
-
-
-class PromptHashChatModel(BaseChatModel):
-  """A fake LLM whose reply depends only on the prompt (a CRC of its text),
-  so that answers do not depend on the order of concurrent calls; one reply
-  in five is unreadable, to exercise fallbacks. A plan names `size`
-  different categories (3 fits SMALL_PLANS; the default rules need 7-9)."""
-
-  size: int = 3
-
-  @property
-  def _llm_type(self) -> str:
-    return "prompt-hash"
-
-  def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-    text = "\n".join(str(m.content) for m in messages)
-    code = zlib.crc32(text.encode())
-    if "Choose the categories" not in text:
-      reply = f"lesson {code % 7}"
-    elif code % 5 == 0:
-      reply = "no idea"
-    else:
-      names = CATALOGUE.category_names
-      order = np.random.default_rng(code).permutation(len(names))
-      reply = json.dumps({"categories": [names[i]
-                                         for i in order[:self.size]]})
-    return ChatResult(generations=[ChatGeneration(
-        message=AIMessage(content=reply))])
 
 
 def hash_planner() -> Planner:

@@ -8,8 +8,6 @@ replies, names categories outside the catalogue, or dies and comes back.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.llm_server import LoopbackLLMServer
@@ -28,7 +26,8 @@ FRESH = UserHistory()
 AFTER_ONE = UserHistory((StepRecord((0,), 0.9, True),), 1, 0.9)
 USERS = [FRESH, AFTER_ONE, FRESH]
 TIMEOUT_S = 0.5  # the client's per-request timeout; hanging lasts longer
-BACKOFF_S = 2.0  # long enough for the test's own steps on a busy machine
+BACKOFF_S = 2.0
+
 
 
 def planner_for(server: LoopbackLLMServer, **options) -> Planner:
@@ -44,9 +43,9 @@ def planner_for(server: LoopbackLLMServer, **options) -> Planner:
 def counted(planner: Planner) -> dict[str, float]:
   m = planner.metrics()
   assert m["llm_plans"] + m["provisional_plans"] + m["fallbacks"] == \
-      m["users_planned"], m
+      m["planned_users"], m
   return {k: v for k, v in m.items() if k in (
-      "llm_plans", "provisional_plans", "fallbacks", "users_planned",
+      "llm_plans", "provisional_plans", "fallbacks", "planned_users",
       *(f"fallback_{c}" for c in FALLBACK_CAUSES)) and v}
 
 
@@ -57,7 +56,7 @@ def server_fixture():
 
 
 @pytest.mark.parametrize("mode", sorted(CAUSE_OF_MODE))
-def test_each_fault_falls_back_per_user_by_cause(server, mode):
+def test_each_fault_falls_back_per_user_by_cause(server, mode, backoff_clock):
   """A failed request backs off and is retried once the server recovers; a
   reply that fails validation is the model's answer, kept and not asked
   again."""
@@ -66,14 +65,14 @@ def test_each_fault_falls_back_per_user_by_cause(server, mode):
   assert planner.plan(USERS) == planner.fallback.plan(USERS)
   cause = CAUSE_OF_MODE[mode]
   assert counted(planner) == {"fallbacks": 3, f"fallback_{cause}": 3,
-                              "users_planned": 3}
+                              "planned_users": 3}
   # Backing off (or answered): the same users again cost no request.
   asked = server.requests
   assert planner.plan(USERS) == planner.fallback.plan(USERS)
   assert server.requests == asked
   assert counted(planner)[f"fallback_{cause}"] == 6
   server.mode = "ok"
-  time.sleep(BACKOFF_S)
+  backoff_clock.sleep(BACKOFF_S)
   plans = planner.plan(USERS)
   if mode in ("invalid_content", "off_catalogue"):
     assert server.requests == asked and plans == planner.fallback.plan(USERS)
@@ -83,30 +82,30 @@ def test_each_fault_falls_back_per_user_by_cause(server, mode):
   assert server.requests == asked + 2
   assert plans != planner.fallback.plan(USERS) and plans[0] == plans[2]
   assert counted(planner) == {"llm_plans": 3, "fallbacks": 6,
-                              f"fallback_{cause}": 6, "users_planned": 9}
+                              f"fallback_{cause}": 6, "planned_users": 9}
   m = planner.metrics()
   assert m["failing_situations"] == 0 and m["retry_requests"] == 2
 
 
-def test_back_off_doubles_with_each_failure(server):
+def test_back_off_doubles_with_each_failure(server, backoff_clock):
   server.mode = "error_500"
   planner = planner_for(server, retry_backoff_s=0.3, max_backoff_s=1.0)
   waits = []
   for _ in range(4):
     [answer] = planner.llm_plans([FRESH])
     assert isinstance(answer, Fallback) and answer.cause == "server_error"
-    waits.append(answer.retry_at - time.monotonic())
-    time.sleep(max(answer.retry_at - time.monotonic(), 0.0))
+    waits.append(answer.retry_at - backoff_clock.monotonic())
+    backoff_clock.sleep(waits[-1])
   # 0.3, 0.6, 1.0 (the cap), 1.0 seconds from each failure
-  assert [round(w, 1) for w in waits] == pytest.approx([0.3, 0.6, 1.0, 1.0],
-                                                       abs=0.11)
+  assert waits == pytest.approx([0.3, 0.6, 1.0, 1.0])
 
 
-def test_background_counts_fallbacks_per_user_and_retries(server):
+def test_background_counts_fallbacks_per_user_and_retries(server,
+                                                          backoff_clock):
   server.mode = "error_500"
   planner = planner_for(server)
   assert planner.plan(USERS, wait=False) == planner.fallback.plan(USERS)
-  assert counted(planner) == {"provisional_plans": 3, "users_planned": 3}
+  assert counted(planner) == {"provisional_plans": 3, "planned_users": 3}
   assert planner.flush(timeout_s=30)
   asked = server.requests
   # The failed situations now count as fallbacks, per user, without asking.
@@ -114,20 +113,21 @@ def test_background_counts_fallbacks_per_user_and_retries(server):
   planner.plan(USERS, wait=False)
   assert planner.flush(timeout_s=30) and server.requests == asked
   assert counted(planner) == {"provisional_plans": 3, "fallbacks": 6,
-                              "fallback_server_error": 6, "users_planned": 9}
+                              "fallback_server_error": 6, "planned_users": 9}
   server.mode = "ok"
-  time.sleep(BACKOFF_S)
+  backoff_clock.sleep(BACKOFF_S)
   planner.plan(USERS, wait=False)  # asked again: provisional meanwhile
   assert planner.flush(timeout_s=30)
   plans = planner.plan(USERS, wait=False)
   assert plans != planner.fallback.plan(USERS)
   assert counted(planner) == {"provisional_plans": 6, "llm_plans": 3,
                               "fallbacks": 6, "fallback_server_error": 6,
-                              "users_planned": 15}
+                              "planned_users": 15}
   planner.close()
 
 
-def test_a_server_that_dies_and_comes_back_is_used_again(server):
+def test_a_server_that_dies_and_comes_back_is_used_again(server,
+                                                         backoff_clock):
   planner = planner_for(server)
   assert counted(planner) == {}
   first = planner.plan([FRESH])
@@ -135,11 +135,11 @@ def test_a_server_that_dies_and_comes_back_is_used_again(server):
   assert planner.plan([AFTER_ONE]) == planner.fallback.plan([AFTER_ONE])
   assert planner.plan([FRESH]) == first  # answered before: from memory
   server.start()
-  time.sleep(BACKOFF_S)
+  backoff_clock.sleep(BACKOFF_S)
   later = planner.plan([AFTER_ONE])
   assert later != planner.fallback.plan([AFTER_ONE])
   assert counted(planner) == {"llm_plans": 3, "fallbacks": 1,
-                              "fallback_connection": 1, "users_planned": 4}
+                              "fallback_connection": 1, "planned_users": 4}
 
 
 def test_evaluation_waiting_is_bounded_in_total(server):

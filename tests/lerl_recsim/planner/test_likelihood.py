@@ -23,7 +23,7 @@ from lerl_recsim.planner.likelihood import (ANSWER_PREFIX, CategoryScores,
                                             first_name_probabilities)
 from lerl_recsim.planner.validation import PlanParseError
 from lerl_recsim.scenarios.catalogue import default_catalogue
-from tests.lerl_recsim.test_tf_environment import SCENARIO, assert_same, collect
+from tests.conftest import SCENARIO, assert_same, collect
 
 CAT = default_catalogue()
 NAMES = CAT.category_names

@@ -25,7 +25,7 @@ from lerl_recsim.planner.heuristic import histories_to_steps
 from lerl_recsim.planner.prompt import plan_schema
 from lerl_recsim.planner.situations import situation_keys
 from lerl_recsim.scenarios.catalogue import default_catalogue
-from tests.lerl_recsim.test_tf_environment import SCENARIO, assert_same, collect
+from tests.conftest import SCENARIO, assert_same, collect
 
 CAT = default_catalogue()
 # The 4-step prompt with a shortlist of 12 (an option; the default shows
