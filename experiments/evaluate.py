@@ -15,7 +15,8 @@ from tf_agents.specs import tensor_spec
 
 import lerl_recsim
 from lerl_recsim import bundle, evaluation, metrics, planner_environment, results
-from lerl_recsim.experiments import export, run_config, runner
+from lerl_recsim.experiments import (checkpoints, evaluations, export,
+                                     planner_counts, run_config)
 
 
 def load_source(load_dir: str | os.PathLike[str]
@@ -28,7 +29,7 @@ def load_source(load_dir: str | os.PathLike[str]
     return (spec, root / bundle.POLICY_DIR,
             root / reflections if reflections else None)
   config = export.read_run_config(root)
-  directory = runner.RunDirectory(os.fspath(root))
+  directory = checkpoints.RunDirectory(os.fspath(root))
   scenario = export.rebuild_scenario(config, f"run {os.fspath(root)!r}")
   reflections = (directory.reflections if directory.reflections.is_file()
                  else None)
@@ -67,7 +68,7 @@ def evaluate(load_dir: str | os.PathLike[str],
     planner: A backend string, "none", or None for the source's backend.
     replan_every: K, or None for the source's.
     num_eval_sessions: Fresh users, one session each.
-    seed: Seeds the users (+ runner.EVAL_SEED_OFFSET) and the planner.
+    seed: Seeds the users (+ evaluations.EVAL_SEED_OFFSET) and the planner.
   """
   output = pathlib.Path(output)
   if output.exists():
@@ -78,7 +79,7 @@ def evaluate(load_dir: str | os.PathLike[str],
   scenario = scenario or spec["source"]["scenario"]
   resolved = resolve_overrides(spec, scenario, overrides or {})
   env = lerl_recsim.make_env(scenario, num_users=num_eval_sessions,
-                             seed=seed + runner.EVAL_SEED_OFFSET, **resolved)
+                             seed=seed + evaluations.EVAL_SEED_OFFSET, **resolved)
   signature.check(bundle.ScenarioFacts.from_scenario(env.scenario),
                   f"scenario {scenario!r} with overrides {resolved}")
   backend = spec["planner"]["backend"] if planner is None else planner
@@ -113,7 +114,7 @@ def evaluate(load_dir: str | os.PathLike[str],
       "num_eval_sessions": num_eval_sessions, "seed": seed,
       "lerl_recsim_version": lerl_recsim.__version__}
   summary["config"]["scenario"].pop("num_users", None)
-  summary["planner"] = runner.planner_counts(env)
+  summary["planner"] = planner_counts.planner_counts(env)
   if output.exists():
     raise FileExistsError(f"--output {os.fspath(output)!r} appeared during "
                           "the evaluation; nothing was overwritten")

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import lerl_recsim
 from lerl_recsim import bundle, planner_environment
-from lerl_recsim.experiments import runner
+from lerl_recsim.experiments import checkpoints
 from lerl_recsim.planner import PlanRules, ReflectionPool
 from lerl_recsim.scenarios import registry
 
@@ -108,7 +108,7 @@ def export_bundle(root_dir: str | os.PathLike[str],
   target = pathlib.Path(export_dir)
   check_export_dir(target)
   config = read_run_config(root_dir)
-  directory = runner.RunDirectory(os.fspath(root_dir))
+  directory = checkpoints.RunDirectory(os.fspath(root_dir))
   if not (directory.policy / "saved_model.pb").is_file():
     raise FileNotFoundError(
         f"run {os.fspath(root_dir)!r} has no exported policy "

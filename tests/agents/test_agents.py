@@ -19,7 +19,8 @@ import lerl_recsim
 from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment)
 from lerl_recsim.agents import bandit, dqn, learners, networks, ppo
-from lerl_recsim.experiments import run_config, runner, train
+from lerl_recsim.experiments import (checkpoints, evaluations, run_config,
+                                     runner, train)
 from lerl_recsim.planner import Planner, ReflectionPool, backends
 from lerl_recsim.scenarios.catalogue import default_catalogue
 from tests.conftest import PromptHashChatModel
@@ -274,7 +275,7 @@ def test_sampled_evaluation_repeats_for_a_seed():
 
   def evaluate(seed):
     policy = learners.SeededSamplingPolicy(agent.collect_policy, seed)
-    return runner.evaluate_policy(env, learners.eager_policy(policy))
+    return evaluations.evaluate_policy(env, learners.eager_policy(policy))
 
   first, other, again = evaluate(0), evaluate(1), evaluate(0)
   for name in metrics.EPISODE_METRICS:
@@ -306,7 +307,7 @@ def test_an_evaluations_background_requests_end_with_it():
       observation_and_action_constraint_splitter=lambda o: (o, o["mask"]))
   timer = threading.Timer(1.0, gate.set)  # the model answers after a while
   timer.start()
-  summary = runner.evaluate_policy(eval_env, policy)
+  summary = evaluations.evaluate_policy(eval_env, policy)
   timer.join()
   assert summary["planner"]["provisional_plans"] > 0  # it did not wait
   assert view.background_pending == 0 and view._worker._thread is None
@@ -333,12 +334,12 @@ def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
   run = tiny_run("dqn", num_iterations=3)
-  directory = runner.RunDirectory(str(tmp_path))
+  directory = checkpoints.RunDirectory(str(tmp_path))
   train.train_eval(run, str(tmp_path))
   (tmp_path / "summary.json").unlink()  # make it resume instead of reuse
   for data in directory.checkpoints.glob("*.data-*"):
     data.write_bytes(b"not a checkpoint")
-  with pytest.raises(runner.CheckpointError, match=(
+  with pytest.raises(checkpoints.CheckpointError, match=(
       r"cannot read the checkpoint .*ckpt-3 \(OpError\); it is corrupt — "
       r"remove that directory to start over")):
     train.train_eval(run, str(tmp_path))

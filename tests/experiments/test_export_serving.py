@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from lerl_recsim import bundle, serving
 from lerl_recsim.agents import dqn
-from lerl_recsim.experiments import evaluate, export, run_config, runner, train
+from lerl_recsim.experiments import (checkpoints, evaluate, export,
+                                     run_config, train)
 from lerl_recsim.planner_environment import make_planned_env
 from tests.llm_server import LoopbackLLMServer
 
@@ -175,7 +176,7 @@ def test_fresh_process_gives_the_trained_policy_actions(trained, exported,
   hp = config["hyperparameters"]
   agent = dqn.make_agent(env, dqn.Hyperparameters(**hp))
   checkpoint = tf.train.latest_checkpoint(
-      str(runner.RunDirectory(str(trained)).checkpoints))
+      str(checkpoints.RunDirectory(str(trained)).checkpoints))
   tf.train.Checkpoint(agent=agent).restore(checkpoint).expect_partial()
   arrays, expected = {}, []
   for t, (time_step, _, _) in enumerate(steps):
