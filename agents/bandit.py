@@ -56,14 +56,12 @@ def make_agent(env: py_environment.PyEnvironment,
   reward_net = networks.item_q_network(
       inputs.time_step_spec.observation, inputs.action_spec,
       inputs.item_categories, inputs.encoder, h.fc_layer_params)
-  agent = neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent(
+  return learners.initialized_agent(
+      neural_epsilon_greedy_agent.NeuralEpsilonGreedyAgent,
       inputs.time_step_spec, inputs.action_spec, reward_network=reward_net,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=h.learning_rate),
+      learning_rate=h.learning_rate,
       epsilon=h.epsilon,
-      observation_and_action_constraint_splitter=integer_mask_splitter,
-      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
-  agent.initialize()
-  return agent
+      observation_and_action_constraint_splitter=integer_mask_splitter)
 
 
 def build_learner(env: py_environment.PyEnvironment,

@@ -11,7 +11,6 @@ import dataclasses
 from typing import Sequence
 
 import gin
-import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.environments import py_environment
 from tf_agents.specs import tensor_spec
@@ -62,16 +61,14 @@ def make_agent(env: py_environment.PyEnvironment,
   q_net = networks.item_q_network(inputs.time_step_spec.observation,
                                   action_spec, inputs.item_categories,
                                   inputs.encoder, h.fc_layer_params)
-  agent = dqn_agent.DdqnAgent(
+  return learners.initialized_agent(
+      dqn_agent.DdqnAgent,
       inputs.time_step_spec, action_spec, q_network=q_net,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=h.learning_rate),
+      learning_rate=h.learning_rate,
       observation_and_action_constraint_splitter=environment_lib.splitter,
       epsilon_greedy=h.epsilon_greedy, gamma=h.gamma,
       target_update_period=h.target_update_period, n_step_update=h.n_step,
-      td_errors_loss_fn=common.element_wise_huber_loss,
-      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
-  agent.initialize()
-  return agent
+      td_errors_loss_fn=common.element_wise_huber_loss)
 
 
 def build_learner(env: py_environment.PyEnvironment,

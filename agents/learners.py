@@ -9,7 +9,7 @@ checkpoints `checkpoint_objects` and evaluates `greedy_policy` and any
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +25,9 @@ from tf_agents.utils import common
 
 from lerl_recsim import tf_environment as tf_environment_lib
 from lerl_recsim.agents.draws import Draws, sample_sequences
+
+
+AgentT = TypeVar("AgentT")
 
 
 class CompiledPolicy(py_policy.PyPolicy):
@@ -257,6 +260,19 @@ class GraphCollector:
                                                      reports))
       done += n
     self.user_steps += steps * self._env.batch_size
+
+
+def initialized_agent(agent_class: Callable[..., AgentT], *args: Any,
+                      learning_rate: float, **kwargs: Any) -> AgentT:
+  """`agent_class(*args, **kwargs)` with an Adam optimiser at `learning_rate`
+  and the train-step counter a checkpoint holds (the variable
+  "train_step"), initialised: how every learning family makes its agent."""
+  agent = agent_class(
+      *args, optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"),
+      **kwargs)
+  agent.initialize()
+  return agent
 
 
 def make_collector(env: Any, policy: tf_policy.TFPolicy,

@@ -13,7 +13,6 @@ import dataclasses
 from typing import Sequence
 
 import gin
-import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.environments import py_environment
 
@@ -56,18 +55,16 @@ def make_agent(env: py_environment.PyEnvironment,
   actor, value = networks.masked_actor_and_value_networks(
       inputs.time_step_spec.observation, inputs.action_spec,
       inputs.item_categories, inputs.encoder, h.fc_layer_params)
-  agent = ppo_clip_agent.PPOClipAgent(
+  return learners.initialized_agent(
+      ppo_clip_agent.PPOClipAgent,
       inputs.time_step_spec, inputs.action_spec,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=h.learning_rate),
+      learning_rate=h.learning_rate,
       actor_net=actor, value_net=value, discount_factor=h.gamma,
       lambda_value=h.lambda_value, use_gae=True, num_epochs=h.num_epochs,
       importance_ratio_clipping=h.importance_ratio_clipping,
       entropy_regularization=h.entropy_regularization,
       normalize_observations=False, normalize_rewards=False,
-      compute_value_and_advantage_in_train=True,
-      train_step_counter=tf.Variable(0, dtype=tf.int64, name="train_step"))
-  agent.initialize()
-  return agent
+      compute_value_and_advantage_in_train=True)
 
 
 def build_learner(env: py_environment.PyEnvironment,
