@@ -40,7 +40,7 @@ class CheckpointError(RuntimeError):
   """A run's checkpoint exists but cannot be restored."""
 
 
-def checkpointed_iteration(directory: "RunDirectory") -> int:
+def checkpointed_iteration(directory: RunDirectory) -> int:
   """The iteration of the run's latest checkpoint (0 without one)."""
   latest = tf.train.latest_checkpoint(str(directory.checkpoints))
   if latest is None:

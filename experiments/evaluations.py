@@ -8,9 +8,11 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 from absl import logging
+from tf_agents.environments import py_environment
 from tf_agents.policies import py_policy
 
 from lerl_recsim import evaluation, metrics
+from lerl_recsim.experiments.checkpoints import RunDirectory
 from lerl_recsim.experiments.planner_counts import (PLANNED_ENVIRONMENTS,
                                                     counts_delta,
                                                     planner_counts)
@@ -22,7 +24,9 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation users never equal training users
 MAIN = "greedy"
 
 
-def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
+def evaluate_policy(eval_env: py_environment.PyEnvironment,
+                    policy: py_policy.PyPolicy,
+                    train_env: Any = None) -> dict[str, Any]:
   """One session per fresh evaluation user: `{mean, ci95}` per metric,
   `num_sessions`, `exposure_curve` and the evaluation's `planner` counts.
 
@@ -54,9 +58,11 @@ def evaluate_policy(eval_env, policy, train_env: Any = None) -> dict[str, Any]:
   return summary
 
 
-def run_evaluation(train_env, eval_env,
-                   policies: Mapping[str, py_policy.PyPolicy], eval_writer,
-                   iteration, directory, user_steps: int | None = None
+def run_evaluation(train_env: Any, eval_env: py_environment.PyEnvironment,
+                   policies: Mapping[str, py_policy.PyPolicy],
+                   eval_writer: tf.summary.SummaryWriter,
+                   iteration: tf.Variable, directory: RunDirectory,
+                   user_steps: int | None = None
                    ) -> dict[str, dict[str, Any]]:
   """Evaluates each policy on the same fresh users; returns their
   `evaluate_policy` summaries by key.

@@ -209,8 +209,11 @@ def train_and_evaluate(
   return summary
 
 
-def run_training(run, learner, train_env, eval_env, iteration,
-                 user_steps: tf.Variable, checkpointer, directory, eval_writer,
+def run_training(run: run_config_lib.RunConfig, learner: Learner,
+                 train_env: Any, eval_env: py_environment.PyEnvironment,
+                 iteration: tf.Variable, user_steps: tf.Variable,
+                 checkpointer: common.Checkpointer, directory: RunDirectory,
+                 eval_writer: tf.summary.SummaryWriter,
                  policies: Mapping[str, py_policy.PyPolicy]
                  ) -> dict[str, dict[str, Any]] | None:
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating;
