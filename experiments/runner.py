@@ -57,12 +57,6 @@ class Learner(Protocol):
     ...
 
 
-def scenario_environment(run: run_config_lib.RunConfig, num_users: int,
-                         seed: int) -> environment_lib.RecSimEnvironment:
-  return lerl_recsim.make_env(run.scenario, num_users=num_users, seed=seed,
-                              **run.scenario_overrides)
-
-
 def build_environments(run: run_config_lib.RunConfig, train_seed: int,
                        reflections: pathlib.Path | None = None
                        ) -> tuple[Any, py_environment.PyEnvironment]:
@@ -77,8 +71,9 @@ def build_environments(run: run_config_lib.RunConfig, train_seed: int,
   An LLM planner starts from the pool saved at `reflections`, if any, which
   the view then reads.
   """
-  evaluation_env = scenario_environment(run, run.num_eval_sessions,
-                                        run.seed + EVAL_SEED_OFFSET)
+  evaluation_env = lerl_recsim.make_env(
+      run.scenario, num_users=run.num_eval_sessions,
+      seed=run.seed + EVAL_SEED_OFFSET, **run.scenario_overrides)
   backend = run.planner_backend
   if backend is None:
     return (tf_environment.make_tf_env(run.scenario, num_users=run.num_users,
@@ -130,9 +125,12 @@ def train_and_evaluate(
     scripted_policy: builds a fixed py policy on the evaluation environment.
   """
   directory = RunDirectory(root_dir)
-  probe = scenario_environment(run, 1, run.seed)  # validates the scenario early
+  # The scenario's settings, checked and resolved before anything else is
+  # built (one user: a few milliseconds), are part of the run's identity.
+  scenario = environment_lib.build_scenario(run.scenario, 1, run.seed,
+                                            **run.scenario_overrides)
   config = {"run": run.to_dict(), "hyperparameters": dict(hyperparameters),
-            "scenario": dict(probe.config),
+            "scenario": dict(scenario.config),
             "lerl_recsim_version": lerl_recsim.__version__}
   config["scenario"].pop("num_users", None)
   if run.gin_bindings:
