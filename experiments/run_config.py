@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from lerl_recsim import planner_environment
+from lerl_recsim import environment, planner_environment
 from lerl_recsim.scenarios import registry
 
 DEFAULT_PLANNER = "embedded"
@@ -121,7 +121,7 @@ class RunConfig:
   scenario_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   planner: str = DEFAULT_PLANNER
   replan_every: int = planner_environment.DEFAULT_REPLAN_EVERY
-  num_users: int = 64
+  num_users: int = environment.DEFAULT_NUM_USERS
   num_iterations: int | None = None
   num_eval_sessions: int = 500
   eval_interval: int | None = None

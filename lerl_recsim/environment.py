@@ -277,7 +277,12 @@ class RecSimEnvironment(ScenarioProperties, py_environment.PyEnvironment):
                            outputs["discount"].numpy(), outputs["observation"])
 
 
-def make_env(scenario: str = "interest_evolution", num_users: int = 64,
+# Simultaneous user slots of an environment built without saying how many.
+DEFAULT_NUM_USERS = 64
+
+
+def make_env(scenario: str = "interest_evolution",
+             num_users: int = DEFAULT_NUM_USERS,
              seed: int = 0, **overrides: Any) -> RecSimEnvironment:
   """Builds a batched TF-Agents environment for a registered scenario.
 

@@ -683,7 +683,8 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                           for key, f in failed.items()})
 
 
-def make_tf_env(scenario: str = "interest_evolution", num_users: int = 64,
+def make_tf_env(scenario: str = "interest_evolution",
+                num_users: int = environment_lib.DEFAULT_NUM_USERS,
                 seed: int = 0, **overrides: Any) -> TFRecSimEnvironment:
   """The TensorFlow-native twin of `lerl_recsim.make_env` (same arguments,
   same trajectories for a seed and actions)."""
