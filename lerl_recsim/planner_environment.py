@@ -20,6 +20,7 @@ order for that user, until the slate fits; each widened plan is counted.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -232,6 +233,15 @@ class PlanMasks:
     self._unit = unit
     self.plans: list[tuple[int, ...]] = [()] * num_users
     self._plan_items = np.zeros((num_users, category_items.shape[1]), bool)
+
+  def fresh(self, num_users: int) -> PlanMasks:
+    """Empty plans for `num_users` rows, sharing this one's catalogue (so
+    that a caller planning new batches derives it once)."""
+    other = copy.copy(self)
+    other.plans = [()] * num_users
+    other._plan_items = np.zeros((num_users, self._category_items.shape[1]),
+                                 bool)
+    return other
 
   def history(self, observation: Mapping[str, np.ndarray],
               row: int) -> UserHistory:

@@ -279,10 +279,11 @@ class HierarchicalRecommender:
     self._planner = planner
     self._replan_every = planner_environment.check_replan_every(replan_every)
     self._backend = backend
-    self._category_items = facts.item_categories.T > 0
-    self._widener = HeuristicPlanner(
-        bundle.catalogue_from_json(spec["catalogue"]),
-        seed=spec["planner"]["seed"])
+    # The catalogue's part of turning plans into masks, derived once.
+    self._plan_masks = planner_environment.PlanMasks(
+        facts.item_categories.T > 0, facts.slate_size,
+        HeuristicPlanner(bundle.catalogue_from_json(spec["catalogue"]),
+                         seed=spec["planner"]["seed"]), 0, unit="user")
 
   @classmethod
   def load(cls, path: str | os.PathLike[str],
@@ -391,10 +392,8 @@ class HierarchicalRecommender:
       return [None] * len(sessions), masks
     planned = stack([observe(s[:len(s) - len(s) % self._replan_every],
                              self._facts) for s in sessions])
-    # A plan mask per call: concurrent calls share no state.
-    plan_masks = planner_environment.PlanMasks(
-        self._category_items, self._facts.slate_size, self._widener,
-        len(sessions), unit="user")
+    # Fresh plans per call: concurrent calls share no state.
+    plan_masks = self._plan_masks.fresh(len(sessions))
     users = range(len(sessions))
     plan_masks.set(users, self._planner.plan(
         [plan_masks.history(planned, user) for user in users]))

@@ -399,9 +399,8 @@ class Planner:
     for key in unique:
       if (known := self.answers.known(key)) is not None:
         answers[key] = known
-    self.counts.memo_hits += len(answers)
-    for key in unique:
-      if key not in answers and (held := self.answers.backing_off(key)):
+        self.counts.memo_hits += 1
+      elif (held := self.answers.backing_off(key)) is not None:
         answers[key] = held
     ask = [k for k in unique if k not in answers]
     first = {key: inputs[keys.index(key)] for key in ask}
