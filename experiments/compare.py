@@ -263,8 +263,9 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
                   config: dict[str, Any], reference: comparison.Method,
                   output_dir: pathlib.Path, results_dir: pathlib.Path,
                   command: str) -> list[pathlib.Path]:
-  """results.md (the table, then the seed-mean learning curves),
-  results.csv and the plots, from the runs that finished;
+  """results.md (the table, what each planner adds over the control
+  planner where an agent ran with several, then the seed-mean learning
+  curves), results.csv and the plots, from the runs that finished;
   `command` (what produced them) heads results.md."""
   rows = comparison.build_table(runs, output_dir, reference)
   train = config["train"]
@@ -279,8 +280,10 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
   markdown = results_dir / "results.md"
   curves = comparison.format_curves(
       comparison.build_curves(runs, output_dir, reference), reference)
+  contrasts = comparison.format_contrasts(comparison.planner_contrasts(rows))
   markdown.write_text(
-      comparison.format_markdown(rows, reference, header) + "\n" + curves +
+      comparison.format_markdown(rows, reference, header) + "\n" +
+      (contrasts + "\n" if contrasts else "") + curves +
       "\n## Plots\n\n" +
       "".join(f"![{path.stem}]({path.name})\n\n" for path in plots))
   table = results_dir / "results.csv"

@@ -114,6 +114,11 @@ def grid(scenarios: Sequence[str], exit_rules: Sequence[ExitRuleChoice],
 # The ceiling every table reads cumulative reward against, when compared.
 CEILING = "planning_oracle"
 CEILING_SHARE = "planning_oracle_share"
+# A run's second evaluation, of its stochastic policy (PPO's), in summary.json.
+SAMPLED = "sampled"
+# What an LLM planner is measured against under the same agent: the plans
+# it falls back to.
+PLANNER_CONTROL = "heuristic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +133,7 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("cumulative_reward", "cumulative reward", True, 2),
+    Column("sampled_reward", "cumulative reward, sampled policy", True, 2),
     Column("interaction_length", "interaction length", True, 1),
     Column("step_reward", "per-step reward", True, 3),
     Column("category_coverage", "category coverage", True, 1),
@@ -146,8 +152,10 @@ COLUMNS: tuple[Column, ...] = (
 def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
   """One value per column from a run's summary.json.
 
-  The episode metrics are the run's means over its evaluation sessions;
-  sample efficiency is cumulative reward at the last evaluation within 10%
+  The episode metrics are the run's means over its evaluation sessions
+  (`sampled_reward`: cumulative reward of the evaluation that samples the
+  stochastic policy, NaN for agents evaluated greedily only); sample
+  efficiency is cumulative reward at the last evaluation within 10%
   and 30% of the training iterations, and `levelled_off` 1 where the run's
   learning curve met the plateau rule at its end (all NaN for agents that do
   not train); LLM
@@ -159,6 +167,8 @@ def run_values(summary: Mapping[str, Any]) -> dict[str, float]:
   """
   values = {name: float(summary[name]["mean"])
             for name in metrics.EPISODE_METRICS}
+  sampled = summary.get(SAMPLED, {}).get("cumulative_reward")
+  values["sampled_reward"] = float(sampled["mean"]) if sampled else math.nan
   curve = summary.get("learning_curve")
   for key, fraction in (("reward_at_10pct", 0.1), ("reward_at_30pct", 0.3)):
     values[key] = learning_curves.value_at(curve, fraction) if curve else math.nan
@@ -255,6 +265,81 @@ def build_table(runs: Sequence[ComparisonRun], output_dir: str | pathlib.Path,
                       welch_p_value(values, baseline.values[column.key]))
       row.stats[column.key] = summary
   return list(rows.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerContrast:
+  """One planner backend of an agent against its control backend under one
+  condition: per key of `CONTRAST_KEYS`, the difference of the seed means
+  (backend minus control) and Welch's p."""
+
+  scenario: str
+  exit_rule: str
+  method: Method
+  control: Method
+  differences: dict[str, float]
+  p_values: dict[str, float]
+
+
+# Cumulative reward at 10%, 30% and 100% of training: where planners differ.
+CONTRAST_KEYS = ("reward_at_10pct", "reward_at_30pct", "cumulative_reward")
+
+
+def planner_contrasts(rows: Sequence[Row]) -> list[PlannerContrast]:
+  """Every planner backend of an agent compared with several, against the
+  `PLANNER_CONTROL` backend (else the first one compared) under the same
+  agent and condition: what an LLM adds to the same low level over the plans
+  it falls back to."""
+  by_agent: dict[tuple[str, str, str], list[Row]] = {}
+  for row in rows:
+    if row.method.planner is not None:
+      by_agent.setdefault((row.scenario, row.exit_rule, row.method.agent),
+                          []).append(row)
+  contrasts = []
+  for backends in by_agent.values():
+    if len(backends) < 2:
+      continue
+    control = next((row for row in backends
+                    if row.method.planner == PLANNER_CONTROL), backends[0])
+    for row in backends:
+      if row is control:
+        continue
+      differences, p_values = {}, {}
+      for key in CONTRAST_KEYS:
+        differences[key] = (float(np.mean(row.values[key])) -
+                            float(np.mean(control.values[key]))
+                            if row.values[key] and control.values[key]
+                            else math.nan)
+        p_values[key] = welch_p_value(row.values[key], control.values[key])
+      contrasts.append(PlannerContrast(row.scenario, row.exit_rule, row.method,
+                                       control.method, differences, p_values))
+  return contrasts
+
+
+def format_contrasts(contrasts: Sequence[PlannerContrast]) -> str:
+  """A Markdown section of results.md (empty without contrasts)."""
+  if not contrasts:
+    return ""
+  lines = ["## What the planner adds", "",
+           "Each planner backend of an agent compared with several, against "
+           f"`{PLANNER_CONTROL}` (the plans an LLM planner falls back to) or "
+           "else the first backend compared, under the same agent: the "
+           "difference of the seed means of cumulative reward (backend minus "
+           "control) and Welch's p across seeds.", "",
+           "| scenario | exit rule | method | against | at 10% of training "
+           "| at 30% | at 100% |", "|---|---|---|---|---|---|---|"]
+  for contrast in contrasts:
+    cells = []
+    for key in CONTRAST_KEYS:
+      difference, p = contrast.differences[key], contrast.p_values[key]
+      cell = "—" if not math.isfinite(difference) else f"{difference:+.2f}"
+      if math.isfinite(p):
+        cell += f" (p = {p:.3f})"
+      cells.append(cell)
+    lines.append(f"| {contrast.scenario} | {contrast.exit_rule} | "
+                 f"{contrast.method.label} | {contrast.control.label} | "
+                 + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
 
 
 @dataclasses.dataclass

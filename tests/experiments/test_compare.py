@@ -59,6 +59,9 @@ def write_run(directory: pathlib.Path, seed: int, base: float,
                                   "planned_users": 100.0,
                                   "user_steps": 1000.0} if planner else {}}
   summary["wall_time_s"] = 10.0 + seed
+  if planner:  # a second, sampled evaluation, as PPO agents have
+    summary["sampled"] = {"cumulative_reward": {"mean": base + 0.5 + seed,
+                                                "ci95": 0.0}}
   summary["exposure_curve"] = {
       "step": [1, 2, 3], "active_sessions": [4, 3, 1],
       "category_coverage": [1.0, 1.5 + base / 10, 2.0],
@@ -107,6 +110,7 @@ def hand_values(seed: int, base: float, planner: bool) -> dict[str, float]:
   values["llm_calls_per_1k"] = 5.0 + seed if planner else math.nan
   values["llm_plan_share"] = (40.0 + 10 * seed) / 100 if planner else math.nan
   values["wall_time_s"] = 10.0 + seed
+  values["sampled_reward"] = base + 0.5 + seed if planner else math.nan
   values["planning_oracle_share"] = math.nan  # no planning oracle here
   return values
 
@@ -153,9 +157,12 @@ def test_table_is_seed_statistics_with_best_and_welch_markers(tmp_path):
   # lerl has the highest reward (bold) and, being higher, the worst
   # repetition; random the lowest repetition rate (bold: lower is better).
   assert lerl_row.split(" | ")[2].startswith("**2.10 ± ")
-  assert random_row.split(" | ")[6].startswith("**")
+  assert random_row.split(" | ")[7].startswith("**")
   assert "†" in lerl_row and "Welch's t-test" in markdown
-  assert random_row.split(" | ")[8] == "—"
+  assert random_row.split(" | ")[3] == "—"  # evaluated greedily only
+  assert random_row.split(" | ")[9] == "—"  # no learning curve
+  # Sampled: 2.5 + seed; not bold, as no other method has a value.
+  assert lerl_row.split(" | ")[3].startswith("3.50 ± ")
 
   table = list(csv.DictReader(comparison.format_csv(rows, reference).splitlines()))
   assert [r["method"] for r in table] == ["dqn", "lerl+heuristic", "random"]
@@ -183,6 +190,51 @@ def test_cumulative_reward_is_read_against_the_planning_oracle(tmp_path):
   # Without the planning oracle the column is empty.
   [alone] = comparison.build_table(runs[::2][:2], tmp_path, methods[0])
   assert math.isnan(alone.stats["planning_oracle_share"]["mean"])
+
+
+def test_each_llm_planner_is_set_against_the_heuristic_under_its_agent(
+    tmp_path):
+  methods = [comparison.Method("lerl", "embedded"),
+             comparison.Method("lerl", "heuristic"),
+             comparison.Method("lerl", "ollama:x"), comparison.Method("dqn"),
+             comparison.Method("lerl_ppo", "embedded")]
+  runs = comparison.grid(["interest_evolution"],
+                         [comparison.ExitRuleChoice("satisfaction")], methods,
+                         num_seeds=3)
+  base = {"embedded": 3.0, "heuristic": 2.0, "ollama:x": 1.0, None: 1.0}
+  for run in runs:
+    if run.method.label == "lerl+embedded" and run.seed == 2:
+      continue  # unfinished: embedded has seeds 0 and 1
+    write_run(run.directory(tmp_path), run.seed, base[run.method.planner],
+              run.method.planner is not None)
+  rows = comparison.build_table(runs, tmp_path, methods[3])
+  contrasts = comparison.planner_contrasts(rows)
+  # lerl_ppo has one backend and dqn none: only lerl's two LLM backends.
+  assert [(c.method.label, c.control.label) for c in contrasts] == [
+      ("lerl+embedded", "lerl+heuristic"), ("lerl+ollama:x", "lerl+heuristic")]
+  embedded, ollama = contrasts
+  # write_run's cumulative reward is base + 0.1 * seed; at 10% and 30% of
+  # training, base + 1 + seed and base + 3 + seed.
+  assert embedded.differences["cumulative_reward"] == pytest.approx(
+      (3.0 + 0.05) - (2.0 + 0.1))
+  assert embedded.differences["reward_at_10pct"] == pytest.approx(
+      (4.0 + 0.5) - (3.0 + 1.0))
+  assert embedded.p_values["reward_at_30pct"] == pytest.approx(
+      stats.ttest_ind([6, 7], [5, 6, 7], equal_var=False).pvalue)
+  assert ollama.differences["cumulative_reward"] == pytest.approx(-1.0)
+  text = comparison.format_contrasts(contrasts)
+  p = stats.ttest_ind([3.0, 3.1], [2.0, 2.1, 2.2], equal_var=False).pvalue
+  assert ("| interest_evolution | satisfaction | lerl+embedded | "
+          "lerl+heuristic | +0.50 (p = ") in text
+  assert f"| +0.95 (p = {p:.3f}) |" in text
+  # Without a heuristic run the first backend compared is the control; one
+  # backend alone gives no section.
+  without = [row for row in rows if row.method.planner != "heuristic"]
+  assert [(c.method.label, c.control.label) for c in
+          comparison.planner_contrasts(without)] == [
+              ("lerl+ollama:x", "lerl+embedded")]
+  assert comparison.format_contrasts(
+      comparison.planner_contrasts(rows[:1] + rows[3:])) == ""
 
 
 def test_seed_mean_curves_compare_with_the_reference_at_each_evaluation(
