@@ -74,7 +74,7 @@ LOCAL_MODEL_PROMPT_CONFIG = dataclasses.replace(
     SCENARIO_PROMPT_CONFIG, answer="likelihood", score_shortlist=12)
 
 
-# Lessons about sessions 16, 36, 61, 92, ... (gaps growing by 1.25): about
+# Lessons about sessions 16, 36, 61, 93, ... (gaps growing by 1.25): about
 # 30 lessons in a million user-steps instead of one per session.
 EFFICIENT_REFLECTIONS = {"reflect_every": 16, "reflect_growth": 1.25}
 

@@ -54,8 +54,8 @@ from lerl_recsim.planner.heuristic import HeuristicPlanner
 from lerl_recsim.planner.history import UserHistory
 from lerl_recsim.planner.likelihood import CategoryScores, preference_row
 from lerl_recsim.planner.prompt import PromptConfig, reflections_text, situation
-from lerl_recsim.planner.reflections import (ReflectionPool, reflection_chain,
-                                             sample_pool_for)
+from lerl_recsim.planner.reflections import (LessonSchedule, ReflectionPool,
+                                             reflection_chain, sample_pool_for)
 from lerl_recsim.planner.situations import candidates_for
 from lerl_recsim.planner.validation import PlanRules, saturated
 from lerl_recsim.scenarios.catalogue import Catalogue, default_catalogue
@@ -75,12 +75,8 @@ class Planner:
     fallback: The plan used whenever the LLM fails; by default the heuristic.
     reflections: The lesson pool; None switches reflections off.
     reflection_k: Lessons sampled into each prompt.
-    reflect_every, reflect_growth: Which finished sessions get a lesson:
-      the `reflect_every`-th, then ones at gaps that grow by the factor
-      `reflect_growth` (16 and 1.25: sessions 16, 36, 61, 92, ...). (1, 1.0)
-      is LERL, a lesson about every session. Sparser lessons keep their cost
-      (one uncached request each) and the prompt changes they cause rare, so
-      the cache keeps answering in long runs.
+    reflect_every, reflect_growth: Which finished sessions get a lesson
+      (`reflections.LessonSchedule`; (1, 1.0), every session, is LERL).
     cache: LangChain cache for planner replies; by default in memory, or
       SQLite at `cache_path` (needs the `sqlite` extra) to survive restarts.
     timeout_s: Time allowed per request: a batch of n requests may take
@@ -125,11 +121,7 @@ class Planner:
                seed: int = 0) -> None:
     rules.check_catalogue(catalogue)
     prompt_config.check_shortlist(catalogue, rules)
-    if isinstance(reflect_every, bool) or not isinstance(reflect_every, int) \
-        or reflect_every < 1:
-      raise ValueError(f"reflect_every must be an int >= 1, got {reflect_every!r}")
-    if not reflect_growth >= 1.0:
-      raise ValueError(f"reflect_growth must be >= 1, got {reflect_growth!r}")
+    self.lesson_schedule = LessonSchedule(reflect_every, reflect_growth)
     for name, value in (("timeout_s", timeout_s),
                         ("retry_backoff_s", retry_backoff_s),
                         ("max_backoff_s", max_backoff_s),
@@ -142,9 +134,6 @@ class Planner:
     self.fallback = fallback or HeuristicPlanner(catalogue, rules, seed=seed)
     self.reflections = reflections
     self.reflection_k = reflection_k
-    self._reflection_gap = float(reflect_every)
-    self._next_reflection = float(reflect_every)
-    self.reflect_growth = float(reflect_growth)
     self.timeout_s = timeout_s
     self.evaluation_wait_s = evaluation_wait_s
     self.max_concurrency = max_concurrency
@@ -451,8 +440,7 @@ class Planner:
     counts.reflections_dropped += len(self._lessons_asked)
     return {"counts": counts.as_json(), "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
-            "reflection_gap": self._reflection_gap,
-            "next_reflection": self._next_reflection,
+            **self.lesson_schedule.saved_state(),
             "memo": self.answers.saved_state()}
 
   def load_saved_state(self, state: Mapping[str, Any]) -> None:
@@ -461,18 +449,13 @@ class Planner:
     self.counts = PlannerCounts.from_json(state["counts"])
     self.cache.hits, self.cache.misses = (state["cache_hits"],
                                           state["cache_misses"])
-    self._reflection_gap = float(state["reflection_gap"])
-    self._next_reflection = float(state["next_reflection"])
+    self.lesson_schedule.load_saved_state(state)
     self.answers.load_saved_state(state["memo"])
 
   def _due_for_lesson(self) -> bool:
     """Counts one finished session; True when the schedule writes its lesson."""
     self.counts.reflection_sessions += 1
-    if self.counts.reflection_sessions < self._next_reflection:
-      return False
-    self._reflection_gap *= self.reflect_growth
-    self._next_reflection += self._reflection_gap
-    return True
+    return self.lesson_schedule.due(self.counts.reflection_sessions)
 
   @property
   def writes_lessons(self) -> bool:

@@ -15,7 +15,7 @@ import hashlib
 import dataclasses
 import os
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
@@ -154,6 +154,42 @@ class ReflectionPool:
       raise results.DamagedFileError(
           path, f"an entry is malformed: {error!r}", remedy) from None
     return pool
+
+
+class LessonSchedule:
+  """Which finished sessions get a lesson: the `reflect_every`-th, then ones
+  at gaps that grow by the factor `reflect_growth` (16 and 1.25: sessions
+  16, 36, 61, 93, ...). (1, 1.0) is LERL, a lesson about every session.
+  Sparser lessons keep their cost (one uncached request each) and the
+  prompt changes they cause rare, so the LLM cache keeps answering in long
+  runs."""
+
+  def __init__(self, reflect_every: int = 1, reflect_growth: float = 1.0):
+    if isinstance(reflect_every, bool) or not isinstance(reflect_every, int) \
+        or reflect_every < 1:
+      raise ValueError(f"reflect_every must be an int >= 1, got {reflect_every!r}")
+    if not reflect_growth >= 1.0:
+      raise ValueError(f"reflect_growth must be >= 1, got {reflect_growth!r}")
+    self.growth = float(reflect_growth)
+    self.gap = float(reflect_every)
+    self.next_session = float(reflect_every)
+
+  def due(self, session: int) -> bool:
+    """Whether finished session number `session` (from 1, asked in order)
+    gets a lesson."""
+    if session < self.next_session:
+      return False
+    self.gap *= self.growth
+    self.next_session += self.gap
+    return True
+
+  def saved_state(self) -> dict[str, float]:
+    """Where the schedule stands, as JSON values (a resumed run goes on)."""
+    return {"reflection_gap": self.gap, "next_reflection": self.next_session}
+
+  def load_saved_state(self, state: Mapping[str, float]) -> None:
+    self.gap = float(state["reflection_gap"])
+    self.next_session = float(state["next_reflection"])
 
 
 def reflection_prompt() -> ChatPromptTemplate:

@@ -240,4 +240,4 @@ def test_a_remote_model_writes_lessons_by_default():
   planner = planner_environment.build_planner(
       "fake", lerl_recsim.make_env(num_users=2, seed=0).scenario.catalogue, 0,
       model_options={"responses": ["{}"]})
-  assert planner.reflections is not None and planner._reflection_gap == 16
+  assert planner.reflections is not None and planner.lesson_schedule.gap == 16

@@ -19,7 +19,8 @@ from lerl_recsim import evaluation
 from lerl_recsim.agents.scripted_policies import RandomPolicy
 from lerl_recsim.planner import (LlamaCppChatModel, Planner, ReflectionPool,
                                  StepRecord, UserHistory)
-from lerl_recsim.planner.reflections import InvalidReflection, clean_lesson
+from lerl_recsim.planner.reflections import (InvalidReflection, LessonSchedule,
+                                             clean_lesson)
 from lerl_recsim.planner_environment import PlannedEnvironment
 from lerl_recsim.scenarios.catalogue import default_catalogue
 from tests.conftest import SMALL_PLANS
@@ -247,3 +248,33 @@ def test_a_local_model_loads_once_for_a_planner_and_its_evaluation_view(
   assert view.metrics()["llm_plans"] == 1
   with pytest.raises(ValueError, match="copies share that server"):
     model.model_copy(update={"n_ctx": 512}).load()
+
+
+def lessons_due(schedule: LessonSchedule, sessions: int) -> list[int]:
+  return [n for n in range(1, sessions + 1) if schedule.due(n)]
+
+
+def test_the_lesson_schedule_spaces_lessons_at_growing_gaps():
+  # Gaps 16, 20, 25, 31.25, 39.06: due at 16, 36, 61, then 92.25 -> 93,
+  # 131.31 -> 132.
+  assert lessons_due(LessonSchedule(16, 1.25), 140) == [16, 36, 61, 93, 132]
+  assert lessons_due(LessonSchedule(), 5) == [1, 2, 3, 4, 5]  # LERL's
+  assert lessons_due(LessonSchedule(3), 10) == [3, 6, 9]
+  # A schedule restored from another's state goes on where it stood.
+  first = LessonSchedule(16, 1.25)
+  assert lessons_due(first, 40) == [16, 36]
+  resumed = LessonSchedule(16, 1.25)
+  resumed.load_saved_state(first.saved_state())
+  assert [n for n in range(41, 141) if resumed.due(n)] == [61, 93, 132]
+
+
+@pytest.mark.parametrize("every, growth, message", [
+    (0, 1.0, "reflect_every must be an int >= 1, got 0"),
+    (True, 1.0, "reflect_every must be an int >= 1, got True"),
+    (2.5, 1.0, "reflect_every must be an int >= 1, got 2.5"),
+    (4, 0.5, "reflect_growth must be >= 1, got 0.5"),
+    (4, math.nan, "reflect_growth must be >= 1, got nan"),
+])
+def test_a_bad_lesson_schedule_is_named(every, growth, message):
+  with pytest.raises(ValueError, match=message):
+    LessonSchedule(every, growth)
