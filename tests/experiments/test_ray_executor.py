@@ -166,7 +166,9 @@ def kill_worker_of(directory: pathlib.Path, when: pathlib.Path,
                    sweep_process: subprocess.Popen) -> None:
   """Once `when` exists, kills the Ray worker running the run in `directory`
   with SIGKILL, and sees the run's `lerl-train` process die with it."""
-  deadline = time.monotonic() + 300
+  # Generous: Ray's start and the run's first graph traces took over 300 s
+  # on two loaded cores; a sweep that ended fails the loop at once.
+  deadline = time.monotonic() + 600
   while not when.exists():
     assert sweep_process.poll() is None and time.monotonic() < deadline, \
         f"the sweep ended, or timed out, before {when} existed"
