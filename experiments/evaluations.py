@@ -61,7 +61,7 @@ def evaluate_policy(eval_env: py_environment.PyEnvironment,
 def run_evaluation(train_env: Any, eval_env: py_environment.PyEnvironment,
                    policies: Mapping[str, py_policy.PyPolicy],
                    eval_writer: tf.summary.SummaryWriter,
-                   iteration: tf.Variable, directory: RunDirectory,
+                   step: int, directory: RunDirectory,
                    user_steps: int | None = None
                    ) -> dict[str, dict[str, Any]]:
   """Evaluates each policy on the same fresh users; returns their
@@ -71,7 +71,6 @@ def run_evaluation(train_env: Any, eval_env: py_environment.PyEnvironment,
   line (`MAIN`'s results at its top level, an extra's under its key; no
   exposure curves).
   """
-  step = int(iteration.numpy())
   results = {key: evaluate_policy(eval_env, policy, train_env)
              for key, policy in policies.items()}
   history: dict[str, Any] = {"iteration": step}

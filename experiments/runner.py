@@ -16,6 +16,7 @@ what is recorded of the planner (`planner_counts`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
@@ -107,6 +108,66 @@ def evaluation_policies(learner: Learner, run: run_config_lib.RunConfig
           {MAIN: learner.greedy_policy, **extra}.items()}
 
 
+def run_record(run: run_config_lib.RunConfig,
+               hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+  """What config.json records of a run, its identity: the run's settings,
+  the family's hyper-parameters, the scenario's resolved settings (checked
+  on a one-user scenario, a few milliseconds, before anything else is
+  built), gin bindings and the package version."""
+  scenario = environment_lib.build_scenario(run.scenario, 1, run.seed,
+                                            **run.scenario_overrides)
+  config = {"run": run.to_dict(), "hyperparameters": dict(hyperparameters),
+            "scenario": dict(scenario.config),
+            "lerl_recsim_version": lerl_recsim.__version__}
+  config["scenario"].pop("num_users", None)
+  if run.gin_bindings:
+    config["gin_bindings"] = dict(run.gin_bindings)
+  return config
+
+
+def seed_everything(seed: int) -> None:
+  """Same seed, same run: Keras draws unseeded initializer seeds from
+  Python's `random`, so Python, NumPy and TensorFlow are seeded together,
+  and kernels are asked to be deterministic."""
+  tf.keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+
+
+@dataclasses.dataclass
+class TrainingState:
+  """What a learning run trains and checkpoints: its environments, learner,
+  counters (iterations; training user-steps, so that learning curves
+  against user-steps continue across a resume) and checkpointer."""
+
+  train_env: Any
+  eval_env: py_environment.PyEnvironment
+  learner: Learner
+  iteration: tf.Variable
+  user_steps: tf.Variable
+  checkpointer: common.Checkpointer
+
+
+def restored_training(run: run_config_lib.RunConfig, directory: RunDirectory,
+                      make_learner: Callable[[Any], Learner]
+                      ) -> TrainingState:
+  """The learner on a fresh training environment, restored from the run's
+  last checkpoint if any: a resumed run continues with the same users,
+  plans, planner state and reflections."""
+  checkpoints.checkpointed_iteration(directory)  # a damaged one stops here
+  train_env, eval_env = build_environments(run, run.seed,
+                                           directory.reflections)
+  learner = make_learner(train_env)
+  iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+  user_steps = tf.Variable(0, dtype=tf.int64, name="user_steps")
+  checkpointer = common.Checkpointer(
+      ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
+      user_steps=user_steps, environment=train_env.checkpoint_state(),
+      **learner.checkpoint_objects())
+  checkpoints.restore(checkpointer, iteration, train_env, directory)
+  return TrainingState(train_env, eval_env, learner, iteration, user_steps,
+                       checkpointer)
+
+
 def train_and_evaluate(
     run: run_config_lib.RunConfig, root_dir: str,
     make_learner: Callable[[py_environment.PyEnvironment], Learner] | None,
@@ -125,86 +186,71 @@ def train_and_evaluate(
     scripted_policy: builds a fixed py policy on the evaluation environment.
   """
   directory = RunDirectory(root_dir)
-  # The scenario's settings, checked and resolved before anything else is
-  # built (one user: a few milliseconds), are part of the run's identity.
-  scenario = environment_lib.build_scenario(run.scenario, 1, run.seed,
-                                            **run.scenario_overrides)
-  config = {"run": run.to_dict(), "hyperparameters": dict(hyperparameters),
-            "scenario": dict(scenario.config),
-            "lerl_recsim_version": lerl_recsim.__version__}
-  config["scenario"].pop("num_users", None)
-  if run.gin_bindings:
-    config["gin_bindings"] = dict(run.gin_bindings)
+  config = run_record(run, hyperparameters)
   results.claim_directory(directory.root, config)
   if directory.summary.exists():
     logging.info("%s is a finished run; reusing its summary", directory.root)
     return json.loads(directory.summary.read_text())
 
-  # Same seed, same run: Keras draws unseeded initializer seeds from Python's
-  # `random`, so seed Python, NumPy and TensorFlow together, and ask for
-  # deterministic kernels.
-  tf.keras.utils.set_random_seed(run.seed)
-  tf.config.experimental.enable_op_determinism()
-  iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
-  # Training user-steps, checkpointed so that learning curves against
-  # user-steps continue across a resume.
-  user_steps = tf.Variable(0, dtype=tf.int64, name="user_steps")
-  learner = None
-  checkpointer = None
-  if make_learner is not None:
-    checkpoints.checkpointed_iteration(directory)  # a damaged one stops here
-    # A resumed run's training environment continues where the checkpoint
-    # left it: the same users, plans and planner state.
-    train_env, eval_env = build_environments(run, run.seed,
-                                             directory.reflections)
-    learner = make_learner(train_env)
-    checkpointer = common.Checkpointer(
-        ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
-        user_steps=user_steps, environment=train_env.checkpoint_state(),
-        **learner.checkpoint_objects())
-    checkpoints.restore(checkpointer, iteration, train_env, directory)
-  else:
+  seed_everything(run.seed)
+  state = (restored_training(run, directory, make_learner)
+           if make_learner is not None else None)
+  if state is None:
     train_env, eval_env = build_environments(run, run.seed)
+  else:
+    train_env, eval_env = state.train_env, state.eval_env
   # What gin supplied to everything built so far, defaults included.
   directory.operative_config.write_text(gin.operative_config_str())
 
-  train_writer = tf.summary.create_file_writer(str(directory.train))
-  eval_writer = tf.summary.create_file_writer(str(directory.eval))
   wall_start = time.perf_counter()
-  if learner is not None:
-    policies = evaluation_policies(learner, run)
-    with train_writer.as_default(step=iteration):
-      evaluated = run_training(run, learner, train_env, eval_env, iteration,
-                               user_steps, checkpointer, directory,
-                               eval_writer, policies)
+  eval_writer = tf.summary.create_file_writer(str(directory.eval))
+  evaluated = None
+  if state is not None:
+    policies = evaluation_policies(state.learner, run)
+    train_writer = tf.summary.create_file_writer(str(directory.train))
+    with train_writer.as_default(step=state.iteration):
+      evaluated = run_training(run, state.learner, train_env, eval_env,
+                               state.iteration, state.user_steps,
+                               state.checkpointer, directory, eval_writer,
+                               policies)
   else:
     policies = {MAIN: scripted_policy(eval_env)}
-    evaluated = None
   if evaluated is None:
-    evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
-                               iteration, directory,
-                               int(user_steps.numpy()) if learner else None)
+    evaluated = run_evaluation(
+        train_env, eval_env, policies, eval_writer,
+        int(state.iteration.numpy()) if state else 0, directory,
+        int(state.user_steps.numpy()) if state else None)
   summary = evaluated.pop(MAIN)
   summary["config"] = config
   summary["planner"] = {
-      "train": planner_counts(train_env) if learner is not None else {},
+      "train": planner_counts(train_env) if state is not None else {},
       "eval": summary.pop("planner"),
   }
   summary["wall_time_s"] = time.perf_counter() - wall_start
-  summary["iterations"] = int(iteration.numpy())
-  if learner is not None:
-    summary["user_steps"] = int(user_steps.numpy())
-    summary["learning_curve"] = learning_curves.summarise(
-        learning_curves.read_history(directory.root))
+  if state is None:
+    summary["iterations"] = 0
+  else:
+    summary.update(finished_training(state, directory))
   summary.update(evaluated)  # the extra policies' evaluations
-  if learner is not None:
-    summary["policy_dir"] = str(directory.policy)
-    policy_export.export_policy(learner.greedy_policy,
-                                learner.agent.train_step_counter,
-                                directory.policy)
-    checkpoints.save_checkpoint(checkpointer, iteration, train_env, directory)
   results.write_json_atomic(directory.summary, summary)
   return summary
+
+
+def finished_training(state: TrainingState, directory: RunDirectory
+                      ) -> dict[str, Any]:
+  """A learning run's end: the greedy policy exported, the last checkpoint
+  saved; returns what its summary adds (iterations, user-steps, learning
+  curve, policy directory)."""
+  policy_export.export_policy(state.learner.greedy_policy,
+                              state.learner.agent.train_step_counter,
+                              directory.policy)
+  checkpoints.save_checkpoint(state.checkpointer, state.iteration,
+                              state.train_env, directory)
+  return {"iterations": int(state.iteration.numpy()),
+          "user_steps": int(state.user_steps.numpy()),
+          "learning_curve": learning_curves.summarise(
+              learning_curves.read_history(directory.root)),
+          "policy_dir": str(directory.policy)}
 
 
 def run_training(run: run_config_lib.RunConfig, learner: Learner,
@@ -238,7 +284,7 @@ def run_training(run: run_config_lib.RunConfig, learner: Learner,
     if step % run.eval_interval == 0 and step < run.num_iterations:
       paused = time.perf_counter()
       evaluated = run_evaluation(train_env, eval_env, policies, eval_writer,
-                                 iteration, directory, trained)
+                                 step, directory, trained)
       log.exclude(time.perf_counter() - paused)  # rates count training only
       levelled = run.stop_when_levelled and learning_curves.summarise(
           learning_curves.read_history(directory.root), rule)["levelled_off"]
