@@ -209,10 +209,7 @@ def train_and_evaluate(
     policies = evaluation_policies(state.learner, run)
     train_writer = tf.summary.create_file_writer(str(directory.train))
     with train_writer.as_default(step=state.iteration):
-      evaluated = run_training(run, state.learner, train_env, eval_env,
-                               state.iteration, state.user_steps,
-                               state.checkpointer, directory, eval_writer,
-                               policies)
+      evaluated = run_training(run, state, directory, eval_writer, policies)
   else:
     policies = {MAIN: scripted_policy(eval_env)}
   if evaluated is None:
@@ -253,21 +250,20 @@ def finished_training(state: TrainingState, directory: RunDirectory
           "policy_dir": str(directory.policy)}
 
 
-def run_training(run: run_config_lib.RunConfig, learner: Learner,
-                 train_env: Any, eval_env: py_environment.PyEnvironment,
-                 iteration: tf.Variable, user_steps: tf.Variable,
-                 checkpointer: common.Checkpointer, directory: RunDirectory,
-                 eval_writer: tf.summary.SummaryWriter,
+def run_training(run: run_config_lib.RunConfig, state: TrainingState,
+                 directory: RunDirectory, eval_writer: tf.summary.SummaryWriter,
                  policies: Mapping[str, py_policy.PyPolicy]
                  ) -> dict[str, dict[str, Any]] | None:
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating;
-  keeps `user_steps` (the run's training user-steps) up to date.
+  keeps `state.user_steps` (the run's training user-steps) up to date.
 
   With `run.stop_when_levelled`, stops at the first evaluation at which the
   learning curve has levelled off and returns that evaluation (it is the
   final one); otherwise returns None.
   """
   rule = learning_curves.PlateauRule()
+  learner, train_env, eval_env = state.learner, state.train_env, state.eval_env
+  iteration, user_steps = state.iteration, state.user_steps
   steps_before = int(user_steps.numpy()) - learner.user_steps
   log = progress.ProgressLog(run, learner, train_env, int(iteration.numpy()))
   while int(iteration.numpy()) < run.num_iterations:
@@ -290,7 +286,7 @@ def run_training(run: run_config_lib.RunConfig, learner: Learner,
           learning_curves.read_history(directory.root), rule)["levelled_off"]
     if step % run.checkpoint_interval == 0 or levelled:
       user_steps.assign(trained)
-      checkpoints.save_checkpoint(checkpointer, iteration, train_env,
+      checkpoints.save_checkpoint(state.checkpointer, iteration, train_env,
                                   directory)
     if levelled:
       logging.info("learning curve levelled off at iteration %d; training "
