@@ -10,8 +10,9 @@ Measured back to back on the same machine, 64 users:
    (what `bench/env_speed.py` measures), the reference for the target
    "dqn trains at >= 0.5x the environment's own throughput";
 2. `dqn`: lerl-train's DQN defaults (`dqn.Hyperparameters()`: collect
-   steps of all users, then gradient steps, per iteration) on the
-   TensorFlow-native environment, as lerl-train trains;
+   steps of all users, then gradient steps, per iteration; the collect
+   steps from --collect_steps_per_iteration) on the TensorFlow-native
+   environment, as lerl-train trains; every learner below uses the same;
 3. `lerl` with the heuristic planner, replanning every step (K = 1) and at
    the module default K (target: at most 1.3x dqn's time at K = 1);
 4. `lerl` with the embedded LLM planner in the background (lerl-train's
