@@ -11,6 +11,7 @@ import dataclasses
 from typing import Sequence
 
 import gin
+import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.environments import py_environment
 from tf_agents.specs import tensor_spec
@@ -46,8 +47,31 @@ class Hyperparameters(learners.ReplaySettings):
   n_step: int = 1
 
 
+class ItemDdqnAgent(dqn_agent.DdqnAgent):
+  """TF-Agents' double DQN, computing the same TD loss with less work: the
+  online Q of the taken action and the target Q of the greedy next action
+  are scored for those items only (`ItemScoringNetwork.item_scores`), not
+  for all items and then indexed. Only the greedy choice of the next action
+  scores every item (and applies the mask)."""
+
+  def _compute_q_values(self, time_steps, actions, training=False):
+    observation, _ = self._observation_and_action_constraint_splitter(
+        time_steps.observation)
+    return self._q_network.item_scores(observation, actions, training=training)
+
+  def _compute_next_q_values(self, next_time_steps, info):
+    del info
+    observation, mask = self._observation_and_action_constraint_splitter(
+        next_time_steps.observation)
+    q_values, _ = self._q_network(observation,
+                                  step_type=next_time_steps.step_type)
+    best_next_actions = tf.argmax(networks.mask_scores(q_values, mask), -1,
+                                  output_type=tf.int32)
+    return self._target_q_network.item_scores(observation, best_next_actions)
+
+
 def make_agent(env: py_environment.PyEnvironment,
-               hyperparameters: Hyperparameters) -> dqn_agent.DdqnAgent:
+               hyperparameters: Hyperparameters) -> ItemDdqnAgent:
   """A double DQN over item Q-values for a planned or flat environment.
 
   With slates (k > 1) the agent itself acts on single items; `build_learner`
@@ -62,7 +86,7 @@ def make_agent(env: py_environment.PyEnvironment,
                                   action_spec, inputs.item_categories,
                                   inputs.encoder, h.fc_layer_params)
   return learners.initialized_agent(
-      dqn_agent.DdqnAgent,
+      ItemDdqnAgent,
       inputs.time_step_spec, action_spec, q_network=q_net,
       learning_rate=h.learning_rate,
       observation_and_action_constraint_splitter=environment_lib.splitter,

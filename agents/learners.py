@@ -28,6 +28,7 @@ from lerl_recsim.agents.draws import Draws, sample_sequences
 
 
 AgentT = TypeVar("AgentT")
+T = TypeVar("T")
 
 
 class CompiledPolicy(py_policy.PyPolicy):
@@ -120,7 +121,9 @@ class Collector:
     self._time_step = None
     self.user_steps = 0  # every slot's steps, since construction
 
-  def run(self, steps: int) -> None:
+  def run(self, steps: int, then: Callable[[], T] | None = None) -> T | None:
+    """Collects `steps` steps of every user; then calls `then` (e.g. a
+    gradient step) and returns its result."""
     if self._time_step is None:
       self._time_step = self._env.reset()
     collected = []
@@ -135,6 +138,7 @@ class Collector:
     self.user_steps += steps * self._env.batch_size
     self._observer(tf.nest.map_structure(lambda *steps: np.stack(steps, 1),
                                          *collected))
+    return then() if then else None
 
 
 def sample_action(policy: tf_policy.TFPolicy, time_step: ts.TimeStep,
@@ -217,11 +221,11 @@ class GraphCollector:
     self._started = False
     self.user_steps = 0  # every slot's steps, since construction
 
-  def _collect_fn(self, steps: int) -> Any:
+  def _collect_fn(self, steps: int, then: Callable[[], Any] | None) -> Any:
     env, policy = self._env, self._policy
     report_structure = env.step_report()
 
-    def collect() -> Any:
+    def collect_reports() -> Any:
       arrays = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape)
                 for x in tf.nest.flatten(report_structure)]
 
@@ -242,24 +246,33 @@ class GraphCollector:
       return tf.nest.pack_sequence_as(report_structure,
                                       [a.stack() for a in arrays])
 
+    def collect() -> Any:
+      reports = collect_reports()
+      return reports, (then() if then else ())
+
     return tf.function(collect, autograph=False)
 
-  def run(self, steps: int) -> None:
+  def run(self, steps: int, then: Callable[[], T] | None = None) -> T | None:
+    """Collects `steps` steps of every user; then calls `then` (e.g. a
+    gradient step), inside the graph call of the last steps (one call fewer
+    per iteration), and returns its result."""
     if not self._started:
       if not self._env.started:  # else restored from a checkpoint
         tf_environment_lib.reset_and_absorb(self._env)
       self._started = True
     chunk = self._env.steps_per_call or steps
-    done = 0
+    done, result = 0, None
     while done < steps:
       n = min(chunk, steps - done)
-      if n not in self._compiled:
-        self._compiled[n] = self._collect_fn(n)
-      reports = self._compiled[n]()
+      last = then if done + n == steps else None
+      if (n, last) not in self._compiled:
+        self._compiled[n, last] = self._collect_fn(n, last)
+      reports, result = self._compiled[n, last]()
       self._env.absorb_reports(tf.nest.map_structure(lambda x: x.numpy(),
                                                      reports))
       done += n
     self.user_steps += steps * self._env.batch_size
+    return result if then else None
 
 
 def initialized_agent(agent_class: Callable[..., AgentT], *args: Any,
@@ -370,11 +383,19 @@ class OffPolicyLearner(_CollectingLearner):
     self._replay = replay
     self._warmed_up = False
     prepare = prepare or (lambda experience: experience)
-    # Sampled inside the compiled step, synchronously: a prefetching dataset
-    # would sample while collection still adds, so runs would not repeat.
-    self._train = common.function(lambda: agent.train(prepare(
-        sample_sequences(self.replay_buffer, draws.key(), replay.batch_size,
-                         sequence_length))))
+
+    def train() -> tf.Tensor:
+      """The iteration's gradient steps; the last one's loss. Sampled in
+      the compiled step, synchronously: a prefetching dataset would sample
+      while collection still adds, so runs would not repeat."""
+      loss = tf.constant(0.0)
+      for _ in range(replay.train_steps_per_iteration):
+        loss = agent.train(prepare(sample_sequences(
+            self.replay_buffer, draws.key(), replay.batch_size,
+            sequence_length))).loss
+      return loss
+
+    self._train = common.function(train)
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "replay_buffer": self.replay_buffer,
@@ -387,10 +408,8 @@ class OffPolicyLearner(_CollectingLearner):
       if self.replay_buffer.num_frames() == 0:
         self._collector.run(self._replay.initial_collect_steps)
       self._warmed_up = True
-    self._collector.run(self._replay.collect_steps_per_iteration)
-    loss = 0.0
-    for _ in range(self._replay.train_steps_per_iteration):
-      loss = self._train().loss
+    loss = self._collector.run(self._replay.collect_steps_per_iteration,
+                               then=self._train)
     return {"loss": float(loss)}
 
 

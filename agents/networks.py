@@ -112,15 +112,37 @@ class ItemScoringNetwork(network.Network):
     # PPO's loss calls its actor on [B, T] batches; the encoder takes [B].
     squash = utils.BatchSquash(nest_utils.get_outer_rank(
         observation, self.input_tensor_spec))
-    state = self._encoder(tf.nest.map_structure(squash.flatten, observation))
+    state = self._user_state(tf.nest.map_structure(squash.flatten,
+                                                   observation), training)
+    items, bias = self._item_representations()
+    # Against the transposed items: a plain product is the faster kernel.
+    scores = tf.matmul(state, tf.transpose(items)) + bias
+    return squash.unflatten(scores), network_state
+
+  def item_scores(self, observation: types.NestedTensor, items: tf.Tensor,
+                  training: bool = False) -> tf.Tensor:
+    """The scores of one given item per row, [B]: the entries `items` of
+    `call`'s [B, num_items] scores, without scoring every item (what a TD
+    loss needs of the taken action and of a target network)."""
+    state = self._user_state(observation, training)
+    representations, bias = self._item_representations()
+    items = tf.cast(items, tf.int32)
+    return (tf.reduce_sum(state * tf.gather(representations, items), -1)
+            + tf.gather(bias, items))
+
+  def _user_state(self, observation: types.NestedTensor,
+                  training: bool) -> tf.Tensor:
+    """[B, d]: the encoded observation through the hidden layers."""
+    state = self._encoder(observation)
     for layer in self._hidden:
       state = layer(state, training=training)
-    state = self._state_projection(state)  # [B, d]
+    return self._state_projection(state)
+
+  def _item_representations(self) -> tuple[tf.Tensor, tf.Tensor]:
+    """[num_items, d] item representations and [num_items] biases."""
     items = self._item_projection(tf.concat(
         [self._item_categories, self._item_embedding(self._item_ids)], -1))
-    bias = tf.squeeze(self._item_bias(self._item_ids), -1)
-    scores = tf.matmul(state, items, transpose_b=True) + bias
-    return squash.unflatten(scores), network_state
+    return items, tf.squeeze(self._item_bias(self._item_ids), -1)
 
 
 def mask_scores(scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from tf_agents.agents.dqn import dqn_agent
 from tf_agents.policies import random_py_policy
 
 import lerl_recsim
@@ -475,6 +476,37 @@ def test_learners_count_the_user_steps_they_collect():
   assert learner.user_steps == 8 * (
       hyperparameters.initial_collect_steps +
       2 * hyperparameters.collect_steps_per_iteration)
+
+
+def test_item_ddqn_computes_tf_agents_double_dqn_targets():
+  """Scoring only the needed items gives TF-Agents' own double-DQN
+  Q-values and next-state values (the online network's masked argmax,
+  scored by the target network), for the same weights and experience."""
+  env = lerl_recsim.make_env(num_users=8, seed=0, **TINY)
+  learner = dqn.build_learner(env, dqn.Hyperparameters(
+      batch_size=16, target_update_period=1000))
+  for _ in range(30):
+    learner.run_iteration()  # the online and target weights now differ
+  agent = learner.agent
+  experience = tf.nest.map_structure(
+      lambda x: x[:, -3:-1], learner.replay_buffer.gather_all())
+  time_steps, policy_steps, next_time_steps = agent._as_transition(experience)
+  masks = random_masks(np.random.default_rng(0), 8, 40)
+  next_time_steps = with_mask(next_time_steps, masks)
+  ours = agent._compute_q_values(time_steps, policy_steps.action)
+  theirs = dqn_agent.DdqnAgent._compute_q_values(agent, time_steps,
+                                                 policy_steps.action)
+  np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5,
+                             atol=1e-6)
+  ours = agent._compute_next_q_values(next_time_steps, policy_steps.info)
+  theirs = dqn_agent.DdqnAgent._compute_next_q_values(
+      agent, next_time_steps, policy_steps.info)
+  np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5,
+                             atol=1e-6)
+  # Not vacuous: the online network scores those next actions otherwise.
+  online = agent._compute_q_values(
+      next_time_steps, agent.policy.action(next_time_steps).action)
+  assert not np.allclose(ours.numpy(), online.numpy(), rtol=1e-3)
 
 
 def summary_numbers(summary):

@@ -12,9 +12,12 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 import lerl_recsim
-from lerl_recsim import tf_environment
+from lerl_recsim import planner_environment, tf_environment
 from lerl_recsim.agents import dqn, learners, ppo
 from lerl_recsim.agents.draws import Draws, sample_sequences
+from lerl_recsim.planner import Planner
+from lerl_recsim.scenarios.catalogue import default_catalogue
+from tests.conftest import SMALL_PLANS, PromptHashChatModel
 
 USERS = 3
 
@@ -108,6 +111,37 @@ def test_off_policy_iterations_collect_then_train(tf_native):
   result = learner.run_iteration()
   assert learner.user_steps == (5 + 2 + 2) * USERS
   assert counter.numpy() == 6 and np.isfinite(result["loss"])
+
+
+def counting_follow_up(buffer):
+  """A follow-up that counts its calls and returns the frames it sees."""
+  calls = tf.Variable(0)
+
+  def then():
+    calls.assign_add(1)
+    return buffer.num_frames()
+
+  return then, calls
+
+
+@pytest.mark.parametrize("env", [
+    small_env, lambda: small_env(tf_native=True),
+    # Waiting for LLM plans: collection runs one step per graph call.
+    lambda: tf_environment.make_planned_tf_env(
+        planner=Planner(PromptHashChatModel(), default_catalogue(),
+                        rules=SMALL_PLANS,
+                        prompt_config=planner_environment.SCENARIO_PROMPT_CONFIG),
+        replan_every=1, num_users=USERS, num_items=40, seed=0)],
+    ids=["python", "graph", "graph-one-step-per-call"])
+def test_a_collections_follow_up_runs_once_after_all_its_steps(env):
+  env = env()
+  learner = dqn.build_learner(env, DQN_OPTIONS)
+  then, calls = counting_follow_up(learner.replay_buffer)
+  frames = learner._collector.run(3, then=then)
+  assert int(frames) == 3 * USERS and int(calls.numpy()) == 1
+  assert learner._collector.run(2) is None
+  assert learner.replay_buffer.num_frames().numpy() == 5 * USERS
+  assert int(calls.numpy()) == 1
 
 
 def test_on_policy_iterations_train_once_on_a_fresh_batch():

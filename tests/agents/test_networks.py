@@ -107,6 +107,21 @@ def test_learning_about_an_item_moves_the_items_of_its_categories(seed):
   assert change[3] > change[1]
 
 
+def test_item_scores_are_the_given_items_entries_of_all_scores():
+  tf.random.set_seed(0)
+  net = networks.ItemScoringNetwork(observation_spec()["observation"],
+                                    ACTION_SPEC, CATEGORIES, encoder(), (16,))
+  users = tf.nest.map_structure(lambda x: tf.concat([x, x, x], 0),
+                                one_user()["observation"])
+  users["session_length"] = tf.constant([1, 4, 9])  # three different users
+  every = net(users)[0].numpy()
+  items = tf.constant([2, 0, 3])
+  np.testing.assert_allclose(net.item_scores(users, items).numpy(),
+                             every[[0, 1, 2], [2, 0, 3]], rtol=1e-5,
+                             atol=1e-6)
+  assert len(set(np.round(every[:, 0], 6))) == 3
+
+
 def test_masked_scores_never_win_and_get_zero_probability():
   scores = tf.constant([[1.0, 5.0, 3.0], [2.0, 1.0, 0.0]])
   mask = tf.constant([[True, False, True], [False, False, True]])
