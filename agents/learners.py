@@ -436,7 +436,14 @@ class OnPolicyLearner(_CollectingLearner):
         env, DrawnSamplingPolicy(agent.collect_policy, self.draws),
         self._buffer)
     self._collect_steps = collect_steps
-    self._train = common.function(agent.train)
+
+    def train() -> tf.Tensor:
+      """One update on the batch just collected, which it then discards."""
+      loss = agent.train(self._buffer.gather_all()).loss
+      self._buffer.clear()
+      return loss
+
+    self._train = common.function(train)
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "draws": self.draws}
@@ -449,10 +456,7 @@ class OnPolicyLearner(_CollectingLearner):
     return {"sampled": SeededSamplingPolicy(self.agent.collect_policy, seed)}
 
   def run_iteration(self) -> dict[str, float]:
-    self._collector.run(self._collect_steps)
-    experience = self._buffer.gather_all()
-    loss = self._train(experience).loss
-    self._buffer.clear()
+    loss = self._collector.run(self._collect_steps, then=self._train)
     return {"loss": float(loss)}
 
 
