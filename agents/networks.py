@@ -115,8 +115,7 @@ class ItemScoringNetwork(network.Network):
     state = self._user_state(tf.nest.map_structure(squash.flatten,
                                                    observation), training)
     items, bias = self._item_representations()
-    # Against the transposed items: a plain product is the faster kernel.
-    scores = tf.matmul(state, tf.transpose(items)) + bias
+    scores = tf.matmul(state, items, transpose_b=True) + bias
     return squash.unflatten(scores), network_state
 
   def item_scores(self, observation: types.NestedTensor, items: tf.Tensor,
