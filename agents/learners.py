@@ -225,7 +225,7 @@ class GraphCollector:
     env, policy = self._env, self._policy
     report_structure = env.step_report()
 
-    def collect_reports() -> Any:
+    def collect() -> Any:
       arrays = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape)
                 for x in tf.nest.flatten(report_structure)]
 
@@ -243,11 +243,8 @@ class GraphCollector:
       _, _, arrays = tf.while_loop(
           lambda t, *_: t < steps, body,
           [tf.constant(0), env.current_time_step(), arrays])
-      return tf.nest.pack_sequence_as(report_structure,
-                                      [a.stack() for a in arrays])
-
-    def collect() -> Any:
-      reports = collect_reports()
+      reports = tf.nest.pack_sequence_as(report_structure,
+                                         [a.stack() for a in arrays])
       return reports, (then() if then else ())
 
     return tf.function(collect, autograph=False)
