@@ -9,7 +9,7 @@ checkpoints `checkpoint_objects` and evaluates `greedy_policy` and any
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +29,29 @@ from lerl_recsim.agents.draws import Draws, sample_sequences
 
 AgentT = TypeVar("AgentT")
 T = TypeVar("T")
+
+
+def _nothing() -> tuple[()]:
+  return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class FollowUp(Generic[T]):
+  """Work a collection round runs besides its steps: `prepare()` before the
+  first step, reading models and buffers as they stand (a replay sample),
+  and `finish(prepared)` after the last step (the gradient steps on that
+  sample), whose result the round returns. Both are plain functions of
+  TensorFlow ops; the collector compiles them.
+
+  On the graph path both run in the round's graph call; what `finish`
+  computes from `prepared` without reading the steps' writes (the
+  gradients of a sample drawn before them) then runs beside the steps, on
+  another TensorFlow thread, and only its writes (the weight update) wait
+  for them.
+  """
+
+  finish: Callable[[Any], T]
+  prepare: Callable[[], Any] = _nothing
 
 
 class CompiledPolicy(py_policy.PyPolicy):
@@ -119,13 +142,20 @@ class Collector:
     self._observer = observer
     self._recorded_action = recorded_action or (lambda action: action)
     self._time_step = None
+    self._compiled: dict[FollowUp, tuple[Any, Any]] = {}
     self.user_steps = 0  # every slot's steps, since construction
 
-  def run(self, steps: int, then: Callable[[], T] | None = None) -> T | None:
-    """Collects `steps` steps of every user; then calls `then` (e.g. a
-    gradient step) and returns its result."""
+  def run(self, steps: int, follow_up: FollowUp[T] | None = None
+          ) -> T | None:
+    """Collects `steps` steps of every user between `follow_up`'s prepare
+    and finish; returns finish's result."""
     if self._time_step is None:
       self._time_step = self._env.reset()
+    if follow_up and follow_up not in self._compiled:
+      self._compiled[follow_up] = (common.function(follow_up.prepare),
+                                   common.function(follow_up.finish))
+    prepare, finish = self._compiled[follow_up] if follow_up else (None, None)
+    prepared = prepare() if follow_up else None
     collected = []
     for _ in range(steps):
       action_step = self._policy.action(self._time_step)
@@ -138,7 +168,7 @@ class Collector:
     self.user_steps += steps * self._env.batch_size
     self._observer(tf.nest.map_structure(lambda *steps: np.stack(steps, 1),
                                          *collected))
-    return then() if then else None
+    return finish(prepared) if follow_up else None
 
 
 def sample_action(policy: tf_policy.TFPolicy, time_step: ts.TimeStep,
@@ -221,11 +251,17 @@ class GraphCollector:
     self._started = False
     self.user_steps = 0  # every slot's steps, since construction
 
-  def _collect_fn(self, steps: int, then: Callable[[], Any] | None) -> Any:
+  def _collect_fn(self, steps: int, follow_up: FollowUp | None,
+                  first: bool, last: bool) -> Any:
+    """The compiled round of `steps` steps: the first of a round prepares
+    the follow-up, the last finishes it; between them its prepared value
+    passes from call to call."""
     env, policy = self._env, self._policy
     report_structure = env.step_report()
 
-    def collect() -> Any:
+    def collect(prepared: Any) -> Any:
+      if follow_up and first:
+        prepared = follow_up.prepare()
       arrays = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape)
                 for x in tf.nest.flatten(report_structure)]
 
@@ -245,31 +281,35 @@ class GraphCollector:
           [tf.constant(0), env.current_time_step(), arrays])
       reports = tf.nest.pack_sequence_as(report_structure,
                                          [a.stack() for a in arrays])
-      return reports, (then() if then else ())
+      if follow_up and last:
+        return reports, follow_up.finish(prepared)
+      return reports, prepared
 
     return tf.function(collect, autograph=False)
 
-  def run(self, steps: int, then: Callable[[], T] | None = None) -> T | None:
-    """Collects `steps` steps of every user; then calls `then` (e.g. a
-    gradient step), inside the graph call of the last steps (one call fewer
-    per iteration), and returns its result."""
+  def run(self, steps: int, follow_up: FollowUp[T] | None = None
+          ) -> T | None:
+    """Collects `steps` steps of every user between `follow_up`'s prepare
+    and finish, both inside the graph calls of the steps (one call per
+    round unless the environment takes fewer steps per call); returns
+    finish's result."""
     if not self._started:
       if not self._env.started:  # else restored from a checkpoint
         tf_environment_lib.reset_and_absorb(self._env)
       self._started = True
     chunk = self._env.steps_per_call or steps
-    done, result = 0, None
+    done, carried = 0, ()
     while done < steps:
       n = min(chunk, steps - done)
-      last = then if done + n == steps else None
-      if (n, last) not in self._compiled:
-        self._compiled[n, last] = self._collect_fn(n, last)
-      reports, result = self._compiled[n, last]()
+      key = (n, follow_up, done == 0, done + n == steps)
+      if key not in self._compiled:
+        self._compiled[key] = self._collect_fn(*key)
+      reports, carried = self._compiled[key](carried)
       self._env.absorb_reports(tf.nest.map_structure(lambda x: x.numpy(),
                                                      reports))
       done += n
     self.user_steps += steps * self._env.batch_size
-    return result if then else None
+    return carried if follow_up else None
 
 
 def initialized_agent(agent_class: Callable[..., AgentT], *args: Any,
@@ -340,7 +380,9 @@ class OffPolicyLearner(_CollectingLearner):
   """Replay-buffer learning (DQN, bandits): each iteration collects
   `replay.collect_steps_per_iteration` environment steps (each one step of
   every user) and runs `replay.train_steps_per_iteration` gradient steps
-  on sampled experience.
+  on experience sampled before that collection: the iteration's newest
+  steps wait for the next iteration's sample, and in exchange the first
+  gradient is computed beside the collection.
 
   Args:
     agent: an initialised TF-Agents agent.
@@ -381,18 +423,24 @@ class OffPolicyLearner(_CollectingLearner):
     self._warmed_up = False
     prepare = prepare or (lambda experience: experience)
 
-    def train() -> tf.Tensor:
-      """The iteration's gradient steps; the last one's loss. Sampled in
-      the compiled step, synchronously: a prefetching dataset would sample
-      while collection still adds, so runs would not repeat."""
+    def sample() -> list[Any]:
+      """The iteration's batches, drawn from the replay buffer as it stands
+      before the iteration's collection, in the graph call, not by a
+      prefetching dataset, whose draws would race collection's writes."""
+      return [prepare(sample_sequences(self.replay_buffer, draws.key(),
+                                       replay.batch_size, sequence_length))
+              for _ in range(replay.train_steps_per_iteration)]
+
+    def train(batches: list[Any]) -> tf.Tensor:
+      """The iteration's gradient steps; the last one's loss (0 if none)."""
       loss = tf.constant(0.0)
-      for _ in range(replay.train_steps_per_iteration):
-        loss = agent.train(prepare(sample_sequences(
-            self.replay_buffer, draws.key(), replay.batch_size,
-            sequence_length))).loss
+      for batch in batches:
+        loss = agent.train(batch).loss
       return loss
 
-    self._train = common.function(train)
+    # Sampled before collection, so that the first gradient is computed
+    # beside it (see FollowUp).
+    self._train = FollowUp(finish=train, prepare=sample)
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "replay_buffer": self.replay_buffer,
@@ -406,7 +454,7 @@ class OffPolicyLearner(_CollectingLearner):
         self._collector.run(self._replay.initial_collect_steps)
       self._warmed_up = True
     loss = self._collector.run(self._replay.collect_steps_per_iteration,
-                               then=self._train)
+                               self._train)
     return {"loss": float(loss)}
 
 
@@ -434,13 +482,13 @@ class OnPolicyLearner(_CollectingLearner):
         self._buffer)
     self._collect_steps = collect_steps
 
-    def train() -> tf.Tensor:
+    def train(unused_prepared: Any) -> tf.Tensor:
       """One update on the batch just collected, which it then discards."""
       loss = agent.train(self._buffer.gather_all()).loss
       self._buffer.clear()
       return loss
 
-    self._train = common.function(train)
+    self._train = FollowUp(finish=train)
 
   def checkpoint_objects(self) -> Mapping[str, Any]:
     return {"agent": self.agent, "draws": self.draws}
@@ -453,7 +501,7 @@ class OnPolicyLearner(_CollectingLearner):
     return {"sampled": SeededSamplingPolicy(self.agent.collect_policy, seed)}
 
   def run_iteration(self) -> dict[str, float]:
-    loss = self._collector.run(self._collect_steps, then=self._train)
+    loss = self._collector.run(self._collect_steps, self._train)
     return {"loss": float(loss)}
 
 

@@ -114,14 +114,15 @@ def test_off_policy_iterations_collect_then_train(tf_native):
 
 
 def counting_follow_up(buffer):
-  """A follow-up that counts its calls and returns the frames it sees."""
+  """A follow-up that counts its calls and returns the frames it sees when
+  it prepares and when it finishes."""
   calls = tf.Variable(0)
 
-  def then():
+  def finish(frames_before):
     calls.assign_add(1)
-    return buffer.num_frames()
+    return frames_before, buffer.num_frames()
 
-  return then, calls
+  return learners.FollowUp(finish, prepare=buffer.num_frames), calls
 
 
 @pytest.mark.parametrize("env", [
@@ -133,14 +134,17 @@ def counting_follow_up(buffer):
                         prompt_config=planner_environment.SCENARIO_PROMPT_CONFIG),
         replan_every=1, num_users=USERS, num_items=40, seed=0)],
     ids=["python", "graph", "graph-one-step-per-call"])
-def test_a_collections_follow_up_runs_once_after_all_its_steps(env):
+def test_a_collections_follow_up_prepares_before_and_finishes_after_its_steps(
+    env):
   env = env()
   learner = dqn.build_learner(env, DQN_OPTIONS)
-  then, calls = counting_follow_up(learner.replay_buffer)
-  frames = learner._collector.run(3, then=then)
-  assert int(frames) == 3 * USERS and int(calls.numpy()) == 1
+  follow_up, calls = counting_follow_up(learner.replay_buffer)
   assert learner._collector.run(2) is None
-  assert learner.replay_buffer.num_frames().numpy() == 5 * USERS
+  before, after = learner._collector.run(3, follow_up)
+  assert (int(before), int(after)) == (2 * USERS, 5 * USERS)
+  assert int(calls.numpy()) == 1
+  assert learner._collector.run(1) is None
+  assert learner.replay_buffer.num_frames().numpy() == 6 * USERS
   assert int(calls.numpy()) == 1
 
 
