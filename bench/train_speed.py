@@ -18,10 +18,13 @@ Measured back to back on the same machine, 64 users:
 4. `lerl` with the embedded LLM planner in the background (lerl-train's
    default mode; target: at most 1.5x dqn's time), with the LLM's share of
    plans and its calls per 1,000 user-steps.
-Each learner is warmed up (its graphs traced) before timing; the learners
-without an LLM take turns in several rounds (median rate printed), so that
-they meet the same machine load; the embedded planner runs alone after them,
-since its worker thread takes a core of its own. The time ratios are to `dqn`
+All of it runs with lerl-train's threads per op (--intra_op_threads, one by
+default), the environment alone included; `--intra_op_threads=0` gives
+TensorFlow's own choice (one per core). Each learner is warmed up (its
+graphs traced) before timing; the learners without an LLM take turns in
+several rounds (median rate printed), so that they meet the same machine
+load; the embedded planner runs alone after them, since its worker thread
+takes a core of its own. The time ratios are to `dqn`
 measured in this run.
 """
 
@@ -37,6 +40,7 @@ from absl import app, flags
 import lerl_recsim
 from lerl_recsim import planner_environment, tf_environment
 from lerl_recsim.agents import dqn
+from lerl_recsim.experiments import run_config, runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
@@ -54,6 +58,10 @@ flags.DEFINE_integer(
     dqn.Hyperparameters().collect_steps_per_iteration,
     "Environment steps of all users per gradient step (default: lerl-train's);"
     " more is a cheaper learner per user-step.", lower_bound=1)
+flags.DEFINE_integer(
+    "intra_op_threads", run_config.RunConfig.intra_op_threads,
+    "TensorFlow's threads per op (default: lerl-train's; 0: TensorFlow's "
+    "choice).", lower_bound=0)
 
 
 def environment_rate(num_users: int, steps: int) -> float:
@@ -110,10 +118,12 @@ def planned(backend: str, replan_every: int, cache: str | None = None,
 
 def main(argv) -> None:
   del argv
+  runner.use_intra_op_threads(FLAGS.intra_op_threads)
   users, iterations = FLAGS.num_users, FLAGS.iterations
   simulator = environment_rate(users, FLAGS.env_steps)
   print(f"DQN learner: {FLAGS.collect_steps_per_iteration} collect steps of "
-        f"all users per gradient step")
+        f"all users per gradient step; TensorFlow threads per op: "
+        f"{FLAGS.intra_op_threads or 'its choice'}")
   print(f"environment alone, random actions, {users} users: "
         f"{simulator:8.0f} user-steps/s")
   default_k = planner_environment.DEFAULT_REPLAN_EVERY

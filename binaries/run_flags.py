@@ -39,6 +39,8 @@ HELP: Mapping[str, str] = {
                      "has not answered yet get the heuristic plan meanwhile); "
                      "wait: training waits, and the run repeats exactly. "
                      "Evaluation plans in the same mode."),
+    "intra_op_threads": ("Threads TensorFlow gives one op (0: TensorFlow's "
+                         "choice, one per core); part of a run's identity."),
     "stop_when_levelled": ("End training at the first evaluation at which the "
                            "learning curve has levelled off (the plateau "
                            "rule), or after --num_iterations."),

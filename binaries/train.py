@@ -37,7 +37,7 @@ FLAGS = flags.FLAGS
 RUN_SETTINGS = ("planner", "replan_every", "planner_cache", "planner_mode",
                 "stop_when_levelled", "num_users", "num_iterations",
                 "num_eval_sessions", "eval_interval", "checkpoint_interval",
-                "log_interval", "seed")
+                "log_interval", "seed", "intra_op_threads")
 flags.DEFINE_string("agent", "lerl", "One of: " + ", ".join(
     f"{name} ({spec.doc})" for name, spec in run_config.AGENTS.items()))
 flags.DEFINE_string("scenario", "interest_evolution",

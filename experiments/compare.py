@@ -23,7 +23,7 @@ from lerl_recsim.scenarios import exit_rules, registry
 
 TRAIN_SETTINGS = ("num_iterations", "num_eval_sessions", "num_users",
                   "eval_interval", "checkpoint_interval", "log_interval",
-                  "replan_every", "planner_mode")
+                  "replan_every", "planner_mode", "intra_op_threads")
 SCENARIO_FLAGS = (*gin_config.SCENARIO_FLAGS, "data_dir")
 
 

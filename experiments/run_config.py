@@ -111,6 +111,13 @@ class RunConfig:
     stop_when_levelled: end training at the first evaluation at which the
       learning curve has levelled off (`learning_curves.PlateauRule`), or
       after num_iterations, whichever comes first.
+    intra_op_threads: threads TensorFlow gives one op; 0: TensorFlow's
+      choice (TF_NUM_INTRAOP_THREADS, else one per core). Training's ops
+      are small (64 users, batches of 256), and with one thread each the
+      collection and the gradient step run side by side on their own
+      threads: on 2 cores `dqn` trained 1.2-1.4x faster than with
+      TensorFlow's choice (docs/results/development.md). It changes
+      floating-point sums, so it is part of a run's identity.
     gin_bindings: the gin bindings in effect (`gin_config.parse`), recorded
       in config.json beside the run's settings when there are any, so that
       a run directory without them reads as before.
@@ -131,6 +138,7 @@ class RunConfig:
   planner_cache: str | None = None
   planner_mode: str = "background"
   stop_when_levelled: bool = False
+  intra_op_threads: int = 1
   gin_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self) -> None:
@@ -157,6 +165,11 @@ class RunConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if (isinstance(self.intra_op_threads, bool)
+        or not isinstance(self.intra_op_threads, int)
+        or self.intra_op_threads < 0):
+      raise ValueError("intra_op_threads must be an int >= 0 (0: TensorFlow's "
+                       f"choice), got {self.intra_op_threads!r}")
 
   @property
   def spec(self) -> AgentSpec:

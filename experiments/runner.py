@@ -125,6 +125,22 @@ def run_record(run: run_config_lib.RunConfig,
   return config
 
 
+def use_intra_op_threads(threads: int) -> None:
+  """Sets TensorFlow's threads per op, which it reads once, when it starts
+  running ops; a process already running with another number is refused
+  (a run must repeat with the number it records)."""
+  current = tf.config.threading.get_intra_op_parallelism_threads()
+  if current == threads:
+    return
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+  except RuntimeError:
+    raise ValueError(
+        f"intra_op_threads={threads} cannot take effect: TensorFlow already "
+        f"runs ops in this process with intra_op_threads={current}; train in "
+        "a new process, or with that number") from None
+
+
 def seed_everything(seed: int) -> None:
   """Same seed, same run: Keras draws unseeded initializer seeds from
   Python's `random`, so Python, NumPy and TensorFlow are seeded together,
@@ -185,6 +201,7 @@ def train_and_evaluate(
     hyperparameters: the family's resolved keyword arguments, recorded.
     scripted_policy: builds a fixed py policy on the evaluation environment.
   """
+  use_intra_op_threads(run.intra_op_threads)
   directory = RunDirectory(root_dir)
   config = run_record(run, hyperparameters)
   results.claim_directory(directory.root, config)

@@ -25,9 +25,13 @@ from tf_agents.specs import tensor_spec  # noqa: E402
 from tf_agents.trajectories import policy_step  # noqa: E402
 
 from lerl_recsim.agents import learners  # noqa: E402
-from lerl_recsim.experiments import sweep  # noqa: E402
+from lerl_recsim.experiments import run_config, runner, sweep  # noqa: E402
 from lerl_recsim.planner import PlanRules, answers  # noqa: E402
 from lerl_recsim.scenarios.catalogue import default_catalogue  # noqa: E402
+
+# Runs in this process train with their default threads per op, which
+# TensorFlow fixes when it runs its first op.
+runner.use_intra_op_threads(run_config.RunConfig.intra_op_threads)
 
 # Plans of 2-4 categories, the rules before plans grew to 7-9: tests whose
 # point is a mechanism (validation, caching, fallback, background answers,

@@ -333,6 +333,22 @@ def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
   del first
 
 
+def test_a_run_records_its_threads_per_op_and_refuses_a_process_with_others(
+    tmp_path):
+  summary = train.train_eval(tiny_run("dqn", num_iterations=2),
+                             str(tmp_path / "one"))
+  assert summary["config"]["run"]["intra_op_threads"] == 1
+  assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+  # TensorFlow already runs ops in this process with one thread per op.
+  with pytest.raises(ValueError, match=(
+      r"intra_op_threads=2 cannot take effect: TensorFlow already runs ops in "
+      r"this process with intra_op_threads=1")):
+    train.train_eval(tiny_run("dqn", intra_op_threads=2), str(tmp_path / "two"))
+  assert not (tmp_path / "two").exists()
+  with pytest.raises(ValueError, match=r"intra_op_threads must be an int >= 0"):
+    run_config.RunConfig(agent="dqn", intra_op_threads=-1)
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
   run = tiny_run("dqn", num_iterations=3)
   directory = checkpoints.RunDirectory(str(tmp_path))
