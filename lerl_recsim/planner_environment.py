@@ -78,6 +78,13 @@ LOCAL_MODEL_PROMPT_CONFIG = dataclasses.replace(
 # 30 lessons in a million user-steps instead of one per session.
 EFFICIENT_REFLECTIONS = {"reflect_every": 16, "reflect_growth": 1.25}
 
+# CPU threads of a local model asked in the background: it shares the cores
+# with training, which keeps them busy. On 2 cores, in 6,000 iterations from
+# a cold cache, a one-thread model answered as many situations as a
+# two-thread one (443 against 442 calls, 92.7% against 92.5% of the plans)
+# while training ran 1.27x faster (docs/results/development.md).
+BACKGROUND_MODEL_THREADS = 1
+
 
 def local_backend(backend: str) -> bool:
   """Whether `backend`'s model computes in this process (llama.cpp)."""
@@ -451,7 +458,8 @@ def make_planned_env(scenario: str | environment_lib.RecSimEnvironment = (
   env = scenario_environment(scenario, environment_lib.make_env, num_users,
                              seed, overrides)
   planner = build_planner(planner, env.scenario.catalogue, seed,
-                          model_options, planner_options)
+                          model_options, planner_options,
+                          background=not wait_for_planner)
   return PlannedEnvironment(env, planner, replan_every, seed=seed,
                             wait_for_planner=wait_for_planner)
 
@@ -473,14 +481,18 @@ def scenario_environment(scenario: Any, make: Callable[..., Any],
 
 def build_planner(planner: str | PlannerLike, catalogue: Catalogue, seed: int,
                   model_options: Mapping[str, Any] | None = None,
-                  planner_options: Mapping[str, Any] | None = None
-                  ) -> PlannerLike:
+                  planner_options: Mapping[str, Any] | None = None, *,
+                  background: bool = False) -> PlannerLike:
   """A backend string's planner with this module's defaults for LLMs
-  (`default_planner_options`); a ready planner as is."""
+  (`default_planner_options`, and BACKGROUND_MODEL_THREADS for a local
+  model asked in the `background`); a ready planner as is."""
   if isinstance(planner, str):
     options = dict(planner_options or {})
     if planner != "heuristic":
       options = {**default_planner_options(planner), **options}
+      if background and local_backend(planner):
+        model_options = {"n_threads": BACKGROUND_MODEL_THREADS,
+                         **(model_options or {})}
     return make_planner(planner, catalogue, model_options=model_options,
                         seed=seed, **options)
   if model_options or planner_options:

@@ -710,6 +710,7 @@ def make_planned_tf_env(scenario: str | TFRecSimEnvironment = (
   env = planner_environment.scenario_environment(scenario, make_tf_env,
                                                  num_users, seed, overrides)
   planner = planner_environment.build_planner(
-      planner, env.scenario.catalogue, seed, model_options, planner_options)
+      planner, env.scenario.catalogue, seed, model_options, planner_options,
+      background=not wait_for_planner)
   return PlannedTFEnvironment(env, planner, replan_every, seed=seed,
                               wait_for_planner=wait_for_planner)

@@ -241,3 +241,22 @@ def test_a_remote_model_writes_lessons_by_default():
       "fake", lerl_recsim.make_env(num_users=2, seed=0).scenario.catalogue, 0,
       model_options={"responses": ["{}"]})
   assert planner.reflections is not None and planner.lesson_schedule.gap == 16
+
+
+def test_a_local_model_asked_in_the_background_leaves_cores_to_training():
+  from lerl_recsim import planner_environment
+  from lerl_recsim.planner import chat_models
+  catalogue = lerl_recsim.make_env(num_users=2, seed=0).scenario.catalogue
+
+  def threads(**options):
+    planner = planner_environment.build_planner("embedded", catalogue, 0,
+                                                **options)
+    return planner._model.n_threads
+
+  assert threads() == chat_models.local_threads()
+  assert threads(background=True) == planner_environment.BACKGROUND_MODEL_THREADS == 1
+  assert threads(background=True, model_options={"n_threads": 2}) == 2
+  # Remote models take no thread setting.
+  remote = planner_environment.build_planner(
+      "fake", catalogue, 0, model_options={"responses": ["{}"]}, background=True)
+  assert not hasattr(remote._model, "n_threads")
