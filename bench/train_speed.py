@@ -21,18 +21,19 @@ Measured back to back on the same machine, 64 users:
 All of it runs with lerl-train's threads per op (--intra_op_threads, one by
 default), the environment alone included; `--intra_op_threads=0` gives
 TensorFlow's own choice (one per core). Each learner is warmed up (its
-graphs traced) before timing; the learners without an LLM take turns in
-several rounds (median rate printed), so that they meet the same machine
-load; the embedded planner runs alone after them, since its worker thread
-takes a core of its own. The time ratios are to `dqn`
-measured in this run.
+graphs traced) before timing; the environment alone and the learners
+without an LLM take turns in several rounds (median rate printed), so that
+they meet the same machine load; the embedded planner runs alone after
+them, since its worker thread takes a core of its own. The time ratios are
+to `dqn` measured in this run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from absl import app, flags
@@ -43,11 +44,14 @@ from lerl_recsim.agents import dqn
 from lerl_recsim.experiments import run_config, runner
 
 FLAGS = flags.FLAGS
+ALONE = "environment alone"
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
 flags.DEFINE_integer("iterations", 1000, "Timed training iterations per agent.")
-flags.DEFINE_integer("rounds", 5, "Turns the agents without an LLM take, "
-                     "interleaved; the median rate is printed.")
-flags.DEFINE_integer("env_steps", 3000, "Timed steps of the environment alone.")
+flags.DEFINE_integer("rounds", 5, "Turns the environment alone and the agents "
+                     "without an LLM take, interleaved; the median rate is "
+                     "printed.")
+flags.DEFINE_integer("env_steps", 3000, "Timed steps of the environment "
+                     "alone, over all rounds.")
 flags.DEFINE_boolean("embedded", True, "Measure the embedded LLM planner.")
 flags.DEFINE_integer("embedded_iterations", 6000, "Timed iterations of the "
                      "embedded planner: long enough for its worker's "
@@ -64,8 +68,9 @@ flags.DEFINE_integer(
     "choice).", lower_bound=0)
 
 
-def environment_rate(num_users: int, steps: int) -> float:
-  """User-steps/s of `PyEnvironment.step` with random actions."""
+def environment_turn(num_users: int, steps: int) -> Callable[[], float]:
+  """A turn of the environment alone: user-steps/s of `steps` calls of
+  `PyEnvironment.step` with random actions (drawn beforehand)."""
   env = lerl_recsim.make_env(num_users=num_users, seed=0)
   env.reset()
   rng = np.random.default_rng(0)
@@ -74,10 +79,14 @@ def environment_rate(num_users: int, steps: int) -> float:
              for _ in range(steps)]
   for action in actions[:100]:
     env.step(action)
-  start = time.perf_counter()
-  for action in actions:
-    env.step(action)
-  return steps * num_users / (time.perf_counter() - start)
+
+  def turn() -> float:
+    start = time.perf_counter()
+    for action in actions:
+      env.step(action)
+    return steps * num_users / (time.perf_counter() - start)
+
+  return turn
 
 
 def warm_learner(env: Any) -> Any:
@@ -97,14 +106,15 @@ def timed_rate(learner: Any, iterations: int) -> float:
   return (learner.user_steps - first) / (time.perf_counter() - start)
 
 
-def interleaved_rates(learners: dict[str, Any], iterations: int,
-                      rounds: int) -> dict[str, float]:
-  """Median user-steps/s of each learner over `rounds` rounds, the learners
-  taking turns within each round, so that they meet the same machine load."""
-  rates: dict[str, list[float]] = {name: [] for name in learners}
+def interleaved_rates(turns: dict[str, Callable[[], float]], rounds: int
+                      ) -> dict[str, float]:
+  """Median user-steps/s of each turn over `rounds` rounds, the turns
+  taken one after another within each round, so that they meet the same
+  machine load."""
+  rates: dict[str, list[float]] = {name: [] for name in turns}
   for _ in range(rounds):
-    for name, learner in learners.items():
-      rates[name].append(timed_rate(learner, iterations // rounds))
+    for name, turn in turns.items():
+      rates[name].append(turn())
   return {name: float(np.median(values)) for name, values in rates.items()}
 
 
@@ -119,13 +129,10 @@ def planned(backend: str, replan_every: int, cache: str | None = None,
 def main(argv) -> None:
   del argv
   runner.use_intra_op_threads(FLAGS.intra_op_threads)
-  users, iterations = FLAGS.num_users, FLAGS.iterations
-  simulator = environment_rate(users, FLAGS.env_steps)
+  users, rounds = FLAGS.num_users, FLAGS.rounds
   print(f"DQN learner: {FLAGS.collect_steps_per_iteration} collect steps of "
         f"all users per gradient step; TensorFlow threads per op: "
         f"{FLAGS.intra_op_threads or 'its choice'}")
-  print(f"environment alone, random actions, {users} users: "
-        f"{simulator:8.0f} user-steps/s")
   default_k = planner_environment.DEFAULT_REPLAN_EVERY
   learners = {"dqn (no planner):": tf_environment.make_tf_env(num_users=users,
                                                              seed=0),
@@ -133,9 +140,14 @@ def main(argv) -> None:
   if default_k != 1:
     learners[f"lerl, heuristic, K={default_k}:"] = planned("heuristic",
                                                            default_k)
-  rates = interleaved_rates({name: warm_learner(env)
-                             for name, env in learners.items()},
-                            iterations, FLAGS.rounds)
+  turns = {ALONE: environment_turn(users, FLAGS.env_steps // rounds)}
+  for name, env in learners.items():
+    turns[name] = functools.partial(timed_rate, warm_learner(env),
+                                    FLAGS.iterations // rounds)
+  rates = interleaved_rates(turns, rounds)
+  simulator = rates.pop(ALONE)
+  print(f"environment alone, random actions, {users} users: "
+        f"{simulator:8.0f} user-steps/s")
   base = rates.pop("dqn (no planner):")
   ratio = base / simulator
   print(f"dqn (no planner):             {base:8.0f} user-steps/s; "
