@@ -115,7 +115,7 @@ class RunConfig:
       choice (TF_NUM_INTRAOP_THREADS, else one per core). Training's ops
       are small (64 users, batches of 256), and with one thread each the
       collection and the gradient step run side by side on their own
-      threads: on 2 cores `dqn` trained 1.2-1.4x faster than with
+      threads: on 2 cores `dqn` trained 1.28-1.33x faster than with
       TensorFlow's choice (docs/results/development.md). It changes
       floating-point sums, so it is part of a run's identity.
     gin_bindings: the gin bindings in effect (`gin_config.parse`), recorded
