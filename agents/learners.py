@@ -151,11 +151,13 @@ class Collector:
     and finish; returns finish's result."""
     if self._time_step is None:
       self._time_step = self._env.reset()
-    if follow_up and follow_up not in self._compiled:
-      self._compiled[follow_up] = (common.function(follow_up.prepare),
-                                   common.function(follow_up.finish))
-    prepare, finish = self._compiled[follow_up] if follow_up else (None, None)
-    prepared = prepare() if follow_up else None
+    finish, prepared = None, None
+    if follow_up:
+      if follow_up not in self._compiled:
+        self._compiled[follow_up] = (common.function(follow_up.prepare),
+                                     common.function(follow_up.finish))
+      prepare, finish = self._compiled[follow_up]
+      prepared = prepare()
     collected = []
     for _ in range(steps):
       action_step = self._policy.action(self._time_step)
@@ -168,7 +170,7 @@ class Collector:
     self.user_steps += steps * self._env.batch_size
     self._observer(tf.nest.map_structure(lambda *steps: np.stack(steps, 1),
                                          *collected))
-    return finish(prepared) if follow_up else None
+    return finish(prepared) if finish else None
 
 
 def sample_action(policy: tf_policy.TFPolicy, time_step: ts.TimeStep,
