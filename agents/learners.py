@@ -303,7 +303,9 @@ class GraphCollector:
     done, carried = 0, ()
     while done < steps:
       n = min(chunk, steps - done)
-      key = (n, follow_up, done == 0, done + n == steps)
+      # Without a follow-up every call of n steps is the same function.
+      key = (n, follow_up, bool(follow_up) and done == 0,
+             bool(follow_up) and done + n == steps)
       if key not in self._compiled:
         self._compiled[key] = self._collect_fn(*key)
       reports, carried = self._compiled[key](carried)

@@ -160,16 +160,13 @@ class RunConfig:
     if self.planner_mode not in PLANNER_MODES:
       raise ValueError(f"unknown planner_mode {self.planner_mode!r}; "
                        f"accepted: {list(PLANNER_MODES)}")
-    for name in ("num_users", "num_iterations", "num_eval_sessions",
-                 "eval_interval", "checkpoint_interval", "log_interval"):
+    for name, least in (("num_users", 1), ("num_iterations", 1),
+                        ("num_eval_sessions", 1), ("eval_interval", 1),
+                        ("checkpoint_interval", 1), ("log_interval", 1),
+                        ("intra_op_threads", 0)):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if (isinstance(self.intra_op_threads, bool)
-        or not isinstance(self.intra_op_threads, int)
-        or self.intra_op_threads < 0):
-      raise ValueError("intra_op_threads must be an int >= 0 (0: TensorFlow's "
-                       f"choice), got {self.intra_op_threads!r}")
+      if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
 
   @property
   def spec(self) -> AgentSpec:
