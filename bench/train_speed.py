@@ -16,8 +16,10 @@ Measured back to back on the same machine, 64 users:
 3. `lerl` with the heuristic planner, replanning every step (K = 1) and at
    the module default K (target: at most 1.3x dqn's time at K = 1);
 4. `lerl` with the embedded LLM planner in the background (lerl-train's
-   default mode; target: at most 1.5x dqn's time), with the LLM's share of
-   plans and its calls per 1,000 user-steps.
+   default mode; target: at most 1.5x dqn's time), from a cold cache over
+   lerl-train's whole default budget, with the cost so far at a few earlier
+   marks (the LLM's work is front-loaded: most new situations come early),
+   the LLM's share of plans and its calls per 1,000 user-steps.
 All of it runs with lerl-train's threads per op (--intra_op_threads, one by
 default), the environment alone included; `--intra_op_threads=0` gives
 TensorFlow's own choice (one per core). Each learner is warmed up (its
@@ -53,9 +55,16 @@ flags.DEFINE_integer("rounds", 5, "Turns the environment alone and the agents "
 flags.DEFINE_integer("env_steps", 3000, "Timed steps of the environment "
                      "alone, over all rounds.")
 flags.DEFINE_boolean("embedded", True, "Measure the embedded LLM planner.")
-flags.DEFINE_integer("embedded_iterations", 6000, "Timed iterations of the "
-                     "embedded planner: long enough for its worker's "
-                     "answer-and-rest cycles to average out.")
+flags.DEFINE_integer(
+    "embedded_iterations",
+    run_config.convergence_budget(run_config.AGENTS["lerl"].family, None),
+    "Timed iterations of the embedded planner (default: lerl-train's budget "
+    "for lerl): a training run's whole cost.", lower_bound=1)
+flags.DEFINE_list("embedded_marks", ["2000", "6000"], "Iterations at which "
+                  "the embedded planner's cost so far is printed too.")
+flags.register_validator(
+    "embedded_marks", lambda marks: all(m.isdigit() for m in marks),
+    "--embedded_marks: expected iteration counts, e.g. 2000,6000")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
 flags.DEFINE_integer(
     "collect_steps_per_iteration",
@@ -168,10 +177,19 @@ def main(argv) -> None:
   # Alone: its worker thread would load the machine under the others too.
   env = planned("embedded", default_k, FLAGS.planner_cache)
   learner = warm_learner(env)
-  start = time.perf_counter()
-  rate = timed_rate(learner, FLAGS.embedded_iterations)
-  seconds = time.perf_counter() - start
+  total = FLAGS.embedded_iterations
+  marks = sorted({int(m) for m in FLAGS.embedded_marks if 0 < int(m) < total})
+  first, start, done = learner.user_steps, time.perf_counter(), 0
+  for mark in marks + [total]:
+    timed_rate(learner, mark - done)
+    done = mark
+    seconds = time.perf_counter() - start
+    rate = (learner.user_steps - first) / seconds
+    if mark < total:
+      print(f"  embedded, first {mark:,} iterations: {base / rate:.2f}x "
+            f"dqn's time")
   report(f"lerl, embedded, K={default_k}, bg:", rate, 1.5)
+  print(f"  over {total:,} iterations from a cold cache")
   metrics = env.planner_metrics()
   env.planner.close()
   print(f"  planner {metrics['planner_seconds']:.1f} s of {seconds:.1f} s; "
