@@ -18,16 +18,18 @@ Measured back to back on the same machine, 64 users:
 4. `lerl` with the embedded LLM planner in the background (lerl-train's
    default mode; target: at most 1.5x dqn's time), from a cold cache over
    lerl-train's whole default budget, with the cost so far at a few earlier
-   marks (the LLM's work is front-loaded: most new situations come early),
-   the LLM's share of plans and its calls per 1,000 user-steps.
+   marks (new situations, the model's work, come most often early in a
+   run), the LLM's share of plans and its calls per 1,000 user-steps.
 All of it runs with lerl-train's threads per op (--intra_op_threads, one by
 default), the environment alone included; `--intra_op_threads=0` gives
 TensorFlow's own choice (one per core). Each learner is warmed up (its
 graphs traced) before timing; the environment alone and the learners
 without an LLM take turns in several rounds (median rate printed), so that
 they meet the same machine load; the embedded planner runs alone after
-them, since its worker thread takes a core of its own. The time ratios are
-to `dqn` measured in this run.
+them, since its worker thread takes a core of its own, and `dqn` takes
+turns again after it: its ratio is to the mean of `dqn`'s rates before and
+after, since a shared machine's speed drifts over those minutes. The time
+ratios are to `dqn` measured in this run.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from lerl_recsim.experiments import run_config, runner
 
 FLAGS = flags.FLAGS
 ALONE = "environment alone"
+DQN = "dqn (no planner):"
 flags.DEFINE_integer("num_users", 64, "Simultaneous users.")
 flags.DEFINE_integer("iterations", 1000, "Timed training iterations per agent.")
 flags.DEFINE_integer("rounds", 5, "Turns the environment alone and the agents "
@@ -108,10 +111,14 @@ def warm_learner(env: Any) -> Any:
   return learner
 
 
-def timed_rate(learner: Any, iterations: int) -> float:
-  first, start = learner.user_steps, time.perf_counter()
+def train(learner: Any, iterations: int) -> None:
   for _ in range(iterations):
     learner.run_iteration()
+
+
+def timed_rate(learner: Any, iterations: int) -> float:
+  first, start = learner.user_steps, time.perf_counter()
+  train(learner, iterations)
   return (learner.user_steps - first) / (time.perf_counter() - start)
 
 
@@ -143,8 +150,7 @@ def main(argv) -> None:
         f"all users per gradient step; TensorFlow threads per op: "
         f"{FLAGS.intra_op_threads or 'its choice'}")
   default_k = planner_environment.DEFAULT_REPLAN_EVERY
-  learners = {"dqn (no planner):": tf_environment.make_tf_env(num_users=users,
-                                                             seed=0),
+  learners = {DQN: tf_environment.make_tf_env(num_users=users, seed=0),
               "lerl, heuristic, K=1:": planned("heuristic", 1)}
   if default_k != 1:
     learners[f"lerl, heuristic, K={default_k}:"] = planned("heuristic",
@@ -157,14 +163,15 @@ def main(argv) -> None:
   simulator = rates.pop(ALONE)
   print(f"environment alone, random actions, {users} users: "
         f"{simulator:8.0f} user-steps/s")
-  base = rates.pop("dqn (no planner):")
+  base = rates.pop(DQN)
   ratio = base / simulator
-  print(f"dqn (no planner):             {base:8.0f} user-steps/s; "
+  print(f"{DQN:30s}{base:8.0f} user-steps/s; "
         f"{ratio:.2f}x the environment alone (target >= 0.5: "
         f"{'met' if ratio >= 0.5 else 'NOT met'})")
 
-  def report(name: str, rate: float, target: float | None) -> None:
-    cost = base / rate
+  def report(name: str, rate: float, target: float | None,
+             dqn_rate: float = base) -> None:
+    cost = dqn_rate / rate
     verdict = (f" (target <= {target}: {'met' if cost <= target else 'NOT met'})"
                if target else "")
     print(f"{name:30s}{rate:8.0f} user-steps/s; {cost:.2f}x dqn's time"
@@ -180,20 +187,28 @@ def main(argv) -> None:
   total = FLAGS.embedded_iterations
   marks = sorted({int(m) for m in FLAGS.embedded_marks if 0 < int(m) < total})
   first, start, done = learner.user_steps, time.perf_counter(), 0
+  so_far = []  # (iterations, user-steps/s since the start)
   for mark in marks + [total]:
-    timed_rate(learner, mark - done)
+    train(learner, mark - done)
     done = mark
-    seconds = time.perf_counter() - start
-    rate = (learner.user_steps - first) / seconds
-    if mark < total:
-      print(f"  embedded, first {mark:,} iterations: {base / rate:.2f}x "
-            f"dqn's time")
-  report(f"lerl, embedded, K={default_k}, bg:", rate, 1.5)
-  print(f"  over {total:,} iterations from a cold cache")
+    so_far.append((mark, (learner.user_steps - first)
+                   / (time.perf_counter() - start)))
+  seconds = time.perf_counter() - start
   metrics = env.planner_metrics()
   env.planner.close()
-  print(f"  planner {metrics['planner_seconds']:.1f} s of {seconds:.1f} s; "
-        f"plans by the LLM {metrics['llm_plan_share']:.1%}; LLM calls "
+  # The machine's speed drifts over a run this long, so dqn is timed again
+  # after it and the embedded planner's cost is taken against the mean.
+  after = float(np.median([turns[DQN]() for _ in range(rounds)]))
+  bracket = (base + after) / 2
+  print(f"dqn again, after the embedded run: {after:.0f} user-steps/s; the "
+        f"embedded planner against the mean, {bracket:.0f}:")
+  for mark, rate in so_far[:-1]:
+    print(f"  embedded, first {mark:,} iterations: {bracket / rate:.2f}x "
+          f"dqn's time")
+  report(f"lerl, embedded, K={default_k}, bg:", so_far[-1][1], 1.5, bracket)
+  print(f"  over {total:,} iterations from a cold cache; planner "
+        f"{metrics['planner_seconds']:.1f} s of {seconds:.1f} s; plans by the "
+        f"LLM {metrics['llm_plan_share']:.1%}; LLM calls "
         f"{metrics['llm_calls']:.0f} ({metrics['llm_calls_per_1k_user_steps']:.2f}"
         f" per 1,000 user-steps); worker busy "
         f"{metrics['background_busy_s']:.0f} s")
