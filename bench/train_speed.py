@@ -142,6 +142,35 @@ def planned(backend: str, replan_every: int, cache: str | None = None,
       seed=0, wait_for_planner=False, planner_options=options)
 
 
+def report(name: str, rate: float, dqn_rate: float,
+           target: float | None = None) -> None:
+  cost = dqn_rate / rate
+  verdict = (f" (target <= {target}: {'met' if cost <= target else 'NOT met'})"
+             if target else "")
+  print(f"{name:30s}{rate:8.0f} user-steps/s; {cost:.2f}x dqn's time"
+        f"{verdict}")
+
+
+def embedded_run(replan_every: int, iterations: int, marks: list[int]
+                 ) -> tuple[list[tuple[int, float]], float, dict[str, Any]]:
+  """Trains with the embedded planner in the background from
+  --planner_cache (cold without it); returns the user-steps/s since the
+  start at each mark and at the end, the seconds, the planner's metrics."""
+  env = planned("embedded", replan_every, FLAGS.planner_cache)
+  learner = warm_learner(env)
+  first, start, done = learner.user_steps, time.perf_counter(), 0
+  so_far = []
+  for mark in marks + [iterations]:
+    train(learner, mark - done)
+    done = mark
+    so_far.append((mark, (learner.user_steps - first)
+                   / (time.perf_counter() - start)))
+  seconds = time.perf_counter() - start
+  metrics = env.planner_metrics()
+  env.planner.close()
+  return so_far, seconds, metrics
+
+
 def main(argv) -> None:
   del argv
   runner.use_intra_op_threads(FLAGS.intra_op_threads)
@@ -168,34 +197,14 @@ def main(argv) -> None:
   print(f"{DQN:30s}{base:8.0f} user-steps/s; "
         f"{ratio:.2f}x the environment alone (target >= 0.5: "
         f"{'met' if ratio >= 0.5 else 'NOT met'})")
-
-  def report(name: str, rate: float, target: float | None,
-             dqn_rate: float = base) -> None:
-    cost = dqn_rate / rate
-    verdict = (f" (target <= {target}: {'met' if cost <= target else 'NOT met'})"
-               if target else "")
-    print(f"{name:30s}{rate:8.0f} user-steps/s; {cost:.2f}x dqn's time"
-          f"{verdict}")
-
   for name, rate in rates.items():
-    report(name, rate, 1.3 if "K=1:" in name else None)
+    report(name, rate, base, 1.3 if "K=1:" in name else None)
   if not FLAGS.embedded:
     return
   # Alone: its worker thread would load the machine under the others too.
-  env = planned("embedded", default_k, FLAGS.planner_cache)
-  learner = warm_learner(env)
   total = FLAGS.embedded_iterations
   marks = sorted({int(m) for m in FLAGS.embedded_marks if 0 < int(m) < total})
-  first, start, done = learner.user_steps, time.perf_counter(), 0
-  so_far = []  # (iterations, user-steps/s since the start)
-  for mark in marks + [total]:
-    train(learner, mark - done)
-    done = mark
-    so_far.append((mark, (learner.user_steps - first)
-                   / (time.perf_counter() - start)))
-  seconds = time.perf_counter() - start
-  metrics = env.planner_metrics()
-  env.planner.close()
+  so_far, seconds, metrics = embedded_run(default_k, total, marks)
   # The machine's speed drifts over a run this long, so dqn is timed again
   # after it and the embedded planner's cost is taken against the mean.
   after = float(np.median([turns[DQN]() for _ in range(rounds)]))
@@ -205,7 +214,7 @@ def main(argv) -> None:
   for mark, rate in so_far[:-1]:
     print(f"  embedded, first {mark:,} iterations: {bracket / rate:.2f}x "
           f"dqn's time")
-  report(f"lerl, embedded, K={default_k}, bg:", so_far[-1][1], 1.5, bracket)
+  report(f"lerl, embedded, K={default_k}, bg:", so_far[-1][1], bracket, 1.5)
   print(f"  over {total:,} iterations from a cold cache; planner "
         f"{metrics['planner_seconds']:.1f} s of {seconds:.1f} s; plans by the "
         f"LLM {metrics['llm_plan_share']:.1%}; LLM calls "
