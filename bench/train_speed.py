@@ -215,7 +215,9 @@ def main(argv) -> None:
     print(f"  embedded, first {mark:,} iterations: {bracket / rate:.2f}x "
           f"dqn's time")
   report(f"lerl, embedded, K={default_k}, bg:", so_far[-1][1], bracket, 1.5)
-  print(f"  over {total:,} iterations from a cold cache; planner "
+  cache = (f"the cache {FLAGS.planner_cache}" if FLAGS.planner_cache
+           else "a cold cache")
+  print(f"  over {total:,} iterations from {cache}; planner "
         f"{metrics['planner_seconds']:.1f} s of {seconds:.1f} s; plans by the "
         f"LLM {metrics['llm_plan_share']:.1%}; LLM calls "
         f"{metrics['llm_calls']:.0f} ({metrics['llm_calls_per_1k_user_steps']:.2f}"
