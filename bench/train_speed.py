@@ -210,7 +210,7 @@ def main(argv) -> None:
     return
   # Alone: its worker thread would load the machine under the others too.
   total = FLAGS.embedded_iterations
-  marks = sorted({int(m) for m in FLAGS.embedded_marks if 0 < int(m) < total})
+  marks = sorted({m for m in map(int, FLAGS.embedded_marks) if 0 < m < total})
   so_far, seconds, metrics = embedded_run(default_k, total, marks)
   # The machine's speed drifts over a run this long, so dqn is timed again
   # after it and the embedded planner's cost is taken against the mean.
