@@ -25,17 +25,23 @@ CAUSE_OF_MODE = {"hang": "timeout", "error_500": "server_error",
 FRESH = UserHistory()
 AFTER_ONE = UserHistory((StepRecord((0,), 0.9, True),), 1, 0.9)
 USERS = [FRESH, AFTER_ONE, FRESH]
-TIMEOUT_S = 0.5  # the client's per-request timeout; hanging lasts longer
+# The client's per-request timeout (hanging lasts longer): long enough that
+# a good reply on a loaded machine is not cut off.
+TIMEOUT_S = 2.0
+# The planner's own time per request: far above the client's timeout and
+# retry, so that a loaded machine cannot turn a slow good reply into a
+# timeout. Only the test of the evaluation's wait budget sets it lower.
+PLANNER_TIMEOUT_S = 30.0
 BACKOFF_S = 2.0
-
 
 
 def planner_for(server: LoopbackLLMServer, **options) -> Planner:
   options.setdefault("retry_backoff_s", BACKOFF_S)
+  options.setdefault("timeout_s", PLANNER_TIMEOUT_S)
   planner = make_planner(
       "openai:loopback", model_options={"base_url": server.base_url,
                                         "timeout_s": TIMEOUT_S},
-      timeout_s=2 * TIMEOUT_S, reflections=None, **options)
+      reflections=None, **options)
   planner.fallback.plan(USERS)  # compiled now, not during a back-off
   return planner
 
@@ -146,11 +152,12 @@ def test_evaluation_waiting_is_bounded_in_total(server):
   """A hanging server delays an evaluation by its wait budget at most: the
   requests after it fall back at once."""
   server.mode = "hang"
-  planner = planner_for(server, evaluation_wait_s=1.5).evaluation_view()
+  planner = planner_for(server, timeout_s=2 * TIMEOUT_S,
+                        evaluation_wait_s=3 * TIMEOUT_S).evaluation_view()
   planner.start_wait_budget()
   histories = [UserHistory((StepRecord((c,), 0.5, True),), 1, 0.5)
                for c in range(6)]
-  for history in histories:  # six situations, each would wait 1 s
+  for history in histories:  # six situations, each would wait 2 * TIMEOUT_S
     planner.plan([history])
   m = counted(planner)
   assert m["fallback_wait_budget"] >= 3 and m["fallbacks"] == 6
