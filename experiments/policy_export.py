@@ -65,7 +65,7 @@ class ServingPolicySaver(policy_saver.PolicySaver):
     spec = policy.time_step_spec
     inputs = serving_inputs(spec)
 
-    @tf.function(input_signature=[inputs])
+    @tf.function(input_signature=[inputs], autograph=False)
     def serve(request: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
       batch = tf.shape(request["mask"])[0]
       observation = {"observation": {name: request[name] for name in
