@@ -27,8 +27,9 @@ from lerl_recsim import learning_curves, metrics
 from lerl_recsim.experiments import run_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("runs_dir", "runs/budgets", "Folder of run directories "
-                    "(each with config.json and eval/history.jsonl).")
+flags.DEFINE_string("runs_dir", "runs/budgets", "Folder holding run "
+                    "directories at any depth (each with config.json and "
+                    "eval/history.jsonl).")
 flags.DEFINE_list("budgets", ["dqn:20000:30000:40000", "ppo:2000:4000"],
                   "Candidate budgets per agent family, FAMILY:B1:B2:...")
 
@@ -56,7 +57,7 @@ def main(argv: Sequence[str]) -> None:
   budgets = parse_budgets(FLAGS.budgets)
   curves: dict[tuple[str, str, str], dict[int, dict[int, float]]] = (
       collections.defaultdict(dict))
-  for config_path in sorted(pathlib.Path(FLAGS.runs_dir).glob("*/config.json")):
+  for config_path in sorted(pathlib.Path(FLAGS.runs_dir).rglob("config.json")):
     run = json.loads(config_path.read_text())["run"]
     spec = run_config.AGENTS[run["agent"]]
     method = run["agent"] if spec.planner is None else \
