@@ -39,7 +39,7 @@ from lerl_recsim.planner import (FALLBACK_CAUSES, Fallback, HeuristicPlanner,
 from lerl_recsim.planner.heuristic import observation_steps
 from lerl_recsim.planner.history import history_from_json, history_to_json
 from lerl_recsim.planner.likelihood import CategoryScores, preference_row
-from lerl_recsim.planner.situations import situation_keys
+from lerl_recsim.planner.situations import keys_of, situation_view
 from lerl_recsim.scenarios import interest_evolution
 
 Report = Mapping[str, Any]
@@ -60,6 +60,10 @@ FAILING = -2
 LLM_SHARE_TO_REST = 0.9
 
 
+
+def compile_xla(function: Any) -> Any:
+  """`function` as one XLA-compiled graph function."""
+  return tf.function(function, jit_compile=True, autograph=False)
 def reset_and_absorb(env: TFRecSimEnvironment | PlannedTFEnvironment) -> None:
   """Resets `env` (new users everywhere) and absorbs the reset's report, as
   a stack of one step."""
@@ -248,9 +252,14 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._keys = tf.Variable(tf.zeros([users], tf.int64), name="keys")
     self._counters = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64),
                                  name="counters")
-    # Merging plans and building the mask fuse well: one XLA kernel.
-    self._merge = tf.function(self._merge_plans, jit_compile=True,
-                              autograph=False)
+    # A step's planning is one XLA call (two with an LLM, either side of
+    # the table lookup, which XLA cannot compile), not tens of small ops.
+    self._merge = compile_xla(self._merge_plans)
+    if self._llm is None:
+      self._plan_step = compile_xla(self._heuristic_step)
+    else:
+      self._situations_step = compile_xla(self._situations)
+      self._plan_step = compile_xla(self._table_step)
     self._table = tf.lookup.experimental.MutableHashTable(
         tf.int64, tf.int32, default_value=tf.fill([c], -1))
     self._apply = tf.function(self._apply_plans, autograph=False,
@@ -368,42 +377,106 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
   def _steps(self, observation: Mapping[str, tf.Tensor]):
     return observation_steps(observation, self._item_categories)
 
-  def _plan_due(self, observation: Mapping[str, tf.Tensor], due: tf.Tensor,
-                base_mask: tf.Tensor) -> tf.Tensor:
-    """Plans the due slots, rebuilds the mask; returns it."""
+  def _scores_answer(self) -> bool:
+    return (self._llm is not None
+            and self._llm.prompt_config.answer == "likelihood")
+
+  def _due_slots(self, step_type: tf.Tensor, since_plan: tf.Tensor
+           ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+    """(due, steps since each slot's plan after planning, counts): new
+    sessions and plans K steps old (unless the session just ended) are
+    due."""
+    first = step_type == ts.StepType.FIRST
+    last = step_type == ts.StepType.LAST
+    since = tf.where(first, since_plan, since_plan + 1)
+    due = first | ((since >= self._replan_every) & ~last)
+    counts = {"user_steps": tf.reduce_sum(tf.cast(~first, tf.int64)),
+              "ended_sessions": tf.reduce_sum(tf.cast(last, tf.int64)),
+              "planned_users": tf.reduce_sum(tf.cast(due, tf.int64))}
+    return due, tf.where(due, tf.zeros_like(since), since), counts
+
+  def _heuristic_step(self, observation: Mapping[str, tf.Tensor],
+                      step_type: tf.Tensor, base_mask: tf.Tensor,
+                      current: tf.Tensor, since_plan: tf.Tensor
+                      ) -> tuple[tf.Tensor, ...]:
+    """(plans, mask, steps since plans, counts): the heuristic plans the
+    due slots."""
+    due, since, counts = self._due_slots(step_type, since_plan)
     steps = self._steps(observation)
-    scores_answer = (self._llm is not None
-                     and self._llm.prompt_config.answer == "likelihood")
+    plans, mask, counts["widenings"] = self._merge_plans(
+        steps, due, self._heuristic.plan_sets(steps), current, base_mask)
+    return plans, mask, since, self._count_vector(counts)
+
+  def _situations(self, observation: Mapping[str, tf.Tensor],
+                  step_type: tf.Tensor, since_plan: tf.Tensor
+                  ) -> tuple[Any, ...]:
+    """(due, steps since plans, heuristic plans, pick places or None,
+    situation features, counts): what the table lookup needs."""
+    due, since, counts = self._due_slots(step_type, since_plan)
+    steps = self._steps(observation)
     pick_places = None
-    if scores_answer:  # the LLM's scores reorder the heuristic's picks
+    if self._scores_answer():  # the LLM's scores reorder the heuristic's picks
       plans, pick_places = self._heuristic.plans_and_pick_places(steps)
     else:
       plans = self._heuristic.plan_sets(steps)
-    counts = {"planned_users": tf.reduce_sum(tf.cast(due, tf.int64))}
-    if self._llm is not None:
-      length = observation["session_length"]
-      reward = (tf.cast(observation["mean_engagement"], tf.float64)
-                * tf.cast(length, tf.float64))
-      keys = situation_keys(steps, length, reward,
-                            self._llm.prompt_config, self._llm.rules,
-                            self._heuristic, pick_places)
+    length = observation["session_length"]
+    reward = (tf.cast(observation["mean_engagement"], tf.float64)
+              * tf.cast(length, tf.float64))
+    features = situation_view(steps, length, reward, self._llm.prompt_config,
+                              self._llm.rules, self._heuristic, pick_places)
+    return due, since, plans, pick_places, features, counts
+
+  def _table_step(self, observation: Mapping[str, tf.Tensor],
+                  base_mask: tf.Tensor, current: tf.Tensor, due: tf.Tensor,
+                  heuristic_plans: tf.Tensor, pick_places: tf.Tensor | None,
+                  found: tf.Tensor, counts: dict[str, tf.Tensor]
+                  ) -> tuple[tf.Tensor, ...]:
+    """(plans, mask, missed, counts): due slots whose situation the table
+    holds get the LLM's plan, the others the heuristic's; missed are the
+    due slots whose situation is neither held nor failing."""
+    steps = self._steps(observation)
+    hit = found[:, 0] >= 0
+    failing = found[:, 0] <= FAILING
+    llm_plans = (self._plans_from_preferences(steps, found, pick_places)
+                 if self._scores_answer() else found > 0)
+    plans = tf.where(hit[:, None], llm_plans, heuristic_plans)
+    counts = dict(counts,
+                  table_plans=tf.reduce_sum(tf.cast(hit & due, tf.int64)))
+    for i, cause in enumerate(FALLBACK_CAUSES):
+      counts[f"table_fallback_{cause}"] = tf.reduce_sum(tf.cast(
+          due & (found[:, 0] == FAILING - i), tf.int64))
+    plans, mask, counts["widenings"] = self._merge_plans(
+        steps, due, plans, current, base_mask)
+    return plans, mask, due & ~hit & ~failing, self._count_vector(counts)
+
+  def _replan(self, time_step: ts.TimeStep) -> ts.TimeStep:
+    """Plans the due slots after `time_step`, rebuilds the mask; returns
+    the time step with it."""
+    observation = time_step.observation["observation"]
+    base_mask = time_step.observation["mask"]
+    current = self._plans.read_value()
+    if self._llm is None:
+      plans, mask, since, counts = self._plan_step(
+          observation, time_step.step_type, base_mask, current,
+          self._since_plan.read_value())
+    else:
+      due, since, heuristic_plans, pick_places, features, counts = (
+          self._situations_step(observation, time_step.step_type,
+                                self._since_plan.read_value()))
+      keys = keys_of(features)
       found = tf.reshape(self._table.lookup(keys),
                          [self.batch_size, self._num_categories])
-      hit = found[:, 0] >= 0
-      failing = found[:, 0] <= FAILING
-      llm_plans = (self._plans_from_preferences(steps, found, pick_places)
-                   if scores_answer else found > 0)
-      plans = tf.where(hit[:, None], llm_plans, plans)
-      counts["table_plans"] = tf.reduce_sum(tf.cast(hit & due, tf.int64))
-      for i, cause in enumerate(FALLBACK_CAUSES):
-        counts[f"table_fallback_{cause}"] = tf.reduce_sum(tf.cast(
-            due & (found[:, 0] == FAILING - i), tf.int64))
-      self._missed.assign(due & ~hit & ~failing)
+      plans, mask, missed, counts = self._plan_step(
+          observation, base_mask, current, due, heuristic_plans, pick_places,
+          found, counts)
+      self._missed.assign(missed)
       self._keys.assign(keys)
       self._due.assign(due)
-    self._since_plan.assign(tf.where(due, tf.zeros_like(self._since_plan),
-                                     self._since_plan))
-    return self._set_plans(steps, due, plans, base_mask, counts)
+    self._since_plan.assign(since)
+    self._plans.assign(plans)
+    self._mask.assign(mask)
+    self._counters.assign_add(counts)
+    return self._with_mask(time_step, mask)
 
   def _plans_from_preferences(self, steps, preference: tf.Tensor,
                               pick_places: tf.Tensor) -> tf.Tensor:
@@ -424,12 +497,14 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
         steps, due, plans, self._plans.read_value(), base_mask)
     self._plans.assign(merged)
     self._mask.assign(mask)
-    self._count(counts)
+    self._counters.assign_add(self._count_vector(counts))
     return mask
 
-  def _count(self, counts: Mapping[str, tf.Tensor]) -> None:
-    self._counters.assign_add(tf.stack(
-        [tf.cast(counts.get(name, 0), tf.int64) for name in COUNTERS]))
+  def _count_vector(self, counts: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    """int64 [len(COUNTERS)]: `counts` in the counters' order (0 where
+    missing)."""
+    return tf.stack([tf.cast(counts.get(name, 0), tf.int64)
+                     for name in COUNTERS])
 
   def _items(self, plans: tf.Tensor) -> tf.Tensor:
     return tf.matmul(tf.cast(plans, tf.float32), self._category_items) > 0
@@ -479,11 +554,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                            self._mask.read_value())
 
   def _reset(self) -> ts.TimeStep:
-    time_step = self._env.reset()
-    due = tf.ones([self.batch_size], tf.bool)
-    mask = self._plan_due(time_step.observation["observation"], due,
-                          time_step.observation["mask"])
-    return self._with_mask(time_step, mask)
+    return self._replan(self._env.reset())
 
   def _step(self, action: tf.Tensor) -> ts.TimeStep:
     slates = tf.reshape(tf.cast(action, tf.int32),
@@ -491,16 +562,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     with tf.control_dependencies([self._env.check_actions(slates,
                                                           self._mask)]):
       time_step = self._env.step(action)
-    first = time_step.step_type == ts.StepType.FIRST
-    last = time_step.step_type == ts.StepType.LAST
-    self._count({"user_steps": tf.reduce_sum(tf.cast(~first, tf.int64)),
-                 "ended_sessions": tf.reduce_sum(tf.cast(last, tf.int64))})
-    since = tf.where(first, self._since_plan, self._since_plan + 1)
-    self._since_plan.assign(since)
-    due = first | ((since >= self._replan_every) & ~last)
-    mask = self._plan_due(time_step.observation["observation"], due,
-                          time_step.observation["mask"])
-    return self._with_mask(time_step, mask)
+    return self._replan(time_step)
 
   # --- between graph calls ------------------------------------------------
 

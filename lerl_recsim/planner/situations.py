@@ -78,12 +78,30 @@ def situation_keys(steps: CategorySteps, session_length: tf.Tensor,
                    pick_places: tf.Tensor | None = None) -> tf.Tensor:
   """int64 [B]: equal keys for users whose prompt variables are equal.
 
+  Args: as `situation_view`.
+  """
+  return keys_of(situation_view(steps, session_length, cumulative_reward,
+                                config, rules, heuristic, pick_places))
+
+
+def situation_view(steps: CategorySteps, session_length: tf.Tensor,
+                   cumulative_reward: tf.Tensor, config: PromptConfig,
+                   rules: PlanRules, heuristic: BatchHeuristic,
+                   pick_places: tf.Tensor | None = None) -> tf.Tensor:
+  """int64 [B, F]: `situation_features` with the prompt's candidates; XLA
+  compiles it (inside a caller's compiled function too).
+
   Args: as `situation_features`; `heuristic` is the planner's fallback's
   (it chooses the shortlist), `pick_places` as in `candidate_view`.
   """
   shortlist, levels = candidate_view(heuristic, steps, config, pick_places)
-  features = situation_features(steps, session_length, cumulative_reward,
-                                shortlist, levels, config, rules)
+  return situation_features(steps, session_length, cumulative_reward,
+                            shortlist, levels, config, rules)
+
+
+def keys_of(features: tf.Tensor) -> tf.Tensor:
+  """int64 [B]: a 64-bit fingerprint of each row of `features` (outside
+  XLA, which has no fingerprint op)."""
   return tf.bitcast(tf.fingerprint(features), tf.int64)  # [B, 8] bytes -> [B]
 
 
