@@ -363,16 +363,17 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 
 @pytest.mark.parametrize("agent, overrides, iterations", [
-    ("dqn", {}, 20_000),
-    ("lerl", {"exit_rule": "satisfaction"}, 20_000),
+    ("dqn", {}, 30_000),
+    ("lerl", {"exit_rule": "satisfaction"}, 30_000),
+    ("heuristic_dqn", {"exit_rule": "temper"}, 20_000),
     ("dqn", {"exit_rule": "category_window", "exit_params": {"preset": "dorl"}},
      40_000),
     ("heuristic_dqn", {"exit_rule": "category_window",
                        "exit_params": {"preset": "dorl", "window": 4}}, 40_000),
     # Without the preset the rule's window differs: the family's budget.
-    ("dqn", {"exit_rule": "category_window"}, 20_000),
+    ("dqn", {"exit_rule": "category_window"}, 30_000),
     ("dqn", {"exit_rule": "category_window",
-             "exit_params": {"preset": "easyrl4rec"}}, 20_000),
+             "exit_params": {"preset": "easyrl4rec"}}, 30_000),
     ("ppo", {"exit_rule": "category_window", "exit_params": {"preset": "dorl"}},
      2_000),
     ("lerl_ppo", {"exit_rule": "temper"}, 4_000),
