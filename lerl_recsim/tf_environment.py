@@ -60,10 +60,11 @@ FAILING = -2
 LLM_SHARE_TO_REST = 0.9
 
 
-
 def compile_xla(function: Any) -> Any:
   """`function` as one XLA-compiled graph function."""
   return tf.function(function, jit_compile=True, autograph=False)
+
+
 def reset_and_absorb(env: TFRecSimEnvironment | PlannedTFEnvironment) -> None:
   """Resets `env` (new users everywhere) and absorbs the reset's report, as
   a stack of one step."""
@@ -382,7 +383,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
             and self._llm.prompt_config.answer == "likelihood")
 
   def _due_slots(self, step_type: tf.Tensor, since_plan: tf.Tensor
-           ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+                 ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
     """(due, steps since each slot's plan after planning, counts): new
     sessions and plans K steps old (unless the session just ended) are
     due."""
