@@ -50,7 +50,11 @@ flags.DEFINE_list("planners", [run_config.DEFAULT_PLANNER],
                   "Planner backends of the agents that plan (lerl, lerl_ppo): "
                   "embedded, heuristic, gguf:PATH, openai:MODEL, ollama:MODEL; "
                   "each such agent runs once per backend.")
-flags.DEFINE_integer("num_seeds", 5, "Seeds per method: 0 .. num_seeds-1.")
+flags.DEFINE_integer("num_seeds", 5, "Seeds per method: first_seed .. "
+                     "first_seed+num_seeds-1.")
+flags.DEFINE_integer("first_seed", 0,
+                     "First seed of every method: 100 and up for development "
+                     "runs that choose budgets or settings, 0 for results.")
 flags.DEFINE_string("output_dir", None, "Directory of the comparison's runs.",
                     required=True)
 flags.DEFINE_string("results_dir", None,
@@ -109,7 +113,7 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.agents, FLAGS.scenarios, FLAGS.exit_rules, FLAGS.planners,
         FLAGS.num_seeds, FLAGS.parallel, FLAGS.reference,
         run_flags.values(setup.TRAIN_SETTINGS), run_flags.scenario_values(),
-        FLAGS.planner_cache, bindings)
+        FLAGS.planner_cache, bindings, FLAGS.first_seed)
     gin = setup.gin_flags(FLAGS.gin_file, FLAGS.gin_bindings)
     executor = make_executor([
         sweep.Job(run.name, setup.train_command(run, config, output_dir, gin),

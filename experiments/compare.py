@@ -108,15 +108,17 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
          exit_rule_names: Sequence[str], planners: Sequence[str],
          num_seeds: int, parallel: int, reference: str,
          train: dict[str, int], scenario_flags: dict[str, Any],
-         planner_cache: str = "", gin_bindings: dict[str, Any] | None = None
-         ) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
+         planner_cache: str = "", gin_bindings: dict[str, Any] | None = None,
+         first_seed: int = 0) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
                     comparison.Method]:
   """Checks every input and expands the grid of runs.
 
   `scenario_flags` are the SCENARIO_FLAGS given (None: unset), the rest of
   the scenario as gin binds it (`gin_bindings`, what `gin_config.parse`
   returned, is recorded); `planner_cache` is the LLM planners' shared
-  SQLite cache, relative to the output directory ("" for none). Returns
+  SQLite cache, relative to the output directory ("" for none). Seeds run
+  from `first_seed` (development seeds, 100 and up, choose budgets and
+  settings; seeds 0 onwards are reported). Returns
   the comparison's configuration (what comparison.json holds), its runs in
   execution order and the reference method. Raises ValueError (or
   ImportError for a missing planner model) naming the bad value.
@@ -124,10 +126,12 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
   methods = agent_methods(agents, planners)
   check_known("scenarios", scenarios, list(registry.SCENARIOS))
   rules = parse_exit_rules(exit_rule_names)
-  for name, value in (("num_seeds", num_seeds), ("parallel", parallel)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
-  runs = comparison.grid(scenarios, rules, methods, num_seeds)
+  for name, value, least in (("num_seeds", num_seeds, 1),
+                             ("parallel", parallel, 1),
+                             ("first_seed", first_seed, 0)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f"--{name} must be an int >= {least}, got {value!r}")
+  runs = comparison.grid(scenarios, rules, methods, num_seeds, first_seed)
   for scenario in scenarios:
     for rule in rules:
       overrides = gin_config.scenario_overrides(scenario, rule.label,
@@ -156,6 +160,8 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
             "lerl_recsim_version": lerl_recsim.__version__}
   if gin_bindings:  # absent otherwise, as in comparisons from before gin
     config["gin_bindings"] = dict(gin_bindings)
+  if first_seed:  # absent for seeds from 0, as in comparisons before it
+    config["first_seed"] = first_seed
   return config, runs, comparison.resolve_reference(reference, methods)
 
 
@@ -207,7 +213,8 @@ def additions(saved: dict[str, Any], config: dict[str, Any]
       added += [f"{key[:-1]} {item}" for item in new if item not in old]
     elif key == "num_seeds" and isinstance(old, int) and isinstance(
         new, int) and new > old:
-      added.append(f"seeds {old}-{new - 1}")
+      first = config.get("first_seed", 0)
+      added.append(f"seeds {first + old}-{first + new - 1}")
     else:
       return None
   return added
@@ -269,10 +276,12 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
   `command` (what produced them) heads results.md."""
   rows = comparison.build_table(runs, output_dir, reference)
   train = config["train"]
+  first_seed = config.get("first_seed", 0)
+  last_seed = first_seed + config["num_seeds"] - 1
   header = [
       f"Produced by lerl-recsim {lerl_recsim.__version__} with:",
       "", "```", command, "```", "",
-      f"{config['num_seeds']} seeds per method; "
+      f"{config['num_seeds']} seeds per method ({first_seed}-{last_seed}); "
       f"{budget_text(train['num_iterations'])} of {train['num_users']} "
       f"users; {train['num_eval_sessions']} evaluation sessions per run.",
   ]

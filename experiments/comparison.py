@@ -99,15 +99,18 @@ class ComparisonRun:
 
 
 def grid(scenarios: Sequence[str], exit_rules: Sequence[ExitRuleChoice],
-         methods: Sequence[Method], num_seeds: int) -> list[ComparisonRun]:
-  """Every run, in the order they execute: seed, condition, method.
+         methods: Sequence[Method], num_seeds: int, first_seed: int = 0
+         ) -> list[ComparisonRun]:
+  """Every run, in the order they execute: seed (`first_seed` onwards),
+  condition, method.
 
   Seed-major, so that a sweep stopped early holds whole seeds of every
   method, and runs side by side are different methods (the LLM planners'
   runs rarely share the cores with each other).
   """
   return [ComparisonRun(scenario, rule, method, seed)
-          for seed in range(num_seeds) for scenario in scenarios
+          for seed in range(first_seed, first_seed + num_seeds)
+          for scenario in scenarios
           for rule in exit_rules for method in methods]
 
 

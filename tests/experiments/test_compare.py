@@ -303,6 +303,7 @@ def test_seed_mean_curve_is_judged_with_the_across_seed_intervals(tmp_path):
      r"'gguf:/no/such.gguf' names no file"),
     ({"num_seeds": 0}, r"--num_seeds must be an int >= 1, got 0"),
     ({"parallel": 0}, r"--parallel must be an int >= 1, got 0"),
+    ({"first_seed": -1}, r"--first_seed must be an int >= 0, got -1"),
     ({"train": {**TRAIN, "num_iterations": 0}},
      r"num_iterations must be an int >= 1, got 0"),
     ({"reference": "ppo"}, r"reference 'ppo' is not a compared method"),
@@ -371,6 +372,30 @@ def test_a_comparison_grows_by_methods_and_seeds_and_nothing_else(tmp_path):
   assert json.loads((tmp_path / "comparison.json").read_text()) == saved
   assert setup.additions({"a": 1, "agents": ["x"]},
                          {"a": 2, "agents": ["x", "y"]}) is None
+
+
+def test_development_seeds_are_their_own_comparison(tmp_path):
+  config, runs, _ = setup.plan(["random"], ["interest_evolution"],
+                               ["satisfaction"], [], 2, 1, "random", TRAIN,
+                               {}, first_seed=100)
+  assert config["first_seed"] == 100
+  assert [run.seed for run in runs] == [100, 101]
+  assert [run.relative_path.name for run in runs] == ["seed_100", "seed_101"]
+  os.close(setup.claim(tmp_path, config))
+  grown, _, _ = setup.plan(["random"], ["interest_evolution"],
+                           ["satisfaction"], [], 3, 1, "random", TRAIN, {},
+                           first_seed=100)
+  said = []
+  os.close(setup.claim(tmp_path, grown, said.append))
+  assert said == [f"the comparison in {tmp_path} grows: seeds 102-102; its "
+                  "finished runs are reused"]
+  # The reported seeds from 0 are another comparison, and record no key.
+  reported, runs, _ = setup.plan(["random"], ["interest_evolution"],
+                                 ["satisfaction"], [], 3, 1, "random", TRAIN,
+                                 {})
+  assert "first_seed" not in reported and [r.seed for r in runs] == [0, 1, 2]
+  with pytest.raises(ValueError, match=r"differs in \['first_seed'\]"):
+    setup.claim(tmp_path, reported)
 
 
 def processes_mentioning(text: str) -> list[str]:
