@@ -132,6 +132,7 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
       raise ValueError(f"--{name} must be an int >= {least}, got {value!r}")
   runs = comparison.grid(scenarios, rules, methods, num_seeds, first_seed)
+  budgets: dict[str, dict[str, int]] = {}
   for scenario in scenarios:
     for rule in rules:
       overrides = gin_config.scenario_overrides(scenario, rule.label,
@@ -139,9 +140,11 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
       gin_config.check_scenario(scenario, overrides)
       registry.build_scenario(scenario, num_users=1, seed=0, **overrides)
       for method in methods:
-        run_config.RunConfig(
+        resolved = run_config.RunConfig(
             agent=method.agent, scenario=scenario, scenario_overrides=overrides,
             planner=method.planner or run_config.DEFAULT_PLANNER, **train)
+        budgets.setdefault(rule.label, {})[method.label] = (
+            resolved.num_iterations)
   directories = [run.relative_path for run in runs]
   if len(set(directories)) != len(directories):
     raise ValueError("two methods map to one run directory; planner backends "
@@ -162,6 +165,11 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
     config["gin_bindings"] = dict(gin_bindings)
   if first_seed:  # absent for seeds from 0, as in comparisons before it
     config["first_seed"] = first_seed
+  if train.get("num_iterations") is None:
+    # The code's convergence budgets, which change as they are chosen
+    # again: a comparison directory of other budgets is refused, rather
+    # than its finished runs reused beside new ones.
+    config["budgets"] = budgets
   return config, runs, comparison.resolve_reference(reference, methods)
 
 
@@ -199,6 +207,15 @@ def train_command(run: comparison.ComparisonRun, config: dict[str, Any],
 GROWABLE = ("agents", "planners", "scenarios", "exit_rules")
 
 
+def extends(old: Any, new: Any) -> bool:
+  """Whether `new` holds every budget of `old` (rule -> method ->
+  iterations) unchanged."""
+  return (isinstance(old, dict) and isinstance(new, dict) and all(
+      isinstance(methods, dict) and isinstance(new.get(rule), dict)
+      and methods.items() <= new[rule].items()
+      for rule, methods in old.items()))
+
+
 def additions(saved: dict[str, Any], config: dict[str, Any]
               ) -> list[str] | None:
   """What `config` adds to a saved comparison configuration (methods,
@@ -211,6 +228,8 @@ def additions(saved: dict[str, Any], config: dict[str, Any]
     if (key in GROWABLE and isinstance(old, list) and isinstance(new, list)
         and set(old) <= set(new)):
       added += [f"{key[:-1]} {item}" for item in new if item not in old]
+    elif key == "budgets" and extends(old, new):
+      continue  # its new entries are the added methods' and rules'
     elif key == "num_seeds" and isinstance(old, int) and isinstance(
         new, int) and new > old:
       first = config.get("first_seed", 0)

@@ -2,6 +2,7 @@
 that crashes, is killed, and resumes."""
 
 import csv
+import functools
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from PIL import Image
 from scipy import stats
 
 from lerl_recsim import evaluation, learning_curves, metrics
-from lerl_recsim.experiments import comparison, comparison_plots
+from lerl_recsim.experiments import comparison, comparison_plots, run_config
 from lerl_recsim.experiments import compare as setup
 
 TRAIN = {"num_iterations": 4, "num_eval_sessions": 10, "num_users": 8,
@@ -396,6 +397,35 @@ def test_development_seeds_are_their_own_comparison(tmp_path):
   assert "first_seed" not in reported and [r.seed for r in runs] == [0, 1, 2]
   with pytest.raises(ValueError, match=r"differs in \['first_seed'\]"):
     setup.claim(tmp_path, reported)
+
+
+def test_a_comparison_at_the_codes_budgets_refuses_other_budgets(
+    tmp_path, monkeypatch):
+  by_family = {**TRAIN, "num_iterations": None, "eval_interval": None,
+               "checkpoint_interval": None, "log_interval": None}
+  plan = functools.partial(setup.plan, scenarios=["interest_evolution"],
+                           exit_rule_names=["satisfaction", "temper"],
+                           planners=[], num_seeds=1, parallel=1,
+                           reference="random", train=by_family,
+                           scenario_flags={})
+  config, _, _ = plan(["dqn", "random"])
+  assert config["budgets"] == {
+      "satisfaction": {"dqn": run_config.CONVERGENCE_BUDGETS["dqn"],
+                       "random": 1},
+      "temper": {"dqn": run_config.EXIT_RULE_BUDGETS[("dqn", "temper")],
+                 "random": 1}}
+  os.close(setup.claim(tmp_path, config))
+  grown, _, _ = plan(["dqn", "random", "oracle"])  # a method more: reused
+  os.close(setup.claim(tmp_path, grown, lambda _: None))
+  monkeypatch.setitem(run_config.CONVERGENCE_BUDGETS, "dqn", 123)
+  chosen_again, _, _ = plan(["dqn", "random", "oracle"])
+  assert chosen_again["budgets"]["satisfaction"]["dqn"] == 123
+  with pytest.raises(ValueError, match=r"differs in \['budgets'\]"):
+    setup.claim(tmp_path, chosen_again)
+  # A fixed --num_iterations is the budget itself, in "train".
+  fixed, _, _ = setup.plan(["dqn"], ["interest_evolution"], ["satisfaction"],
+                           [], 1, 1, "dqn", TRAIN, {})
+  assert "budgets" not in fixed
 
 
 def processes_mentioning(text: str) -> list[str]:
