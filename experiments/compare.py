@@ -109,7 +109,8 @@ def plan(agents: Sequence[str], scenarios: Sequence[str],
          num_seeds: int, parallel: int, reference: str,
          train: dict[str, int], scenario_flags: dict[str, Any],
          planner_cache: str = "", gin_bindings: dict[str, Any] | None = None,
-         first_seed: int = 0) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
+         first_seed: int = 0
+         ) -> tuple[dict[str, Any], list[comparison.ComparisonRun],
                     comparison.Method]:
   """Checks every input and expands the grid of runs.
 
