@@ -374,8 +374,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     ("dqn", {"exit_rule": "category_window"}, 30_000),
     ("dqn", {"exit_rule": "category_window",
              "exit_params": {"preset": "easyrl4rec"}}, 30_000),
-    ("ppo", {"exit_rule": "category_window", "exit_params": {"preset": "dorl"}},
-     2_000),
+    ("ppo", {}, 4_000),
     ("lerl_ppo", {"exit_rule": "temper"}, 4_000),
 ])
 def test_the_default_budget_is_the_familys_under_the_exit_rule(
