@@ -20,7 +20,8 @@ PLANNER_MODES = ("background", "wait")
 # (learning_curves.PlateauRule) holds for the family's agents on the
 # seed-mean curves of development seeds 100-104, 64 users (the DQN family's
 # at the learner of commit 6995fda; docs/results/development.md), else the
-# largest candidate (the PPO family's: at 4,000 flat `ppo` still rises): the
+# largest candidate (the PPO family's: at 4,000 flat `ppo` still rises; under
+# `temper` the rule fails at 2,000 for both agents, so 4,000 there too): the
 # budget a run gets unless told otherwise. A DQN or bandit iteration collects 4
 # steps of every user, a PPO iteration 16; scripted agents do not train.
 CONVERGENCE_BUDGETS = {"dqn": 30_000, "ppo": 4_000, "bandit": 3_000,
