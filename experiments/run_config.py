@@ -20,8 +20,9 @@ PLANNER_MODES = ("background", "wait")
 # (learning_curves.PlateauRule) holds for the family's agents on the
 # seed-mean curves of development seeds 100-104, 64 users (the DQN family's
 # at the learner of commit 6995fda; docs/results/development.md), else the
-# largest candidate (the PPO family's: at 4,000 flat `ppo` still rises; under
-# `temper` the rule fails at 2,000 for both agents, so 4,000 there too): the
+# largest candidate (the PPO family's: at 4,000 flat `ppo` still rises; at
+# 2,000 the rule fails under `temper` for both agents and under
+# `category_window:dorl` for lerl_ppo+embedded, so 4,000 under every rule): the
 # budget a run gets unless told otherwise. A DQN or bandit iteration collects 4
 # steps of every user, a PPO iteration 16; scripted agents do not train.
 CONVERGENCE_BUDGETS = {"dqn": 30_000, "ppo": 4_000, "bandit": 3_000,
