@@ -170,8 +170,11 @@ def kill_worker_of(directory: pathlib.Path, when: pathlib.Path,
   # on two loaded cores; a sweep that ended fails the loop at once.
   deadline = time.monotonic() + 600
   while not when.exists():
-    assert sweep_process.poll() is None and time.monotonic() < deadline, \
-        f"the sweep ended, or timed out, before {when} existed"
+    if sweep_process.poll() is not None:
+      pytest.fail(f"the sweep ended (exit status {sweep_process.returncode}) "
+                  f"before {when} existed; its output:\n"
+                  f"{sweep_process.stdout.read()}")
+    assert time.monotonic() < deadline, f"timed out before {when} existed"
     time.sleep(0.05)
   [trainer] = [pid for pid, command in processes().items()
                if f"--root_dir={directory} " in command]
