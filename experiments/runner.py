@@ -153,13 +153,16 @@ def seed_everything(seed: int) -> None:
 class TrainingState:
   """What a learning run trains and checkpoints: its environments, learner,
   counters (iterations; training user-steps, so that learning curves
-  against user-steps continue across a resume) and checkpointer."""
+  against user-steps continue across a resume; seconds run up to the last
+  checkpoint, so that a resumed run's wall time counts its earlier
+  processes) and checkpointer."""
 
   train_env: Any
   eval_env: py_environment.PyEnvironment
   learner: Learner
   iteration: tf.Variable
   user_steps: tf.Variable
+  wall_time_s: tf.Variable
   checkpointer: common.Checkpointer
 
 
@@ -175,13 +178,15 @@ def restored_training(run: run_config_lib.RunConfig, directory: RunDirectory,
   learner = make_learner(train_env)
   iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
   user_steps = tf.Variable(0, dtype=tf.int64, name="user_steps")
+  wall_time_s = tf.Variable(0.0, dtype=tf.float64, name="wall_time_s")
   checkpointer = common.Checkpointer(
       ckpt_dir=str(directory.checkpoints), max_to_keep=2, iteration=iteration,
-      user_steps=user_steps, environment=train_env.checkpoint_state(),
+      user_steps=user_steps, wall_time_s=wall_time_s,
+      environment=train_env.checkpoint_state(),
       **learner.checkpoint_objects())
   checkpoints.restore(checkpointer, iteration, train_env, directory)
   return TrainingState(train_env, eval_env, learner, iteration, user_steps,
-                       checkpointer)
+                       wall_time_s, checkpointer)
 
 
 def train_and_evaluate(
@@ -219,14 +224,19 @@ def train_and_evaluate(
   # What gin supplied to everything built so far, defaults included.
   directory.operative_config.write_text(gin.operative_config_str())
 
-  wall_start = time.perf_counter()
+  # A resumed run's clock starts at its checkpoint's time (the time its
+  # killed process spent after that checkpoint is not counted: it is run
+  # again).
+  wall_start = time.perf_counter() - (
+      float(state.wall_time_s.numpy()) if state is not None else 0.0)
   eval_writer = tf.summary.create_file_writer(str(directory.eval))
   evaluated = None
   if state is not None:
     policies = evaluation_policies(state.learner, run)
     train_writer = tf.summary.create_file_writer(str(directory.train))
     with train_writer.as_default(step=state.iteration):
-      evaluated = run_training(run, state, directory, eval_writer, policies)
+      evaluated = run_training(run, state, directory, eval_writer, policies,
+                               wall_start)
   else:
     policies = {MAIN: scripted_policy(eval_env)}
   if evaluated is None:
@@ -269,10 +279,12 @@ def finished_training(state: TrainingState, directory: RunDirectory
 
 def run_training(run: run_config_lib.RunConfig, state: TrainingState,
                  directory: RunDirectory, eval_writer: tf.summary.SummaryWriter,
-                 policies: Mapping[str, py_policy.PyPolicy]
+                 policies: Mapping[str, py_policy.PyPolicy], wall_start: float
                  ) -> dict[str, dict[str, Any]] | None:
   """Iterates until `run.num_iterations`, logging, checkpointing, evaluating;
-  keeps `state.user_steps` (the run's training user-steps) up to date.
+  keeps `state.user_steps` (the run's training user-steps) up to date, and
+  at each checkpoint `state.wall_time_s` (seconds since the `perf_counter`
+  time `wall_start`).
 
   With `run.stop_when_levelled`, stops at the first evaluation at which the
   learning curve has levelled off and returns that evaluation (it is the
@@ -303,6 +315,7 @@ def run_training(run: run_config_lib.RunConfig, state: TrainingState,
           learning_curves.read_history(directory.root), rule)["levelled_off"]
     if step % run.checkpoint_interval == 0 or levelled:
       user_steps.assign(trained)
+      state.wall_time_s.assign(time.perf_counter() - wall_start)
       checkpoints.save_checkpoint(state.checkpointer, iteration, train_env,
                                   directory)
     if levelled:

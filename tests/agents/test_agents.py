@@ -1,5 +1,6 @@
 """Every agent trains on a tiny scenario; masks hold; runs resume; bad input."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ from lerl_recsim.experiments import (checkpoints, evaluations, run_config,
                                      runner, train)
 from lerl_recsim.planner import Planner, ReflectionPool, backends
 from lerl_recsim.scenarios.catalogue import default_catalogue
-from tests.conftest import PromptHashChatModel
 
 TINY = {"num_items": 40}
 
@@ -66,9 +66,20 @@ def with_mask(time_step, mask):
       observation=dict(time_step.observation, mask=mask)))
 
 
-@pytest.mark.parametrize("agent", sorted(run_config.AGENTS))
+# Agents whose whole run the kill-and-resume test below checks as well.
+RESUMED_AGENTS = {"heuristic_dqn": dict(replan_every=1), "myopic": {}, "ppo": {}}
+
+
+@pytest.mark.parametrize("agent", sorted(set(run_config.AGENTS) -
+                                         set(RESUMED_AGENTS)))
 def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
   summary = train.train_eval(tiny_run(agent), str(tmp_path))
+  assert_trained_and_wrote_results(agent, summary, tmp_path)
+
+
+def assert_trained_and_wrote_results(agent, summary, tmp_path):
+  """A tiny run's summary and files: 12 evaluation sessions, evaluations
+  at iterations 3 and 6, the policy, the configuration, TensorBoard events."""
   assert summary["num_sessions"] == 12
   for name in metrics.EPISODE_METRICS:
     assert np.isfinite(summary[name]["mean"])
@@ -472,16 +483,6 @@ def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
       np.sort(allowed_q, axis=1)[:, -3:])
 
 
-def test_same_seed_same_training_run(tmp_path):
-  first = train.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "a"))
-  second = train.train_eval(tiny_run("dqn", num_iterations=8), str(tmp_path / "b"))
-  other = train.train_eval(tiny_run("dqn", num_iterations=8, seed=3),
-                              str(tmp_path / "c"))
-  for name in metrics.EPISODE_METRICS:
-    assert first[name] == second[name]
-  assert any(first[name] != other[name] for name in metrics.EPISODE_METRICS)
-
-
 def test_learners_count_the_user_steps_they_collect():
   """Progress lines divide these by wall time: every slot's steps count."""
   env = lerl_recsim.make_env(num_users=8, seed=0, **TINY)
@@ -529,35 +530,26 @@ def summary_numbers(summary):
   return {name: summary[name] for name in metrics.EPISODE_METRICS}
 
 
-@pytest.mark.parametrize("agent,changes", [
-    ("heuristic_dqn", dict(replan_every=1)),
-    ("ppo", {}),
-    ("lerl", dict(planner="fake", planner_mode="wait", replan_every=2)),
-])
-def test_training_on_the_graph_path_repeats_exactly_for_a_seed(
-    agent, changes, tmp_path, monkeypatch):
-  # Plans of 8 categories: valid under the run's default rules (7-9) even
-  # with one category saturated.
-  monkeypatch.setattr(backends, "make_chat_model",
-                      lambda backend, **options: PromptHashChatModel(size=8))
-  runs = [train.train_eval(tiny_run(agent, num_iterations=12, seed=seed,
-                                       **changes), str(tmp_path / name))
-          for name, seed in (("a", 4), ("b", 4), ("c", 5))]
-  assert summary_numbers(runs[0]) == summary_numbers(runs[1])
-  assert runs[0]["planner"]["train"] == runs[1]["planner"]["train"]
-  if agent == "lerl":  # the model's plans, not only the heuristic's
-    assert runs[0]["planner"]["train"]["llm_plans"] > 0
-  assert summary_numbers(runs[0]) != summary_numbers(runs[2])
-  history = [(tmp_path / name / "eval" / "history.jsonl").read_text()
-             for name in ("a", "b")]
-  assert history[0] == history[1]
-
-
 def summary_without_timing(directory) -> dict:
   summary = json.loads((directory / "summary.json").read_text())
   for key in ("wall_time_s", "policy_dir"):
     summary.pop(key)
   return summary
+
+
+def assert_ends_as_uninterrupted(resumed, whole) -> None:
+  """The resumed run's summary and evaluation history are the uninterrupted
+  run's, to the last digit."""
+  assert summary_without_timing(resumed) == summary_without_timing(whole)
+  assert (resumed / "eval" / "history.jsonl").read_text() == \
+      (whole / "eval" / "history.jsonl").read_text()
+
+
+def assert_seed_matters(run, whole, directory) -> None:
+  """Another seed trains otherwise: repeating is not ignoring the seed."""
+  other = train.train_eval(dataclasses.replace(run, seed=run.seed + 1),
+                           str(directory))
+  assert summary_numbers(other) != summary_numbers(whole)
 
 
 def test_a_killed_run_resumes_with_its_environment_and_planner_state(
@@ -585,8 +577,11 @@ def test_a_killed_run_resumes_with_its_environment_and_planner_state(
       raise KeyboardInterrupt("killed")
     return iterate(learner)
 
-  run = tiny_run("lerl", planner="fake", planner_mode="wait")
+  # K = 2: plans outlive a step, so their counters are state to restore.
+  run = tiny_run("lerl", planner="fake", planner_mode="wait", replan_every=2)
   whole = train.train_eval(run, str(tmp_path / "whole"))
+  assert whole["planner"]["train"]["llm_plans"] > 0  # the model's plans
+  assert_seed_matters(run, whole, tmp_path / "other")
   seen.clear()
   monkeypatch.setattr(learners.OffPolicyLearner, "run_iteration", killed_at_4)
   with pytest.raises(KeyboardInterrupt):
@@ -603,20 +598,29 @@ def test_a_killed_run_resumes_with_its_environment_and_planner_state(
       at_checkpoint["planner_counts"]["planned_users"]
   # ... and ends as the uninterrupted run did, to the last digit.
   assert whole["iterations"] == 6
-  assert summary_without_timing(tmp_path / "run") == \
-      summary_without_timing(tmp_path / "whole")
+  assert_ends_as_uninterrupted(tmp_path / "run", tmp_path / "whole")
 
 
-@pytest.mark.parametrize("agent", ["myopic", "ppo"])
+class ThousandfoldClock:
+  """`time` for the runner, whose seconds pass a thousand times faster."""
+
+  @staticmethod
+  def perf_counter() -> float:
+    return 1000 * time.perf_counter()
+
+
+@pytest.mark.parametrize("agent", sorted(RESUMED_AGENTS))
 def test_a_killed_and_resumed_run_ends_as_an_uninterrupted_one(
     tmp_path, monkeypatch, agent):
-  """Exploration and replay sampling draw with keys a checkpoint holds, so
-  the run killed after its checkpoint of iteration 3 and resumed writes
-  the summary the uninterrupted run writes, to the last digit (the bandit's
-  exploration and PPO's sampling here; DQN's, with a waiting LLM planner,
-  in the test above)."""
-  run = tiny_run(agent)
-  train.train_eval(run, str(tmp_path / "whole"))
+  """Training on the graph path repeats exactly for a seed, and exploration,
+  replay sampling and PPO's sampling draw with keys a checkpoint holds: the
+  run killed after its checkpoint of iteration 3 and resumed writes the
+  summary and history the uninterrupted run writes, to the last digit
+  (DQN's with a waiting LLM planner in the test above)."""
+  run = tiny_run(agent, **RESUMED_AGENTS[agent])
+  whole = train.train_eval(run, str(tmp_path / "whole"))
+  assert_trained_and_wrote_results(agent, whole, tmp_path / "whole")
+  assert_seed_matters(run, whole, tmp_path / "other")
   calls = []
   kinds = (learners.OffPolicyLearner, learners.OnPolicyLearner)
   iterate = {kind: kind.run_iteration for kind in kinds}
@@ -627,11 +631,23 @@ def test_a_killed_and_resumed_run_ends_as_an_uninterrupted_one(
         raise KeyboardInterrupt("killed")
       return iterate(self)
     monkeypatch.setattr(kind, "run_iteration", killed_at_5)
+  # The killed process's clock runs a thousandfold: its seconds stand out
+  # in the resumed run's wall time.
+  monkeypatch.setattr(runner, "time", ThousandfoldClock)
   with pytest.raises(KeyboardInterrupt):
     train.train_eval(run, str(tmp_path / "resumed"))
   for kind in kinds:
     monkeypatch.setattr(kind, "run_iteration", iterate[kind])
+  monkeypatch.setattr(runner, "time", time)
+  saved_s = tf.train.load_variable(
+      tf.train.latest_checkpoint(str(tmp_path / "resumed" / "train" /
+                                     "checkpoints")),
+      "wall_time_s/.ATTRIBUTES/VARIABLE_VALUE")
+  started = time.perf_counter()
   summary = train.train_eval(run, str(tmp_path / "resumed"))
+  took_s = time.perf_counter() - started
   assert summary["iterations"] == 6
-  assert summary_without_timing(tmp_path / "resumed") == \
-      summary_without_timing(tmp_path / "whole")
+  assert_ends_as_uninterrupted(tmp_path / "resumed", tmp_path / "whole")
+  # Its wall time: the killed process's up to the checkpoint, then its own.
+  assert saved_s > took_s
+  assert saved_s < summary["wall_time_s"] < saved_s + took_s
