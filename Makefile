@@ -21,7 +21,7 @@ main: setup
 	$(PY) -m lerl_recsim.binaries.quickstart --root_dir=$(ROOT_DIR)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile --max-worker-restart=0
 
 bench: setup
 	$(PY) bench/env_speed.py

@@ -7,6 +7,7 @@ import os
 import pathlib
 import sys
 import zlib
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,6 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
+from langchain_core.language_models.fake_chat_models import (  # noqa: E402
+    FakeListChatModel)
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from tf_agents.environments import tf_environment as tf_env_lib  # noqa: E402
@@ -26,7 +29,7 @@ from tf_agents.trajectories import policy_step  # noqa: E402
 
 from lerl_recsim.agents import learners  # noqa: E402
 from lerl_recsim.experiments import run_config, runner, sweep  # noqa: E402
-from lerl_recsim.planner import PlanRules, answers  # noqa: E402
+from lerl_recsim.planner import PlanRules, answers, backends  # noqa: E402
 from lerl_recsim.scenarios.catalogue import default_catalogue  # noqa: E402
 
 # Runs in this process train with their default threads per op, which
@@ -160,3 +163,30 @@ def killed_job(tmp_path: pathlib.Path, name: str, kills: int) -> sweep.Job:
             "(d / 'summary.json').write_text('{}')")
   return sweep.Job(name, (sys.executable, "-c", script, str(directory)),
                    directory, tmp_path / f"{name}.log")
+
+
+class PhaseFake(FakeListChatModel):
+  """Records each prompt with the phase of the run (`phase[0]`) it came in."""
+  phase: list = []
+  prompts: list = []
+
+  def _call(self, messages: list[Any], *args: Any, **kwargs: Any) -> str:
+    self.prompts.append((self.phase[0], messages[-1].content))
+    return super()._call(messages, *args, **kwargs)
+
+
+# A valid plan under the default rules (7-9 categories) even when one of
+# its categories is saturated (with slates of one single-category item, at
+# most one is).
+EIGHT_CATEGORIES = ["jazz", "tennis", "cooking", "science", "politics",
+                    "movies", "travel", "history"]
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+  """The `fake` backend's model for every planner the run builds."""
+  model = PhaseFake(
+      responses=[json.dumps({"categories": EIGHT_CATEGORIES})],
+      phase=["training"], prompts=[])
+  monkeypatch.setattr(backends, "make_chat_model", lambda backend, **_: model)
+  return model

@@ -1,13 +1,8 @@
-"""Every agent trains on a tiny scenario; masks hold; runs resume; bad input."""
+"""Every agent trains on a tiny scenario; masks hold; evaluation stays apart
+from training's planner; bad input. (Resuming: tests/experiments/test_resume.py.)"""
 
-import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -21,20 +16,12 @@ import lerl_recsim
 from lerl_recsim import (evaluation, learning_curves, metrics,
                          planner_environment)
 from lerl_recsim.agents import bandit, dqn, learners, networks, ppo
-from lerl_recsim.experiments import (checkpoints, evaluations, run_config,
-                                     runner, train)
-from lerl_recsim.planner import Planner, ReflectionPool, backends
+from lerl_recsim.experiments import evaluations, run_config, runner, train
+from lerl_recsim.planner import Planner, ReflectionPool
 from lerl_recsim.scenarios.catalogue import default_catalogue
-
-TINY = {"num_items": 40}
-
-
-def tiny_run(agent, **changes):
-  options = dict(agent=agent, num_users=8, num_iterations=6,
-                 num_eval_sessions=12, eval_interval=3, checkpoint_interval=3,
-                 log_interval=3, planner="heuristic", scenario_overrides=TINY)
-  options.update(changes)
-  return run_config.RunConfig(**options)
+from tests.conftest import EIGHT_CATEGORIES
+from tests.tiny_runs import (RESUMED_AGENTS, TINY,
+                              assert_trained_and_wrote_results, tiny_run)
 
 
 def tiny_ppo(env):
@@ -66,89 +53,11 @@ def with_mask(time_step, mask):
       observation=dict(time_step.observation, mask=mask)))
 
 
-# Agents whose whole run the kill-and-resume test below checks as well.
-RESUMED_AGENTS = {"heuristic_dqn": dict(replan_every=1), "myopic": {}, "ppo": {}}
-
-
 @pytest.mark.parametrize("agent", sorted(set(run_config.AGENTS) -
                                          set(RESUMED_AGENTS)))
 def test_every_agent_trains_evaluates_and_writes_its_results(agent, tmp_path):
   summary = train.train_eval(tiny_run(agent), str(tmp_path))
   assert_trained_and_wrote_results(agent, summary, tmp_path)
-
-
-def assert_trained_and_wrote_results(agent, summary, tmp_path):
-  """A tiny run's summary and files: 12 evaluation sessions, evaluations
-  at iterations 3 and 6, the policy, the configuration, TensorBoard events."""
-  assert summary["num_sessions"] == 12
-  for name in metrics.EPISODE_METRICS:
-    assert np.isfinite(summary[name]["mean"])
-  saved = json.loads((tmp_path / "summary.json").read_text())
-  assert saved["config"]["run"]["agent"] == agent
-  assert (tmp_path / "config.json").exists()
-  scripted = run_config.AGENTS[agent].family == "scripted"
-  assert (tmp_path / "policy" / "saved_model.pb").exists() != scripted
-  if not scripted:
-    assert saved["iterations"] == 6
-    history = (tmp_path / "eval" / "history.jsonl").read_text().splitlines()
-    assert [json.loads(line)["iteration"] for line in history] == [3, 6]
-    # Training user-steps by evaluation: 3 iterations of 8 users' steps
-    # (plus the initial collection of replay agents) at a time.
-    steps = [json.loads(line)["user_steps"] for line in history]
-    assert 0 < steps[0] < steps[1] == saved["user_steps"]
-    assert saved["learning_curve"]["iterations"] == [3, 6]
-    assert list((tmp_path / "train").glob("events.out.tfevents.*"))
-  # PPO is also evaluated sampling its policy, on the same users.
-  sampled = run_config.AGENTS[agent].family == "ppo"
-  assert ("sampled" in saved) == sampled
-  if sampled:
-    assert saved["sampled"]["num_sessions"] == 12
-    for name in metrics.EPISODE_METRICS:
-      assert np.isfinite(saved["sampled"][name]["mean"])
-    assert saved["sampled"]["exposure_curve"]["step"]
-    assert all(json.loads(line)["sampled"]["num_sessions"] == 12
-               for line in history)
-  # The planning oracle's search settings are its hyper-parameters.
-  hyperparameters = json.loads((tmp_path / "config.json").read_text())[
-      "hyperparameters"]
-  if agent == "planning_oracle":
-    assert hyperparameters == {"settings": {
-        "horizon": 5, "samples": 2, "continuations": ["greedy", "fresh_greedy"],
-        "fresh_window": 4, "candidates": 8}}
-  elif scripted:
-    assert hyperparameters == {}
-  uses_planner = run_config.AGENTS[agent].planner is not None
-  assert bool(saved["planner"]["train"]) == uses_planner
-  if uses_planner:
-    assert saved["planner"]["train"]["user_steps"] > 0
-    assert saved["planner"]["eval"]["user_steps"] > 0
-
-
-class PhaseFake(FakeListChatModel):
-  """Records each prompt with the phase of the run (`phase[0]`) it came in."""
-  phase: list = []
-  prompts: list = []
-
-  def _call(self, messages: list[Any], *args: Any, **kwargs: Any) -> str:
-    self.prompts.append((self.phase[0], messages[-1].content))
-    return super()._call(messages, *args, **kwargs)
-
-
-# A valid plan under the default rules (7-9 categories) even when one of
-# its categories is saturated (with slates of one single-category item, at
-# most one is).
-EIGHT_CATEGORIES = ["jazz", "tennis", "cooking", "science", "politics",
-                    "movies", "travel", "history"]
-
-
-@pytest.fixture
-def fake_backend(monkeypatch):
-  """The `fake` backend's model for every planner the run builds."""
-  model = PhaseFake(
-      responses=[json.dumps({"categories": EIGHT_CATEGORIES})],
-      phase=["training"], prompts=[])
-  monkeypatch.setattr(backends, "make_chat_model", lambda backend, **_: model)
-  return model
 
 
 def test_evaluation_writes_no_lessons_and_counts_its_own_calls(
@@ -333,17 +242,6 @@ def test_planner_masks_hold_during_lerl_training(tmp_path):
   assert summary["planner"]["train"]["user_steps"] >= 30 * 8 * 2 * 0.8
 
 
-def test_finished_run_is_reused_and_other_configuration_refused(tmp_path):
-  first = train.train_eval(tiny_run("dqn"), str(tmp_path))
-  before = (tmp_path / "summary.json").read_text()
-  again = train.train_eval(tiny_run("dqn"), str(tmp_path))
-  assert again == json.loads(before)
-  with pytest.raises(ValueError, match="holds a run with a different configuration"):
-    train.train_eval(tiny_run("dqn", seed=5), str(tmp_path))
-  assert (tmp_path / "summary.json").read_text() == before
-  del first
-
-
 def test_a_run_records_its_threads_per_op_and_refuses_a_process_with_others(
     tmp_path):
   summary = train.train_eval(tiny_run("dqn", num_iterations=2),
@@ -358,19 +256,6 @@ def test_a_run_records_its_threads_per_op_and_refuses_a_process_with_others(
   assert not (tmp_path / "two").exists()
   with pytest.raises(ValueError, match=r"intra_op_threads must be an int >= 0"):
     run_config.RunConfig(agent="dqn", intra_op_threads=-1)
-
-
-def test_corrupt_checkpoint_is_reported(tmp_path):
-  run = tiny_run("dqn", num_iterations=3)
-  directory = checkpoints.RunDirectory(str(tmp_path))
-  train.train_eval(run, str(tmp_path))
-  (tmp_path / "summary.json").unlink()  # make it resume instead of reuse
-  for data in directory.checkpoints.glob("*.data-*"):
-    data.write_bytes(b"not a checkpoint")
-  with pytest.raises(checkpoints.CheckpointError, match=(
-      r"cannot read the checkpoint .*ckpt-3 \(OpError\); it is corrupt — "
-      r"remove that directory to start over")):
-    train.train_eval(run, str(tmp_path))
 
 
 @pytest.mark.parametrize("agent, overrides, iterations", [
@@ -415,41 +300,6 @@ def test_bad_backend_and_exit_rule_are_named(tmp_path):
     train.train_eval(tiny_run("dqn", scenario_overrides={"exit_rule": "bored"}),
                      str(tmp_path / "b"))
   assert not (tmp_path / "b").exists()
-
-
-def test_killed_run_resumes_from_its_checkpoint(tmp_path):
-  root = tmp_path / "run"
-  command = [sys.executable, "-m", "lerl_recsim.binaries.train",
-             "--agent=heuristic_dqn", f"--root_dir={root}",
-             "--num_users=8", "--num_iterations=600", "--num_eval_sessions=8",
-             "--checkpoint_interval=20", "--eval_interval=600",
-             "--log_interval=500", "--num_items=40"]
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  checkpoints = root / "train" / "checkpoints"
-  deadline = time.time() + 240
-  # Killed soon after its second checkpoint: training is fast, so a run
-  # much longer than the polling keeps the kill from coming after the end.
-  while time.time() < deadline and not list(checkpoints.glob("ckpt-40.index")):
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  latest = tf.train.latest_checkpoint(str(checkpoints))
-  assert latest, "no checkpoint before the kill"
-  assert not (root / "summary.json").exists()
-  saved_at = int(latest.rsplit("-", 1)[1])  # the kill may beat ckpt-40's record
-  assert saved_at >= 20
-  saved = {name for name, _ in tf.train.list_variables(latest)}
-  assert any(name.startswith("replay_buffer/") for name in saved)
-  resumed = subprocess.run(command, env=environment, capture_output=True,
-                           text=True, timeout=600)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "resuming" in resumed.stderr
-  first_logged = int(resumed.stderr.split("resuming")[1].split("iteration")[1].split()[0])
-  assert first_logged == saved_at
-  summary = json.loads((root / "summary.json").read_text())
-  assert summary["iterations"] == 600
 
 
 def test_slates_are_masked_top_k_of_the_q_values(tmp_path):
@@ -526,128 +376,3 @@ def test_item_ddqn_computes_tf_agents_double_dqn_targets():
   assert not np.allclose(ours.numpy(), online.numpy(), rtol=1e-3)
 
 
-def summary_numbers(summary):
-  return {name: summary[name] for name in metrics.EPISODE_METRICS}
-
-
-def summary_without_timing(directory) -> dict:
-  summary = json.loads((directory / "summary.json").read_text())
-  for key in ("wall_time_s", "policy_dir"):
-    summary.pop(key)
-  return summary
-
-
-def assert_ends_as_uninterrupted(resumed, whole) -> None:
-  """The resumed run's summary and evaluation history are the uninterrupted
-  run's, to the last digit."""
-  assert summary_without_timing(resumed) == summary_without_timing(whole)
-  assert (resumed / "eval" / "history.jsonl").read_text() == \
-      (whole / "eval" / "history.jsonl").read_text()
-
-
-def assert_seed_matters(run, whole, directory) -> None:
-  """Another seed trains otherwise: repeating is not ignoring the seed."""
-  other = train.train_eval(dataclasses.replace(run, seed=run.seed + 1),
-                           str(directory))
-  assert summary_numbers(other) != summary_numbers(whole)
-
-
-def test_a_killed_run_resumes_with_its_environment_and_planner_state(
-    tmp_path, monkeypatch, fake_backend):
-  """Killed after the checkpoint of iteration 3, the run resumes with the
-  training environment (users, steps, plan counters) and the planner
-  (counts, plans in memory, lesson schedule) as that checkpoint left them,
-  and ends with the uninterrupted run's summary."""
-  monkeypatch.setattr(planner_environment, "EFFICIENT_REFLECTIONS",
-                      {"reflect_every": 1, "reflect_growth": 1.0})
-  seen: list[dict] = []
-  iterate = learners.OffPolicyLearner.run_iteration
-
-  def state_of(learner) -> dict:
-    env = learner._collector._env
-    saved = env.saved_state()["planner"]
-    return {"steps_taken": int(env.wrapped_env()._steps_taken.numpy()),
-            "counters": env._counters.numpy().tolist(),
-            "planner_counts": saved["counts"], "memo": saved["memo"],
-            "next_reflection": saved["next_reflection"]}
-
-  def killed_at_4(learner):
-    seen.append(state_of(learner))
-    if len(seen) == 4:
-      raise KeyboardInterrupt("killed")
-    return iterate(learner)
-
-  # K = 2: plans outlive a step, so their counters are state to restore.
-  run = tiny_run("lerl", planner="fake", planner_mode="wait", replan_every=2)
-  whole = train.train_eval(run, str(tmp_path / "whole"))
-  assert whole["planner"]["train"]["llm_plans"] > 0  # the model's plans
-  assert_seed_matters(run, whole, tmp_path / "other")
-  seen.clear()
-  monkeypatch.setattr(learners.OffPolicyLearner, "run_iteration", killed_at_4)
-  with pytest.raises(KeyboardInterrupt):
-    train.train_eval(run, str(tmp_path / "run"))
-  assert json.loads((tmp_path / "run" / "train" / "environment_state.json")
-                    .read_text())["iteration"] == 3
-  at_checkpoint = seen[-1]
-  assert at_checkpoint["steps_taken"] > 1 and at_checkpoint["memo"]
-  seen.clear()
-  summary = train.train_eval(run, str(tmp_path / "run"))
-  assert seen[0] == at_checkpoint
-  assert summary["iterations"] == 6
-  assert summary["planner"]["train"]["planned_users"] > \
-      at_checkpoint["planner_counts"]["planned_users"]
-  # ... and ends as the uninterrupted run did, to the last digit.
-  assert whole["iterations"] == 6
-  assert_ends_as_uninterrupted(tmp_path / "run", tmp_path / "whole")
-
-
-class ThousandfoldClock:
-  """`time` for the runner, whose seconds pass a thousand times faster."""
-
-  @staticmethod
-  def perf_counter() -> float:
-    return 1000 * time.perf_counter()
-
-
-@pytest.mark.parametrize("agent", sorted(RESUMED_AGENTS))
-def test_a_killed_and_resumed_run_ends_as_an_uninterrupted_one(
-    tmp_path, monkeypatch, agent):
-  """Training on the graph path repeats exactly for a seed, and exploration,
-  replay sampling and PPO's sampling draw with keys a checkpoint holds: the
-  run killed after its checkpoint of iteration 3 and resumed writes the
-  summary and history the uninterrupted run writes, to the last digit
-  (DQN's with a waiting LLM planner in the test above)."""
-  run = tiny_run(agent, **RESUMED_AGENTS[agent])
-  whole = train.train_eval(run, str(tmp_path / "whole"))
-  assert_trained_and_wrote_results(agent, whole, tmp_path / "whole")
-  assert_seed_matters(run, whole, tmp_path / "other")
-  calls = []
-  kinds = (learners.OffPolicyLearner, learners.OnPolicyLearner)
-  iterate = {kind: kind.run_iteration for kind in kinds}
-  for kind in kinds:
-    def killed_at_5(self, iterate=iterate[kind]):
-      calls.append(1)
-      if len(calls) == 5:
-        raise KeyboardInterrupt("killed")
-      return iterate(self)
-    monkeypatch.setattr(kind, "run_iteration", killed_at_5)
-  # The killed process's clock runs a thousandfold: its seconds stand out
-  # in the resumed run's wall time.
-  monkeypatch.setattr(runner, "time", ThousandfoldClock)
-  with pytest.raises(KeyboardInterrupt):
-    train.train_eval(run, str(tmp_path / "resumed"))
-  for kind in kinds:
-    monkeypatch.setattr(kind, "run_iteration", iterate[kind])
-  monkeypatch.setattr(runner, "time", time)
-  saved_s = tf.train.load_variable(
-      tf.train.latest_checkpoint(str(tmp_path / "resumed" / "train" /
-                                     "checkpoints")),
-      "wall_time_s/.ATTRIBUTES/VARIABLE_VALUE")
-  started = time.perf_counter()
-  summary = train.train_eval(run, str(tmp_path / "resumed"))
-  took_s = time.perf_counter() - started
-  assert summary["iterations"] == 6
-  assert_ends_as_uninterrupted(tmp_path / "resumed", tmp_path / "whole")
-  # Its wall time: the killed process's up to the checkpoint, then its own.
-  assert saved_s > took_s
-  assert saved_s < summary["wall_time_s"] < saved_s + took_s
