@@ -369,6 +369,20 @@ def movielens_cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("movielens_cache"))
 
 
+def test_als_half_step_solves_each_rows_weighted_ridge_by_hand():
+  # One factor, regularisation 0.5 per rating. Row 0 rated items with
+  # factors 1 and -1 (residuals 3 and 1): normal equations 3·I · [p, b] =
+  # [2, 4], so [2/3, 4/3]. Row 1 rated nothing: zeros. Row 2 rated one item
+  # of factor 2 (residual 4): [[4.5, 2], [2, 1.5]] · [p, b] = [8, 4], so
+  # [4, 2] / 2.75.
+  factors, bias = factorisation._solve_side(
+      rows=np.array([2, 0, 0]), cols=np.array([2, 0, 1]),
+      residual=np.array([4.0, 3.0, 1.0]), num_rows=3,
+      other_factors=np.array([[1.0], [-1.0], [2.0]]), regularisation=0.5)
+  np.testing.assert_allclose(factors[:, 0], [2 / 3, 0.0, 4 / 2.75])
+  np.testing.assert_allclose(bias, [4 / 3, 0.0, 2 / 2.75])
+
+
 def movielens_env(cache: str, **overrides):
   options = dict(num_users=8, seed=5, data_dir=str(MOVIELENS_DIR),
                  cache_dir=cache)
