@@ -309,7 +309,7 @@ def write_results(runs: Sequence[comparison.ComparisonRun],
   markdown = results_dir / "results.md"
   curves = comparison.format_curves(
       comparison.build_curves(runs, output_dir, reference), reference)
-  contrasts = comparison.format_contrasts(comparison.planner_contrasts(rows))
+  contrasts = comparison.format_all_contrasts(rows, reference)
   markdown.write_text(
       comparison.format_markdown(rows, reference, header) + "\n" +
       (contrasts + "\n" if contrasts else "") + curves +

@@ -271,24 +271,53 @@ def build_table(runs: Sequence[ComparisonRun], output_dir: str | pathlib.Path,
 
 
 @dataclasses.dataclass(frozen=True)
-class PlannerContrast:
-  """One planner backend of an agent against its control backend under one
-  condition: per key of `CONTRAST_KEYS`, the difference of the seed means
-  (backend minus control) and Welch's p."""
+class Contrast:
+  """One method against a control method under one condition: per key of
+  `CONTRAST_KEYS`, the difference of the seed means (method minus control),
+  the control's seed mean and Welch's p."""
 
   scenario: str
   exit_rule: str
   method: Method
   control: Method
   differences: dict[str, float]
+  control_means: dict[str, float]
   p_values: dict[str, float]
 
 
-# Cumulative reward at 10%, 30% and 100% of training: where planners differ.
+# Cumulative reward at 10%, 30% and 100% of training: where methods differ.
 CONTRAST_KEYS = ("reward_at_10pct", "reward_at_30pct", "cumulative_reward")
 
 
-def planner_contrasts(rows: Sequence[Row]) -> list[PlannerContrast]:
+def contrast(row: Row, control: Row) -> Contrast:
+  """`row` against `control` at 10%, 30% and 100% of training."""
+  differences, control_means, p_values = {}, {}, {}
+  for key in CONTRAST_KEYS:
+    both = bool(row.values[key]) and bool(control.values[key])
+    control_means[key] = (float(np.mean(control.values[key]))
+                          if control.values[key] else math.nan)
+    differences[key] = (float(np.mean(row.values[key])) - control_means[key]
+                        if both else math.nan)
+    p_values[key] = welch_p_value(row.values[key], control.values[key])
+  return Contrast(row.scenario, row.exit_rule, row.method, control.method,
+                  differences, control_means, p_values)
+
+
+def reference_contrasts(rows: Sequence[Row], reference: Method
+                        ) -> list[Contrast]:
+  """Every method that trains against `reference` under the same condition,
+  each at 10%, 30% and 100% of its own training: whether, when and by how
+  much it beats the reference."""
+  controls = {(row.scenario, row.exit_rule): row for row in rows
+              if row.method == reference}
+  return [contrast(row, controls[(row.scenario, row.exit_rule)])
+          for row in rows
+          if row.method != reference
+          and (row.scenario, row.exit_rule) in controls
+          and np.isfinite(row.values["reward_at_10pct"]).any()]
+
+
+def planner_contrasts(rows: Sequence[Row]) -> list[Contrast]:
   """Every planner backend of an agent compared with several, against the
   `PLANNER_CONTROL` backend (else the first one compared) under the same
   agent and condition: what an LLM adds to the same low level over the plans
@@ -304,45 +333,62 @@ def planner_contrasts(rows: Sequence[Row]) -> list[PlannerContrast]:
       continue
     control = next((row for row in backends
                     if row.method.planner == PLANNER_CONTROL), backends[0])
-    for row in backends:
-      if row is control:
-        continue
-      differences, p_values = {}, {}
-      for key in CONTRAST_KEYS:
-        differences[key] = (float(np.mean(row.values[key])) -
-                            float(np.mean(control.values[key]))
-                            if row.values[key] and control.values[key]
-                            else math.nan)
-        p_values[key] = welch_p_value(row.values[key], control.values[key])
-      contrasts.append(PlannerContrast(row.scenario, row.exit_rule, row.method,
-                                       control.method, differences, p_values))
+    contrasts += [contrast(row, control) for row in backends
+                  if row is not control]
   return contrasts
 
 
-def format_contrasts(contrasts: Sequence[PlannerContrast]) -> str:
+def contrast_cell(contrast: Contrast, key: str) -> str:
+  """"+0.50 (+25%, p = 0.123)": the difference, relative to the control's
+  mean, and Welch's p; "—" where either side has no value."""
+  difference, p = contrast.differences[key], contrast.p_values[key]
+  if not math.isfinite(difference):
+    return "—"
+  cell = f"{difference:+.2f}"
+  details = []
+  if contrast.control_means[key]:
+    details.append(f"{100 * difference / contrast.control_means[key]:+.0f}%")
+  if math.isfinite(p):
+    details.append(f"p = {p:.3f}")
+  return cell + (f" ({', '.join(details)})" if details else "")
+
+
+def format_contrasts(contrasts: Sequence[Contrast], title: str,
+                     explanation: str) -> str:
   """A Markdown section of results.md (empty without contrasts)."""
   if not contrasts:
     return ""
-  lines = ["## What the planner adds", "",
-           "Each planner backend of an agent compared with several, against "
-           f"`{PLANNER_CONTROL}` (the plans an LLM planner falls back to) or "
-           "else the first backend compared, under the same agent: the "
-           "difference of the seed means of cumulative reward (backend minus "
-           "control) and Welch's p across seeds.", "",
+  lines = [f"## {title}", "", explanation + " Each cell: the difference of "
+           "the seed means of cumulative reward (method minus control), as a "
+           "share of the control's mean, and Welch's p across seeds.", "",
            "| scenario | exit rule | method | against | at 10% of training "
            "| at 30% | at 100% |", "|---|---|---|---|---|---|---|"]
-  for contrast in contrasts:
-    cells = []
-    for key in CONTRAST_KEYS:
-      difference, p = contrast.differences[key], contrast.p_values[key]
-      cell = "—" if not math.isfinite(difference) else f"{difference:+.2f}"
-      if math.isfinite(p):
-        cell += f" (p = {p:.3f})"
-      cells.append(cell)
-    lines.append(f"| {contrast.scenario} | {contrast.exit_rule} | "
-                 f"{contrast.method.label} | {contrast.control.label} | "
-                 + " | ".join(cells) + " |")
+  for item in contrasts:
+    lines.append(f"| {item.scenario} | {item.exit_rule} | "
+                 f"{item.method.label} | {item.control.label} | "
+                 + " | ".join(contrast_cell(item, key)
+                              for key in CONTRAST_KEYS) + " |")
   return "\n".join(lines) + "\n"
+
+
+def format_all_contrasts(rows: Sequence[Row], reference: Method) -> str:
+  """results.md's two contrast sections: each trained method against the
+  reference, and each LLM planner against the plans it falls back to."""
+  sections = (
+      format_contrasts(
+          reference_contrasts(rows, reference),
+          f"Against the reference `{reference.label}`",
+          "Each method that trains against the reference under the same "
+          "condition, each at 10%, 30% and 100% of its own training budget "
+          "(agent families train for different budgets; "
+          "learning_curves.png sets them on one axis of training "
+          "user-steps)."),
+      format_contrasts(
+          planner_contrasts(rows), "What the planner adds",
+          f"Each planner backend of an agent compared with several, against "
+          f"`{PLANNER_CONTROL}` (the plans an LLM planner falls back to) or "
+          "else the first backend compared, under the same agent."))
+  return "\n".join(section for section in sections if section)
 
 
 @dataclasses.dataclass

@@ -223,19 +223,47 @@ def test_each_llm_planner_is_set_against_the_heuristic_under_its_agent(
   assert embedded.p_values["reward_at_30pct"] == pytest.approx(
       stats.ttest_ind([6, 7], [5, 6, 7], equal_var=False).pvalue)
   assert ollama.differences["cumulative_reward"] == pytest.approx(-1.0)
-  text = comparison.format_contrasts(contrasts)
+  text = comparison.format_all_contrasts(rows, methods[3])
   p = stats.ttest_ind([3.0, 3.1], [2.0, 2.1, 2.2], equal_var=False).pvalue
+  planner_section = text[text.index("## What the planner adds"):]
+  # At 10%: 4.5 against 4.0; at 100%: 3.05 against 2.1 (+45%).
   assert ("| interest_evolution | satisfaction | lerl+embedded | "
-          "lerl+heuristic | +0.50 (p = ") in text
-  assert f"| +0.95 (p = {p:.3f}) |" in text
+          "lerl+heuristic | +0.50 (+12%, p = ") in planner_section
+  assert f"| +0.95 (+45%, p = {p:.3f}) |" in planner_section
   # Without a heuristic run the first backend compared is the control; one
   # backend alone gives no section.
   without = [row for row in rows if row.method.planner != "heuristic"]
   assert [(c.method.label, c.control.label) for c in
           comparison.planner_contrasts(without)] == [
               ("lerl+ollama:x", "lerl+embedded")]
-  assert comparison.format_contrasts(
-      comparison.planner_contrasts(rows[:1] + rows[3:])) == ""
+  assert "What the planner adds" not in comparison.format_all_contrasts(
+      rows[:1] + rows[3:], methods[3])
+
+
+def test_each_trained_method_is_set_against_the_reference_at_three_budgets(
+    tmp_path):
+  runs, _ = write_grid(tmp_path)
+  reference = comparison.resolve_reference("dqn", METHODS)
+  rows = comparison.build_table(runs, tmp_path, reference)
+  # random does not train (no learning curve): lerl+heuristic alone.
+  [lerl] = comparison.reference_contrasts(rows, reference)
+  assert (lerl.method.label, lerl.control.label) == ("lerl+heuristic", "dqn")
+  # Seeds 0-2: at 10% of training 2 + 1 + seed against 1 + 1 + seed, at
+  # 30% 2 + 3 + seed against 1 + 3 + seed, at 100% 2 + 0.1 seed against
+  # 1 + 0.1 seed.
+  assert lerl.differences["reward_at_10pct"] == pytest.approx(1.0)
+  assert lerl.control_means["reward_at_10pct"] == pytest.approx(3.0)
+  assert lerl.differences["cumulative_reward"] == pytest.approx(1.0)
+  p = stats.ttest_ind([4, 5, 6], [3, 4, 5], equal_var=False).pvalue
+  assert lerl.p_values["reward_at_10pct"] == pytest.approx(p)
+  text = comparison.format_all_contrasts(rows, reference)
+  assert text.startswith("## Against the reference `dqn`")
+  assert (f"| lerl+heuristic | dqn | +1.00 (+33%, p = {p:.3f}) | "
+          "+1.00 (+20%, p = ") in text
+  assert "+1.00 (+91%, p = 0.000) |" in text
+  assert "What the planner adds" not in text  # one backend per agent
+  # Without the reference's runs there is nothing to set against.
+  assert comparison.reference_contrasts(rows[3:], reference) == []
 
 
 def test_seed_mean_curves_compare_with_the_reference_at_each_evaluation(
