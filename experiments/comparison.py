@@ -338,19 +338,18 @@ def planner_contrasts(rows: Sequence[Row]) -> list[Contrast]:
   return contrasts
 
 
-def contrast_cell(contrast: Contrast, key: str) -> str:
-  """"+0.50 (+25%, p = 0.123)": the difference, relative to the control's
-  mean, and Welch's p; "—" where either side has no value."""
-  difference, p = contrast.differences[key], contrast.p_values[key]
+def contrast_cell(item: Contrast, key: str) -> str:
+  """The cell "+0.50 (+25%, p = 0.123)": the difference, as a share of the
+  control's mean, and Welch's p; "—" where either side has no value."""
+  difference, p = item.differences[key], item.p_values[key]
   if not math.isfinite(difference):
     return "—"
-  cell = f"{difference:+.2f}"
   details = []
-  if contrast.control_means[key]:
-    details.append(f"{100 * difference / contrast.control_means[key]:+.0f}%")
+  if item.control_means[key]:
+    details.append(f"{100 * difference / item.control_means[key]:+.0f}%")
   if math.isfinite(p):
     details.append(f"p = {p:.3f}")
-  return cell + (f" ({', '.join(details)})" if details else "")
+  return f"{difference:+.2f}" + (f" ({', '.join(details)})" if details else "")
 
 
 def format_contrasts(contrasts: Sequence[Contrast], title: str,
