@@ -231,7 +231,7 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._num_categories = scenario.catalogue.num_categories
     categories = np.asarray(scenario.items.categories) > 0  # [N, C]
     self._item_categories = tf.constant(categories, tf.float32)
-    self._category_items = tf.constant(categories.T, tf.float32)
+    self._item_category_table = tf.constant(category_table(categories))
     self._item_category_ids = [tuple(np.flatnonzero(row).tolist())
                                for row in categories]
     self._llm = planner if isinstance(planner, Planner) else None
@@ -483,12 +483,9 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                               pick_places: tf.Tensor) -> tf.Tensor:
     """bool [B, C]: each user's plan from its situation's row of
     `preference_row`s, as `Planner.plans_from_scores` makes it."""
-    ids, allowed = self._heuristic.preferred(
+    return self._heuristic.preferred_sets(
         steps, preference, self._llm.prompt_config.score_shortlist,
         self._llm.rules.max_categories, pick_places)
-    return tf.reduce_any(tf.one_hot(ids, self._num_categories, on_value=True,
-                                    off_value=False) & allowed[..., None],
-                         axis=1)
 
   def _set_plans(self, steps, due: tf.Tensor, plans: tf.Tensor,
                  base_mask: tf.Tensor, counts: dict[str, tf.Tensor]
@@ -508,7 +505,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                      for name in COUNTERS])
 
   def _items(self, plans: tf.Tensor) -> tf.Tensor:
-    return tf.matmul(tf.cast(plans, tf.float32), self._category_items) > 0
+    """bool [B, N]: the items with a category in `plans` (bool [B, C])."""
+    padded = tf.pad(plans, [[0, 0], [0, 1]])  # column C: no category
+    return tf.reduce_any(tf.gather(padded, self._item_category_table, axis=1),
+                         axis=2)
 
   def _merge_plans(self, steps, due: tf.Tensor, plans: tf.Tensor,
                    current: tf.Tensor, base_mask: tf.Tensor
@@ -744,6 +744,20 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._table.insert(tf.constant(list(failed), tf.int64), tf.constant(rows))
     self._failing.update({key: math.inf if f.retry_at is None else f.retry_at
                           for key, f in failed.items()})
+
+
+def category_table(categories: np.ndarray) -> np.ndarray:
+  """int32 [N, m]: each item's category ids (bool `categories` [N, C]),
+  padded with C, m the most categories of any item: an item's place in a
+  plan's mask is then m lookups (one in single-category catalogues), not a
+  product with the whole [C, N] matrix."""
+  num_items, num_categories = categories.shape
+  most = max(int(categories.sum(axis=1).max(initial=0)), 1)
+  table = np.full((num_items, most), num_categories, np.int32)
+  for item, row in enumerate(categories):
+    ids = np.flatnonzero(row)
+    table[item, :ids.size] = ids
+  return table
 
 
 def make_tf_env(scenario: str = "interest_evolution",

@@ -43,8 +43,11 @@ class CategorySteps(NamedTuple):
   valid: tf.Tensor
 
 
-# Scores are compared after rounding to 1 / TIE_RESOLUTION.
+# Scores are compared after rounding to 1 / TIE_RESOLUTION; the rounded
+# scores must lie within +-2**SCORE_BITS (`BatchHeuristic` checks its
+# penalties against this).
 TIE_RESOLUTION = 1e9
+SCORE_BITS = 50
 
 # Histories are padded to a multiple of this many steps, so that the
 # compiled heuristic is traced for few lengths.
@@ -109,18 +112,57 @@ def saturated_categories(steps: CategorySteps, window: int) -> tf.Tensor:
   return (tf.reduce_sum(shown, axis=1) >= window) & enough[:, None]
 
 
+def _computed_once(x: tf.Tensor) -> tf.Tensor:
+  """`x`, passed through a (trivial) reduction. XLA fuses elementwise ops
+  into each of their consumers, and the pairwise comparisons read every
+  key 2C times: they would recompute the scores' arithmetic per pair (2.5x
+  the selection's time, measured). XLA does not fuse a reduction into its
+  consumers, so `x` is computed once."""
+  return tf.reduce_max(x[..., None] + tf.zeros([2], x.dtype), axis=-1)
+
+
+def _places(keys: tf.Tensor) -> tf.Tensor:
+  """int32 [B, C]: each entry's place when a row's distinct `keys` are
+  ordered highest first (by comparing every pair: no sort, which costs
+  XLA several times more at these sizes)."""
+  keys = _computed_once(keys)
+  return tf.reduce_sum(tf.cast(keys[:, None, :] > keys[:, :, None], tf.int32),
+                       axis=2)
+
+
+def _ids_in_place_order(places: tf.Tensor) -> tf.Tensor:
+  """int32 [B, C]: the ids (column indices) of `places` (a permutation of
+  0..C-1 per row) listed by place: the inverse permutation."""
+  num = places.shape[1]
+  at = places[:, None, :] == tf.range(num)[None, :, None]  # [B, place, id]
+  return tf.reduce_sum(tf.where(at, tf.range(num)[None, None, :], 0), axis=2)
+
+
 class BatchHeuristic(tf.Module):
   """The heuristic's ranking and plan for a batch of users, in TensorFlow.
 
   Arithmetic is float64, and scores within 1e-9 of each other are ties, so
   rankings are those of a plain per-user computation in exact arithmetic,
-  whatever XLA fuses.
+  whatever XLA fuses. Each category's place in the order is one int64
+  (`_order_keys`: saturation, rounded score, tie-break priority), so that
+  comparing two categories is one comparison: the plan is chosen by
+  comparing every pair of categories at every training step.
   """
 
   def __init__(self, catalogue: Catalogue, rules: PlanRules, *, window: int,
                size: int, seed: int, group_penalty: float,
                category_penalty: float) -> None:
     super().__init__(name="batch_heuristic")
+    bound = 1.0 + abs(group_penalty) + abs(category_penalty)
+    if bound * TIE_RESOLUTION >= 2.0**SCORE_BITS:
+      raise ValueError(
+          f"group_penalty={group_penalty}, category_penalty={category_penalty}:"
+          f" scores could reach {bound:g}; expected penalties whose absolute "
+          f"values sum below {2.0**SCORE_BITS / TIE_RESOLUTION - 1:g}")
+    tie_bits = max(catalogue.num_categories - 1, 1).bit_length()
+    if SCORE_BITS + 2 + tie_bits > 63:
+      raise ValueError(f"{catalogue.num_categories} categories; expected at "
+                       f"most {2**(61 - SCORE_BITS)}")
     self.rules = rules
     self.window = window
     self.size = size
@@ -130,15 +172,13 @@ class BatchHeuristic(tf.Module):
     self._group_onehot = tf.constant(
         np.eye(catalogue.num_groups, dtype=np.float32)[groups])  # [C, G]
     priority = np.random.default_rng(seed).permutation(catalogue.num_categories)
-    # Categories in tie-break order: a stable sort over them breaks ties
-    # of equal score by the seeded priority.
-    self._by_priority = tf.constant(np.argsort(priority).astype(np.int32))
+    # Equal scores: the category of lower priority comes first.
+    self._tie_break = tf.constant(catalogue.num_categories - 1 - priority,
+                                  tf.int64)
+    self._tie_scale = 2**tie_bits
     self._group_penalty = float(group_penalty)
     self._category_penalty = float(category_penalty)
-    groups_np = np.asarray(catalogue.category_group)
-    self._same_group = tf.constant(groups_np[:, None] == groups_np[None, :])
-    self._identity = tf.constant(np.eye(catalogue.num_categories, dtype=bool))
-    self._priority_before = tf.constant(priority[:, None] < priority[None, :])
+    self._same_group = tf.constant(groups[:, None] == groups[None, :])
     # XLA fuses the many small ops of ranking and picking, which run at
     # every step of training.
     self.ranking = tf.function(self.ranking, jit_compile=True, autograph=False)
@@ -178,47 +218,47 @@ class BatchHeuristic(tf.Module):
                                                        axis=1)
             - self._category_penalty * cat_seen)
 
+  def _order_keys(self, steps: CategorySteps, demote_saturated: bool
+                  ) -> tf.Tensor:
+    """int64 [B, C], distinct within a row; higher comes first: saturated
+    categories last (if `demote_saturated`), then by score, ties (scores
+    equal up to rounding in the last bits, so that how the arithmetic is
+    fused cannot decide between them) by the seeded priority."""
+    score = tf.cast(tf.round(self.scores(steps) * TIE_RESOLUTION), tf.int64)
+    keys = (score + 2**SCORE_BITS) * self._tie_scale + self._tie_break
+    if demote_saturated:
+      fresh = ~saturated_categories(steps, self.rules.saturation_window)
+      keys += tf.cast(fresh, tf.int64) * (2**(SCORE_BITS + 1) * self._tie_scale)
+    return _computed_once(keys)
+
   def ranking(self, steps: CategorySteps) -> tf.Tensor:
     """int32 [B, C]: every category id, best first (ties by priority)."""
-    # Scores equal up to rounding in the last bits are ties (broken by the
-    # priority): how the arithmetic is fused must not decide between them.
-    return self._order(tf.round(self.scores(steps) * TIE_RESOLUTION))
-
-  def _order(self, keys: tf.Tensor) -> tf.Tensor:
-    """Category ids by descending `keys`, ties by the seeded priority."""
-    permuted = tf.gather(keys, self._by_priority, axis=1)
-    order = tf.argsort(permuted, axis=1, direction="DESCENDING", stable=True)
-    return tf.gather(self._by_priority, order)
+    return _ids_in_place_order(_places(self._order_keys(steps, False)))
 
   def _selection(self, steps: CategorySteps
                  ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Which categories the plan takes, by comparing every pair (no sort).
 
-    Categories are ordered by score (ties by priority), saturated ones
-    last; the plan takes the first category of each group in that order
-    (up to `size`), then the next ones of the rest.
+    Categories are ordered by `_order_keys` (saturated ones last); the plan
+    takes the first category of each group in that order (up to `size`),
+    then the next ones of the rest.
 
     Returns:
       position int32 [B, C] (each category's place in that order),
       first_pass and second_pass bool [B, C].
     """
-    key = tf.round(self.scores(steps) * TIE_RESOLUTION)
-    if self.rules.exclude_saturated:
-      demoted = saturated_categories(steps, self.rules.saturation_window)
-    else:
-      demoted = tf.zeros_like(key, tf.bool)
-    k_j, k_c = key[:, :, None], key[:, None, :]
-    d_j, d_c = demoted[:, :, None], demoted[:, None, :]
-    before = (~d_j & d_c) | ((d_j == d_c) & (
-        (k_j > k_c) | ((k_j == k_c) & self._priority_before)))  # [B, j, c]
-    position = tf.reduce_sum(tf.cast(before, tf.int32), axis=1)
-    first = ~tf.reduce_any(before & self._same_group, axis=1)
-    upto = before | self._identity
-    first_rank = tf.reduce_sum(tf.cast(first[:, :, None] & upto, tf.int32), 1)
+    keys = self._order_keys(steps, self.rules.exclude_saturated)
+    # earlier[b, c, j]: category j comes before c; at_least: or is c.
+    earlier = keys[:, None, :] > keys[:, :, None]
+    at_least = keys[:, None, :] >= keys[:, :, None]
+    position = tf.reduce_sum(tf.cast(earlier, tf.int32), axis=2)
+    first = ~tf.reduce_any(earlier & self._same_group, axis=2)
+    first_rank = tf.reduce_sum(tf.cast(at_least & first[:, None, :], tf.int32),
+                               axis=2)
     first_pass = first & (first_rank <= self.size)
     left = self.size - tf.reduce_sum(tf.cast(first_pass, tf.int32), axis=1)
-    rest_rank = tf.reduce_sum(tf.cast(~first_pass[:, :, None] & upto,
-                                      tf.int32), 1)
+    rest_rank = tf.reduce_sum(tf.cast(at_least & ~first_pass[:, None, :],
+                                      tf.int32), axis=2)
     second_pass = ~first_pass & (rest_rank <= left[:, None])
     return position, first_pass, second_pass
 
@@ -241,7 +281,7 @@ class BatchHeuristic(tf.Module):
   def picks(self, steps: CategorySteps) -> tf.Tensor:
     """int32 [B, C]: every category id in the order the plan picks them
     (the first pass's, then the second's, then the rest by position)."""
-    return tf.argsort(self._pick_order(steps)[1], axis=1)
+    return _ids_in_place_order(self.plans_and_pick_places(steps)[1])
 
   def plans_and_pick_places(self, steps: CategorySteps
                             ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -249,13 +289,28 @@ class BatchHeuristic(tf.Module):
     one selection: what a planner that reorders the heuristic's picks
     (`preferred`) needs besides the heuristic's own plan."""
     plans, order = self._pick_order(steps)
-    earlier = order[:, None, :] < order[:, :, None]  # [B, c, c']
-    return plans, tf.reduce_sum(tf.cast(earlier, tf.int32), axis=2)
+    return plans, _places(-order)
 
   def rank_and_plan(self, steps: CategorySteps) -> tuple[tf.Tensor, tf.Tensor]:
     """(ranking int32 [B, C], plan int32 [B, size] in the order chosen:
     the first pass's categories, then the second's, each in order)."""
     return self.ranking(steps), self.picks(steps)[:, :self.size]
+
+  def _preference_places(self, steps: CategorySteps, preference: tf.Tensor,
+                         shortlist: int, pick_places: tf.Tensor | None
+                         ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(places int32 [B, C], allowed bool [B, C]): each category's place
+    by `preference` (ties in pick order) with the categories allowed (among
+    the first `shortlist` picks, not saturated) ahead of the rest."""
+    c = self.num_categories
+    position = (self.plans_and_pick_places(steps)[1] if pick_places is None
+                else pick_places)
+    allowed = position < shortlist
+    if self.rules.exclude_saturated:
+      allowed &= ~saturated_categories(steps, self.rules.saturation_window)
+    key = tf.where(allowed, preference * (c + 1) + (c - 1 - position),
+                   -1 - position)
+    return _places(key), allowed
 
   def preferred(self, steps: CategorySteps, preference: tf.Tensor,
                 shortlist: int, size: int,
@@ -266,15 +321,18 @@ class BatchHeuristic(tf.Module):
     left out: (ids int32 [B, size], best first; bool [B, size], False past
     the categories allowed). `pick_places`: `plans_and_pick_places`'s,
     if the caller has them."""
-    c = self.num_categories
-    position = (self.plans_and_pick_places(steps)[1] if pick_places is None
-                else pick_places)
-    allowed = position < shortlist
-    if self.rules.exclude_saturated:
-      allowed &= ~saturated_categories(steps, self.rules.saturation_window)
-    key = tf.where(allowed, preference * (c + 1) + (c - 1 - position), -1)
-    top = tf.math.top_k(key, k=size)
-    return top.indices, top.values >= 0
+    places, allowed = self._preference_places(steps, preference, shortlist,
+                                              pick_places)
+    ids = _ids_in_place_order(places)[:, :size]
+    return ids, tf.gather(allowed, ids, batch_dims=1)
+
+  def preferred_sets(self, steps: CategorySteps, preference: tf.Tensor,
+                     shortlist: int, size: int,
+                     pick_places: tf.Tensor | None = None) -> tf.Tensor:
+    """bool [B, C]: the categories of `preferred`."""
+    places, allowed = self._preference_places(steps, preference, shortlist,
+                                              pick_places)
+    return allowed & (places < size)
 
   def shortlist_sets(self, steps: CategorySteps, size: int) -> tf.Tensor:
     """bool [B, C]: the first `size` categories the plan would pick, so a

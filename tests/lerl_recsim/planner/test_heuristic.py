@@ -85,6 +85,10 @@ def test_factory_and_bad_options():
     HeuristicPlanner(CAT, size=10)
   with pytest.raises(ValueError, match="timeout_s"):
     make_planner("heuristic", CAT, timeout_s=1.0)
+  # Scores are compared as integers of 1e-9 steps in 50 bits: penalties of
+  # a million would overflow them.
+  with pytest.raises(ValueError, match="group_penalty=2000000.0"):
+    HeuristicPlanner(CAT, group_penalty=2e6)
 
 
 def reference_plan(history: UserHistory, rules: PlanRules, priority: np.ndarray,
