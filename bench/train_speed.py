@@ -69,6 +69,10 @@ flags.register_validator(
     "embedded_marks", lambda marks: all(m.isdigit() for m in marks),
     "--embedded_marks: expected iteration counts, e.g. 2000,6000")
 flags.DEFINE_string("planner_cache", None, "SQLite LLM cache for the embedded planner.")
+flags.DEFINE_float(
+    "local_busy_share", None, "The embedded planner's `local_busy_share` "
+    "(default: the Planner's): the share of wall time its model may compute "
+    "once its plans are most of the plans.", lower_bound=0.01, upper_bound=1.0)
 flags.DEFINE_integer(
     "collect_steps_per_iteration",
     dqn.Hyperparameters().collect_steps_per_iteration,
@@ -136,7 +140,9 @@ def interleaved_rates(turns: dict[str, Callable[[], float]], rounds: int
 
 def planned(backend: str, replan_every: int, cache: str | None = None,
             ) -> tf_environment.PlannedTFEnvironment:
-  options = {"cache_path": cache} if cache else None
+  options = {"cache_path": cache} if cache else {}
+  if backend != "heuristic" and FLAGS.local_busy_share is not None:
+    options["local_busy_share"] = FLAGS.local_busy_share
   return tf_environment.make_planned_tf_env(
       planner=backend, replan_every=replan_every, num_users=FLAGS.num_users,
       seed=0, wait_for_planner=False, planner_options=options)

@@ -87,6 +87,22 @@ def test_random_choices_are_uniform_over_allowed_items():
   assert stats.chisquare(counts[[0, 1, 3, 5]]).pvalue > 1e-3
 
 
+def test_exploring_slates_are_distinct_allowed_items_and_others_greedy():
+  tf.random.set_seed(2)
+  mask = [True, False, True, True, False, True]
+  explorer = policy(3, epsilon=0.5, draws=Draws())
+  slates = np.concatenate([explorer.action(time_step([mask] * 100)).action
+                           .numpy() for _ in range(4)])
+  greedy = policy(3).action(time_step([mask])).action.numpy()[0].tolist()
+  assert greedy == [5, 3, 2]
+  for slate in slates.tolist():
+    assert len(set(slate)) == 3 and set(slate) <= {0, 2, 3, 5}
+  # Greedy slates, plus random ones that happen to equal them (1 in 24).
+  share = np.mean([s == greedy for s in slates.tolist()])
+  assert stats.binomtest(int(share * len(slates)), len(slates),
+                         0.5 + 0.5 / 24).pvalue > 1e-3
+
+
 def test_exploration_rate_is_epsilon():
   tf.random.set_seed(1)
   explorer = policy(None, epsilon=0.3, draws=Draws())
