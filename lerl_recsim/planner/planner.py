@@ -292,6 +292,11 @@ class Planner:
       else:
         self._store_lesson(self._lessons_asked.pop(key), result)
 
+  @property
+  def model(self) -> BaseChatModel:
+    """The chat model this planner asks."""
+    return self._model
+
   def hurry(self, needed: bool) -> None:
     """Lets the background worker answer without rest while its answers
     are `needed` (the caller sees most plans miss them), else at most
