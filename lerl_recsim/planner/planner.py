@@ -96,7 +96,10 @@ class Planner:
     local_busy_share: Share of wall time a model that computes in this
       process (`LlamaCppChatModel`) may spend answering in the background
       once its answers cover most plans (see `hurry`): it would otherwise
-      take cores the training needs. Remote models are not limited.
+      take cores the training needs. Remote models are not limited. (0.1
+      and 0.25 gave the embedded model 98.2% of a cold run's training
+      plans alike, in 1.58x and 1.71x `dqn`'s time; 0.05, 96.2% in 1.62x:
+      docs/results/development.md.)
     seed: Seeds the reflection sampling and the default fallback.
   """
 
@@ -117,7 +120,7 @@ class Planner:
                max_concurrency: int = 4,
                memo_size: int = 100_000,
                max_pending: int = 256,
-               local_busy_share: float = 0.25,
+               local_busy_share: float = 0.1,
                seed: int = 0) -> None:
     rules.check_catalogue(catalogue)
     prompt_config.check_shortlist(catalogue, rules)
