@@ -180,9 +180,8 @@ def embedded_run(replan_every: int, iterations: int, marks: list[int],
   with the seconds the model computed alone before `dqn`'s turns added (an
   upper bound: computing beside training, they would have cost it less);
   and the LLM's share of the plans so far; the seconds trained; and the
-  planner's
-  metrics (times and calls counted after the warm-up), with the seconds
-  the model spent finishing a request alone before a `dqn` turn.
+  planner's metrics (times and calls counted after the warm-up), with the
+  seconds the model spent finishing a request alone before a `dqn` turn.
   """
   env = planned("embedded", replan_every, FLAGS.planner_cache)
   learner = warm_learner(env)

@@ -23,7 +23,7 @@ import collections
 import heapq
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -231,9 +231,10 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
     self._num_categories = scenario.catalogue.num_categories
     categories = np.asarray(scenario.items.categories) > 0  # [N, C]
     self._item_categories = tf.constant(categories, tf.float32)
-    self._item_category_table = tf.constant(category_table(categories))
     self._item_category_ids = [tuple(np.flatnonzero(row).tolist())
                                for row in categories]
+    self._item_category_table = tf.constant(category_table(
+        self._item_category_ids, self._num_categories))
     self._llm = planner if isinstance(planner, Planner) else None
     heuristic = planner.fallback if self._llm else planner
     if not isinstance(heuristic, HeuristicPlanner):
@@ -746,17 +747,16 @@ class PlannedTFEnvironment(tf_environment.TFEnvironment):
                           for key, f in failed.items()})
 
 
-def category_table(categories: np.ndarray) -> np.ndarray:
-  """int32 [N, m]: each item's category ids (bool `categories` [N, C]),
-  padded with C, m the most categories of any item: an item's place in a
-  plan's mask is then m lookups (one in single-category catalogues), not a
-  product with the whole [C, N] matrix."""
-  num_items, num_categories = categories.shape
-  most = max(int(categories.sum(axis=1).max(initial=0)), 1)
-  table = np.full((num_items, most), num_categories, np.int32)
-  for item, row in enumerate(categories):
-    ids = np.flatnonzero(row)
-    table[item, :ids.size] = ids
+def category_table(item_category_ids: Sequence[tuple[int, ...]],
+                   num_categories: int) -> np.ndarray:
+  """int32 [N, m]: each item's category ids, padded with `num_categories`,
+  m the most categories of any item: an item's place in a plan's mask is
+  then m lookups (one in single-category catalogues), not a product with
+  the whole [C, N] matrix."""
+  most = max([len(ids) for ids in item_category_ids] + [1])
+  table = np.full((len(item_category_ids), most), num_categories, np.int32)
+  for item, ids in enumerate(item_category_ids):
+    table[item, :len(ids)] = ids
   return table
 
 

@@ -229,7 +229,7 @@ class BatchHeuristic(tf.Module):
     if demote_saturated:
       fresh = ~saturated_categories(steps, self.rules.saturation_window)
       keys += tf.cast(fresh, tf.int64) * (2**(SCORE_BITS + 1) * self._tie_scale)
-    return _computed_once(keys)
+    return keys
 
   def ranking(self, steps: CategorySteps) -> tf.Tensor:
     """int32 [B, C]: every category id, best first (ties by priority)."""
@@ -247,7 +247,8 @@ class BatchHeuristic(tf.Module):
       position int32 [B, C] (each category's place in that order),
       first_pass and second_pass bool [B, C].
     """
-    keys = self._order_keys(steps, self.rules.exclude_saturated)
+    keys = _computed_once(self._order_keys(steps,
+                                           self.rules.exclude_saturated))
     # earlier[b, c, j]: category j comes before c; at_least: or is c.
     earlier = keys[:, None, :] > keys[:, :, None]
     at_least = keys[:, None, :] >= keys[:, :, None]
